@@ -1,0 +1,392 @@
+//! The configuration: one YAML file that every command reads.
+//!
+//! Loading goes load → parse → validate. Parsing uses serde-saphyr with
+//! `deny_unknown_fields` on every table, so a typo is an error rather than a
+//! silently ignored key; value types check themselves (see [`value`]) so the
+//! parser reports the offending line and column; validation then checks
+//! what spans several keys (duplicate domains, layout vs. tail decoy, SOA vs.
+//! NS, in `raw`). Every error names the file, the line and the column.
+
+mod error;
+pub mod name;
+mod raw;
+pub mod value;
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use name::{MxTarget, Name};
+pub use value::{Cidr, Duration, PrefixLen, Ttl};
+
+/// A position in the config file (1-based line and column).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Loc {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from, as given by the user (used in messages).
+    pub source: PathBuf,
+    /// Where the daemon keeps its state (bans, checkpoints).
+    pub state_dir: PathBuf,
+    /// The mail domains, in config order.
+    pub domains: Vec<Domain>,
+    /// The fake-MX responder.
+    pub responder: Responder,
+    /// The real MTA whose logs prove delivery.
+    pub mta: Mta,
+    /// The ban policy and its enforcement.
+    pub bans: Bans,
+    /// DNS serving and the zone apex records (SOA, NS).
+    pub dns: Dns,
+}
+
+/// One mail domain and its MX layout.
+#[derive(Clone, Debug)]
+pub struct Domain {
+    /// The domain (zone origin), in A-label form.
+    pub name: Name,
+    /// TTL of every record nolist emits for this domain.
+    pub ttl: u32,
+    /// `classic` (decoy, real…) or `sandwich` (decoy, real…, tail decoy).
+    pub layout: Layout,
+    /// The lowest-preference MX that never accepts mail.
+    pub decoy: MxHost,
+    /// The MX hosts that really accept mail.
+    pub real: Vec<MxHost>,
+    /// The highest-preference decoy (sandwich layout only).
+    pub tail_decoy: Option<MxHost>,
+    /// Where the domain's entry starts in the config.
+    pub at: Loc,
+}
+
+impl Domain {
+    /// Every MX host of the domain with its role, decoy first.
+    pub fn hosts(&self) -> impl Iterator<Item = (Role, &MxHost)> {
+        std::iter::once((Role::Decoy, &self.decoy))
+            .chain(self.real.iter().map(|h| (Role::Real, h)))
+            .chain(self.tail_decoy.iter().map(|h| (Role::TailDecoy, h)))
+    }
+}
+
+/// The part an MX host plays in the layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Lowest preference; never accepts mail.
+    Decoy,
+    /// Accepts mail.
+    Real,
+    /// Highest preference in the sandwich layout; never accepts mail.
+    TailDecoy,
+}
+
+/// One MX host entry.
+#[derive(Clone, Debug)]
+pub struct MxHost {
+    /// What the MX record points at.
+    pub target: MxTarget,
+    /// The MX preference (lower is tried first).
+    pub preference: u16,
+    /// IPv4 addresses of the host (A records when the host is in the zone).
+    pub ipv4: Vec<Ipv4Addr>,
+    /// IPv6 addresses of the host (AAAA records when the host is in the zone).
+    pub ipv6: Vec<Ipv6Addr>,
+    /// Where the entry starts in the config.
+    pub at: Loc,
+}
+
+impl MxHost {
+    /// Every address of the host, IPv4 first.
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        both_families(&self.ipv4, &self.ipv6)
+    }
+}
+
+/// The MX layout of a domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Decoy with the lowest preference, then the real MX hosts.
+    #[default]
+    Classic,
+    /// Decoy, real MX hosts, and a tail decoy with the highest preference.
+    Sandwich,
+}
+
+impl Layout {
+    /// The config spelling: `classic` or `sandwich`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Classic => "classic",
+            Layout::Sandwich => "sandwich",
+        }
+    }
+}
+
+/// How the decoy answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Nothing listens; the kernel answers with a TCP reset.
+    #[default]
+    Refuse,
+    /// A `421` banner, then close.
+    #[serde(rename = "greet-421")]
+    Greet421,
+    /// A `450` banner, then close.
+    #[serde(rename = "greet-450")]
+    Greet450,
+    /// The full dialogue up to RCPT, which gets `450 4.7.1`.
+    #[serde(rename = "rcpt-450")]
+    Rcpt450,
+}
+
+/// The `responder` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Responder {
+    /// How the decoy answers (default `refuse`, the mode that loses no mail).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Addresses to listen on; empty means every decoy address, port 25.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+}
+
+/// The MTA log format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtaFormat {
+    /// Postfix (`postfix/smtpd[pid]: …`).
+    #[default]
+    Postfix,
+    /// Exim main log.
+    Exim,
+}
+
+/// The `mta` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mta {
+    /// Log files of the real MTA, followed across rotation.
+    #[serde(default)]
+    pub logs: Vec<PathBuf>,
+    /// Their format.
+    #[serde(default)]
+    pub format: MtaFormat,
+}
+
+/// The `bans` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bans {
+    /// Decoy hits within `findtime` that make a client a candidate.
+    pub maxretry: u32,
+    /// The window in which hits are counted.
+    pub findtime: Duration,
+    /// How long to wait after the first hit for the sender to deliver via a real MX.
+    pub grace: Duration,
+    /// How long a ban lasts.
+    pub bantime: Duration,
+    /// Network sizes within which a delivery clears a client.
+    pub networks: Networks,
+    /// Clients never banned.
+    pub ignore: Vec<Cidr>,
+    /// How bans are enforced.
+    pub enforce: Enforce,
+}
+
+impl Default for Bans {
+    fn default() -> Self {
+        Bans {
+            maxretry: 3,
+            findtime: Duration::from_secs(3600),
+            grace: Duration::from_secs(600),
+            bantime: Duration::from_secs(86_400),
+            networks: Networks::default(),
+            ignore: vec![
+                "127.0.0.0/8".parse().expect("valid literal"),
+                "::1".parse().expect("valid literal"),
+            ],
+            enforce: Enforce::default(),
+        }
+    }
+}
+
+/// Prefix lengths that group a client with its network.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Networks {
+    /// IPv4 prefix (default 24).
+    pub ipv4: PrefixLen<32>,
+    /// IPv6 prefix (default 64).
+    pub ipv6: PrefixLen<128>,
+}
+
+impl Default for Networks {
+    fn default() -> Self {
+        Networks {
+            ipv4: PrefixLen(24),
+            ipv6: PrefixLen(64),
+        }
+    }
+}
+
+/// The enforcement backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// nftables sets in nolist's own table.
+    #[default]
+    Nftables,
+    /// iptables with ipset.
+    Iptables,
+    /// An existing fail2ban jail.
+    Fail2ban,
+    /// A user command.
+    Command,
+    /// Decisions are logged and stored only.
+    None,
+}
+
+/// `bans.enforce`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enforce {
+    /// The backend.
+    pub backend: Backend,
+    /// TCP ports closed to banned clients.
+    pub ports: Vec<u16>,
+}
+
+impl Default for Enforce {
+    fn default() -> Self {
+        Enforce {
+            backend: Backend::default(),
+            ports: vec![25],
+        }
+    }
+}
+
+/// The `dns` section.
+#[derive(Clone, Debug, Default)]
+pub struct Dns {
+    /// Authoritative serving of the planned zones.
+    pub serve: Option<Serve>,
+    /// The zone apex SOA; with `ns`, `plan` emits complete zones.
+    pub soa: Option<Soa>,
+    /// The zone's name servers.
+    pub ns: Vec<NameServer>,
+}
+
+/// One entry of `dns.ns`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameServer {
+    /// The server's host name.
+    pub host: Name,
+    /// IPv4 addresses (A records when the server is inside a planned zone).
+    pub ipv4: Vec<Ipv4Addr>,
+    /// IPv6 addresses (AAAA records when the server is inside a planned zone).
+    pub ipv6: Vec<Ipv6Addr>,
+}
+
+impl NameServer {
+    /// Every address of the server, IPv4 first.
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        both_families(&self.ipv4, &self.ipv6)
+    }
+}
+
+/// `dns.serve`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Serve {
+    /// UDP and TCP listen addresses.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// `dns.soa`: the SOA record used for every planned zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Soa {
+    /// The primary name server.
+    pub mname: Name,
+    /// The responsible mailbox in DNS form (`hostmaster.example.org.`).
+    pub rname: String,
+    /// The serial.
+    pub serial: u32,
+    /// Refresh interval, seconds.
+    pub refresh: u32,
+    /// Retry interval, seconds.
+    pub retry: u32,
+    /// Expiry, seconds.
+    pub expire: u32,
+    /// Negative-caching TTL, seconds.
+    pub minimum: u32,
+}
+
+/// IPv4 then IPv6 addresses as one sequence.
+fn both_families<'a>(
+    ipv4: &'a [Ipv4Addr],
+    ipv6: &'a [Ipv6Addr],
+) -> impl Iterator<Item = std::net::IpAddr> + 'a {
+    ipv4.iter()
+        .map(|a| (*a).into())
+        .chain(ipv6.iter().map(|a| (*a).into()))
+}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let loc = loc_of_offset(&bytes, e.valid_up_to());
+        ConfigError::at(path, loc, "the file is not valid UTF-8")
+    })?;
+    parse(text, path)
+}
+
+/// Parses and validates config text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::at(
+            path,
+            Loc { line: 1, column: 1 },
+            "the configuration file is empty; it needs at least `domains:`",
+        ));
+    }
+    let raw: raw::RawConfig =
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::from_yaml(path, &e))?;
+    raw.validate(path)
+}
+
+/// The line and column of byte `offset` in `bytes`.
+fn loc_of_offset(bytes: &[u8], offset: usize) -> Loc {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Loc {
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        column: u32::try_from(column).unwrap_or(u32::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! nolist: runs a mail domain's nolisting defence end to end.
+//!
+//! The library does the work; the `nolist` binary only parses arguments and
+//! prints. See `ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod config;
+pub mod plan;
