@@ -1,1 +1,418 @@
+//! Config loading: every error path names the line and column, and every
+//! table rejects unknown keys.
 
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = "\
+domains:
+  - name: example.org
+    decoy: { host: mx01.example.org, preference: 10, ipv4: [192.0.2.10] }
+    real:
+      - { host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }
+";
+
+fn ok(yaml: &str) -> Config {
+    parse(yaml, Path::new("t.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Parses `yaml`, expects an error, and returns `(line, column, message)`.
+fn err(yaml: &str) -> (u32, u32, String) {
+    match parse(yaml, Path::new("t.yaml")) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(ConfigError::Invalid {
+            path,
+            line,
+            column,
+            message,
+        }) => {
+            assert_eq!(path, "t.yaml");
+            (line, column, message)
+        }
+        Err(other) => panic!("unexpected error kind: {other}"),
+    }
+}
+
+#[track_caller]
+fn assert_err(yaml: &str, line: u32, column: u32, needle: &str) {
+    let (l, c, m) = err(yaml);
+    assert_eq!((l, c), (line, column), "position of {m:?}");
+    assert!(m.contains(needle), "{m:?} does not mention {needle:?}");
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.state_dir, Path::new("/var/lib/nolist"));
+    let d = &c.domains[0];
+    assert_eq!(d.ttl, 3600);
+    assert_eq!(d.layout, Layout::Classic);
+    assert_eq!(d.at, Loc { line: 2, column: 5 });
+    assert_eq!(d.decoy.at.line, 3);
+    assert_eq!(c.responder.mode, Mode::Refuse);
+    assert_eq!(c.bans.maxretry, 3);
+    assert_eq!(c.bans.grace.as_secs(), 600);
+    assert_eq!(c.bans.bantime.as_secs(), 86_400);
+    assert_eq!((c.bans.networks.ipv4.0, c.bans.networks.ipv6.0), (24, 64));
+    assert_eq!(c.bans.enforce.ports, vec![25]);
+    assert!(c.dns.soa.is_none() && c.dns.ns.is_empty());
+}
+
+#[test]
+fn durations_ttls_and_names_are_normalised() {
+    let c = ok(&format!(
+        "{MINIMAL}bans: {{ findtime: 90m, grace: 30, bantime: 1w }}\n\
+         dns:\n  soa: {{ mname: NS1.Example.NET., rname: first.last@example.org, refresh: 2h }}\n  \
+         ns: [ns1.example.net]\n"
+    ));
+    assert_eq!(c.bans.findtime.as_secs(), 5400);
+    assert_eq!(c.bans.grace.as_secs(), 30);
+    assert_eq!(c.bans.bantime.as_secs(), 7 * 86_400);
+    let soa = c.dns.soa.unwrap();
+    assert_eq!(soa.mname.to_string(), "ns1.example.net.");
+    assert_eq!(soa.rname, "first\\.last.example.org.");
+    assert_eq!((soa.serial, soa.refresh, soa.retry), (1, 7200, 900));
+    let c = ok(&MINIMAL.replace("name: example.org", "name: Bücher.Example.\n    ttl: 2h"));
+    assert_eq!(c.domains[0].name.as_str(), "xn--bcher-kva.example");
+    assert_eq!(c.domains[0].ttl, 7200);
+}
+
+#[test]
+fn wrong_type() {
+    assert_err(&MINIMAL.replace("preference: 10", "preference: ten"), 3, 50, "");
+    assert_err(&format!("{MINIMAL}bans: {{ maxretry: [1] }}\n"), 6, 19, "");
+    assert_err("domains: example.org\n", 1, 10, "");
+}
+
+#[test]
+fn preference_out_of_range() {
+    assert_err(&MINIMAL.replace("preference: 10", "preference: 70000"), 3, 50, "");
+}
+
+#[test]
+fn invalid_ip() {
+    assert_err(&MINIMAL.replace("192.0.2.10", "192.0.2.300"), 3, 61, "IPv4");
+    // An IPv6 address in the ipv4 list is the wrong family.
+    assert_err(&MINIMAL.replace("192.0.2.10", "\"2001:db8::1\""), 3, 61, "IPv4");
+    assert_err(
+        &MINIMAL.replace("ipv4: [192.0.2.20]", "ipv6: [2001:db8::zz]"),
+        5,
+        58,
+        "IPv6",
+    );
+    assert_err(
+        &format!("{MINIMAL}responder: {{ listen: [192.0.2.10] }}\n"),
+        6,
+        23,
+        "socket address",
+    );
+}
+
+#[test]
+fn duplicate_address() {
+    assert_err(
+        &MINIMAL.replace("[192.0.2.10]", "[192.0.2.10, 192.0.2.10]"),
+        3,
+        73,
+        "listed twice",
+    );
+}
+
+#[test]
+fn invalid_cidr() {
+    assert_err(
+        &format!("{MINIMAL}bans:\n  ignore: [10.0.0.0/33]\n"),
+        7,
+        12,
+        "invalid CIDR",
+    );
+    assert_err(
+        &format!("{MINIMAL}bans:\n  ignore: [\"192.0.2.7/24\"]\n"),
+        7,
+        12,
+        "host bits",
+    );
+    assert_err(
+        &format!("{MINIMAL}bans:\n  networks: {{ ipv4: 33 }}\n"),
+        7,
+        21,
+        "prefix length",
+    );
+}
+
+#[test]
+fn invalid_duration() {
+    assert_err(
+        &format!("{MINIMAL}bans:\n  grace: 10 parsecs\n"),
+        7,
+        10,
+        "invalid duration",
+    );
+    assert_err(&format!("{MINIMAL}bans:\n  grace: -5\n"), 7, 10, "negative");
+    assert_err(
+        &MINIMAL.replace("name: example.org", "name: example.org\n    ttl: 100y"),
+        3,
+        10,
+        "RFC 2181",
+    );
+}
+
+#[test]
+fn invalid_names() {
+    assert_err(
+        &MINIMAL.replace("name: example.org", "name: exa_mple.org"),
+        2,
+        11,
+        "not a valid host name",
+    );
+    assert_err(
+        &MINIMAL.replace("host: mx02.example.org", "host: \"mx 02.example.org\""),
+        5,
+        17,
+        "not a valid host name",
+    );
+}
+
+#[test]
+fn unknown_enum_value() {
+    assert_err(
+        &format!("{MINIMAL}responder: {{ mode: reject-550 }}\n"),
+        6,
+        20,
+        "unknown variant",
+    );
+    assert_err(
+        &MINIMAL.replace("name: example.org", "name: example.org\n    layout: pyramid"),
+        3,
+        13,
+        "unknown variant",
+    );
+}
+
+#[test]
+fn duplicate_domain() {
+    let yaml = format!("{MINIMAL}{}", &MINIMAL["domains:\n".len()..]).replace(
+        "- name: example.org\n    decoy: { host: mx01",
+        "- name: EXAMPLE.org.\n    decoy: { host: mx01",
+    );
+    let (l, c, m) = err(&yaml);
+    assert_eq!((l, c), (6, 11), "{m}");
+    assert!(m.contains("duplicate domain example.org") && m.contains("line 2"), "{m}");
+}
+
+#[test]
+fn duplicate_key() {
+    assert_err(
+        &MINIMAL.replace("name: example.org", "name: example.org\n    name: example.net"),
+        3,
+        5,
+        "duplicate",
+    );
+}
+
+#[test]
+fn missing_required_keys() {
+    assert_err("state_dir: /tmp\n", 1, 1, "missing field `domains`");
+    assert_err("domains: []\n", 1, 10, "`domains` is empty");
+    assert_err(
+        &MINIMAL.replace(
+            "    real:\n      - { host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }\n",
+            "    real: []\n",
+        ),
+        4,
+        11,
+        "`real` is empty",
+    );
+}
+
+#[test]
+fn layout_and_tail_decoy_must_agree() {
+    assert_err(
+        &MINIMAL.replace("name: example.org", "name: example.org\n    layout: sandwich"),
+        2,
+        5,
+        "needs a `tail_decoy`",
+    );
+    assert_err(
+        &format!("{MINIMAL}    tail_decoy: {{ host: mx9.example.org, preference: 90 }}\n"),
+        6,
+        17,
+        "only used with `layout: sandwich`",
+    );
+}
+
+#[test]
+fn soa_and_ns_come_together() {
+    assert_err(
+        &format!("{MINIMAL}dns:\n  soa: {{ mname: ns1.example.net, rname: h@example.org }}\n"),
+        7,
+        8,
+        "needs `dns.ns`",
+    );
+    assert_err(
+        &format!("{MINIMAL}dns:\n  ns: [ns1.example.net]\n"),
+        7,
+        7,
+        "needs `dns.soa`",
+    );
+    assert_err(
+        &format!(
+            "{MINIMAL}dns:\n  soa: {{ mname: ns1.example.net, rname: h@example.org }}\n  ns: []\n"
+        ),
+        8,
+        7,
+        "`dns.ns` is empty",
+    );
+    assert_err(
+        &format!(
+            "{MINIMAL}dns:\n  soa: {{ mname: ns1.example.net, rname: \"a b@example.org\" }}\n  ns: [ns1.example.net]\n"
+        ),
+        7,
+        41,
+        "invalid `rname`",
+    );
+}
+
+#[test]
+fn empty_and_blank_files() {
+    for text in ["", "\n\n   \n"] {
+        assert_err(text, 1, 1, "empty");
+    }
+    // Only comments counts as empty too.
+    assert_err("# nothing here\n\n  # nor here\n", 1, 1, "empty");
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let (l, _, _) = err("domains:\n  - name: [unclosed\n");
+    assert!(l >= 2);
+}
+
+#[test]
+fn non_utf8_file_names_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.yaml");
+    std::fs::write(&path, b"domains:\n  - name: b\xfccher.example\n").unwrap();
+    match load(&path) {
+        Err(ConfigError::Invalid {
+            line,
+            column,
+            message,
+            ..
+        }) => {
+            assert_eq!((line, column), (2, 12));
+            assert!(message.contains("UTF-8"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_and_unreadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let e = load(&missing).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(e.to_string().contains("nope.yaml"), "{e}");
+    // A directory is unreadable as a file.
+    assert!(matches!(load(dir.path()).unwrap_err(), ConfigError::Read { .. }));
+}
+
+/// A config that opens every table in block style. Each `#BOGUS` marker is
+/// where an unknown key is injected (at the marked line's indentation); the test proves every table rejects it.
+const EVERY_TABLE: &str = "\
+state_dir: /tmp/nolist #BOGUS
+domains:
+  - name: example.org #BOGUS
+    layout: sandwich
+    decoy:
+      host: mx01.example.org #BOGUS
+      preference: 10
+    real:
+      - host: mx02.example.org #BOGUS
+        preference: 20
+    tail_decoy:
+      host: mx99.example.org #BOGUS
+      preference: 90
+responder:
+  mode: refuse #BOGUS
+mta:
+  logs: [/var/log/mail.log] #BOGUS
+bans:
+  maxretry: 3 #BOGUS
+  networks:
+    ipv4: 24 #BOGUS
+  enforce:
+    backend: none #BOGUS
+dns:
+  serve:
+    listen: [\"127.0.0.1:5353\"] #BOGUS
+  soa:
+    mname: ns1.example.net #BOGUS
+    rname: hostmaster@example.org
+  ns:
+    - host: ns1.example.net #BOGUS
+    - ns2.example.net
+  #BOGUS
+";
+
+#[test]
+fn every_table_rejects_unknown_keys() {
+    let plain: String = EVERY_TABLE
+        .lines()
+        .map(|l| l.split(" #BOGUS").next().unwrap_or(l))
+        .filter(|l| !l.trim_start().starts_with("#BOGUS"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    ok(&plain);
+    let marked: Vec<usize> = EVERY_TABLE
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("#BOGUS"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(marked.len(), 14, "one marker per table");
+    for &target in &marked {
+        let mut expected_line = 0;
+        let mut text = String::new();
+        for (i, line) in EVERY_TABLE.lines().enumerate() {
+            let content = line.split_once("#BOGUS").map_or(line, |(c, _)| c);
+            if !content.trim().is_empty() {
+                text.push_str(content.trim_end());
+                text.push('\n');
+            }
+            if i == target {
+                // The new key goes at the column of the line's own key.
+                let lead = content.len() - content.trim_start().len();
+                let indent = lead + if content.trim_start().starts_with("- ") { 2 } else { 0 };
+                text.push_str(&format!("{}bogus_key: 1\n", " ".repeat(indent)));
+                expected_line = text.lines().count();
+            }
+        }
+        let (l, _, m) = err(&text);
+        assert!(
+            m.contains("unknown field `bogus_key`"),
+            "table at line {}: {m}\n{text}",
+            target + 1
+        );
+        assert_eq!(l as usize, expected_line, "{m}\n{text}");
+    }
+}
+
+#[test]
+fn hostile_input_never_panics() {
+    let samples = [
+        "domains: &a [*a]\n",
+        "domains:\n  - name: !!binary aGVsbG8=\n",
+        "{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{",
+        "domains:\n  - name: \0\n",
+        "- - - - - - - - - - - - - - - -",
+        "domains:\n  - <<: {name: example.org}\n",
+    ];
+    for s in samples {
+        let _ = parse(s, Path::new("t.yaml"));
+    }
+    let deep = "[".repeat(10_000);
+    assert!(parse(&deep, Path::new("t.yaml")).is_err());
+}
