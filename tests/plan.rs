@@ -24,14 +24,23 @@ fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
 }
 
 fn stdout_of(args: &[&str]) -> String {
-    let out = nolist().args(args).assert().success().get_output().stdout.clone();
+    let out = nolist()
+        .args(args)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     String::from_utf8(out).unwrap()
 }
 
 #[test]
 fn every_example_parses_and_plans_cleanly_in_every_format() {
     let examples = examples();
-    assert!(examples.len() >= 3, "examples/ should hold at least three configs");
+    assert!(
+        examples.len() >= 3,
+        "examples/ should hold at least three configs"
+    );
     for example in examples {
         nolist::config::load(&example).unwrap_or_else(|e| panic!("{e}"));
         for format in ["zone", "json", "nsupdate"] {
@@ -69,7 +78,11 @@ fn golden_zones_match_a_fresh_plan() {
         names.sort();
         names
     };
-    assert_eq!(list(fresh.path()).len(), domains, "two examples plan the same domain");
+    assert_eq!(
+        list(fresh.path()).len(),
+        domains,
+        "two examples plan the same domain"
+    );
     let golden = root().join("zones");
     assert_eq!(
         list(&golden),
@@ -155,11 +168,23 @@ fn nsupdate_output_snapshot() {
 
 #[test]
 fn nsupdate_replaces_only_owned_records_in_one_send_per_zone() {
-    let text = stdout_of(&["plan", "-c", "examples/multi-domain.yaml", "--format", "nsupdate"]);
+    let text = stdout_of(&[
+        "plan",
+        "-c",
+        "examples/multi-domain.yaml",
+        "--format",
+        "nsupdate",
+    ]);
     assert_eq!(text.matches("\nsend\n").count(), 3, "{text}");
     assert_eq!(text.matches("\nzone ").count(), 3, "{text}");
     // Hosts outside a zone are never touched from it; SOA and NS never.
-    let org = text.split("zone shop.example.").nth(1).unwrap().split("send").next().unwrap();
+    let org = text
+        .split("zone shop.example.")
+        .nth(1)
+        .unwrap()
+        .split("send")
+        .next()
+        .unwrap();
     assert!(!org.contains("mail.example.net. IN A"), "{org}");
     assert!(!text.contains(" SOA") && !text.contains(" NS "), "{text}");
 }
@@ -167,18 +192,36 @@ fn nsupdate_replaces_only_owned_records_in_one_send_per_zone() {
 #[test]
 fn output_is_reproducible() {
     for format in ["zone", "json", "nsupdate"] {
-        let args = ["plan", "-c", "examples/multi-domain.yaml", "--format", format];
+        let args = [
+            "plan",
+            "-c",
+            "examples/multi-domain.yaml",
+            "--format",
+            format,
+        ];
         assert_eq!(stdout_of(&args), stdout_of(&args), "{format}");
     }
 }
 
 #[test]
 fn domain_filter_accepts_unicode_and_rejects_unknown() {
-    let text = stdout_of(&["plan", "-c", "examples/multi-domain.yaml", "--domain", "BÜCHER.example"]);
+    let text = stdout_of(&[
+        "plan",
+        "-c",
+        "examples/multi-domain.yaml",
+        "--domain",
+        "BÜCHER.example",
+    ]);
     assert!(text.contains("$ORIGIN xn--bcher-kva.example."), "{text}");
     assert!(!text.contains("$ORIGIN example.net."), "{text}");
     nolist()
-        .args(["plan", "-c", "examples/multi-domain.yaml", "--domain", "example.de"])
+        .args([
+            "plan",
+            "-c",
+            "examples/multi-domain.yaml",
+            "--domain",
+            "example.de",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("example.de is not configured"));
@@ -189,7 +232,11 @@ fn exit_1_on_lint_errors_with_findings_on_stderr_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), BAD_LAYOUT);
     let out_dir = dir.path().join("zones");
-    for extra in [&[][..], &["--format", "nsupdate"][..], &["--out", out_dir.to_str().unwrap()][..]] {
+    for extra in [
+        &[][..],
+        &["--format", "nsupdate"][..],
+        &["--out", out_dir.to_str().unwrap()][..],
+    ] {
         nolist()
             .args(["plan", "-c", cfg.to_str().unwrap()])
             .args(extra)
@@ -200,7 +247,10 @@ fn exit_1_on_lint_errors_with_findings_on_stderr_and_nothing_written() {
                 "nolist.yaml:3:12: error[decoy-not-lowest]: example.org: decoy mx01.example.org. has preference 30",
             ));
     }
-    assert!(!out_dir.exists(), "nothing may be written when the plan has errors");
+    assert!(
+        !out_dir.exists(),
+        "nothing may be written when the plan has errors"
+    );
     // JSON is still printed, so tools can read the findings.
     let out = nolist()
         .args(["plan", "-c", cfg.to_str().unwrap(), "--format", "json"])
@@ -235,21 +285,36 @@ fn exit_2_on_config_errors_naming_file_line_and_column() {
         .assert()
         .code(2)
         .stdout("")
-        .stderr(predicate::str::contains("nolist.yaml:5:58: invalid IPv4 address"));
+        .stderr(predicate::str::contains(
+            "nolist.yaml:5:58: invalid IPv4 address",
+        ));
     nolist()
         .args(["plan", "-c", "does/not/exist.yaml"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("does/not/exist.yaml: cannot read the configuration"));
+        .stderr(predicate::str::contains(
+            "does/not/exist.yaml: cannot read the configuration",
+        ));
 }
 
 #[test]
 fn exit_2_on_usage_errors() {
     nolist().args(["plan"]).assert().code(2);
-    nolist().args(["plan", "-c", "examples/classic.yaml", "--format", "bind"]).assert().code(2);
+    nolist()
+        .args(["plan", "-c", "examples/classic.yaml", "--format", "bind"])
+        .assert()
+        .code(2);
     nolist().args(["frobnicate"]).assert().code(2);
     nolist()
-        .args(["plan", "-c", "examples/classic.yaml", "--format", "json", "--out", "x"])
+        .args([
+            "plan",
+            "-c",
+            "examples/classic.yaml",
+            "--format",
+            "json",
+            "--out",
+            "x",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--out writes zone files"));

@@ -297,6 +297,8 @@ pub struct NameServer {
     pub ipv4: Vec<Ipv4Addr>,
     /// IPv6 addresses (AAAA records when the server is inside a planned zone).
     pub ipv6: Vec<Ipv6Addr>,
+    /// Where the entry is in the config.
+    pub at: Loc,
 }
 
 impl NameServer {

@@ -305,7 +305,9 @@ impl RawDns {
                     .value
                     .into_iter()
                     .map(|n| {
+                        let at = loc(&n);
                         Ok(NameServer {
+                            at,
                             host: n.value.host,
                             ipv4: unique(path, n.value.ipv4)?,
                             ipv6: unique(path, n.value.ipv6)?,

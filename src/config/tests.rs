@@ -80,21 +80,36 @@ fn durations_ttls_and_names_are_normalised() {
 
 #[test]
 fn wrong_type() {
-    assert_err(&MINIMAL.replace("preference: 10", "preference: ten"), 3, 50, "");
+    assert_err(
+        &MINIMAL.replace("preference: 10", "preference: ten"),
+        3,
+        50,
+        "",
+    );
     assert_err(&format!("{MINIMAL}bans: {{ maxretry: [1] }}\n"), 6, 19, "");
     assert_err("domains: example.org\n", 1, 10, "");
 }
 
 #[test]
 fn preference_out_of_range() {
-    assert_err(&MINIMAL.replace("preference: 10", "preference: 70000"), 3, 50, "");
+    assert_err(
+        &MINIMAL.replace("preference: 10", "preference: 70000"),
+        3,
+        50,
+        "",
+    );
 }
 
 #[test]
 fn invalid_ip() {
     assert_err(&MINIMAL.replace("192.0.2.10", "192.0.2.300"), 3, 61, "IPv4");
     // An IPv6 address in the ipv4 list is the wrong family.
-    assert_err(&MINIMAL.replace("192.0.2.10", "\"2001:db8::1\""), 3, 61, "IPv4");
+    assert_err(
+        &MINIMAL.replace("192.0.2.10", "\"2001:db8::1\""),
+        3,
+        61,
+        "IPv4",
+    );
     assert_err(
         &MINIMAL.replace("ipv4: [192.0.2.20]", "ipv6: [2001:db8::zz]"),
         5,
@@ -183,7 +198,10 @@ fn unknown_enum_value() {
         "unknown variant",
     );
     assert_err(
-        &MINIMAL.replace("name: example.org", "name: example.org\n    layout: pyramid"),
+        &MINIMAL.replace(
+            "name: example.org",
+            "name: example.org\n    layout: pyramid",
+        ),
         3,
         13,
         "unknown variant",
@@ -198,13 +216,19 @@ fn duplicate_domain() {
     );
     let (l, c, m) = err(&yaml);
     assert_eq!((l, c), (6, 11), "{m}");
-    assert!(m.contains("duplicate domain example.org") && m.contains("line 2"), "{m}");
+    assert!(
+        m.contains("duplicate domain example.org") && m.contains("line 2"),
+        "{m}"
+    );
 }
 
 #[test]
 fn duplicate_key() {
     assert_err(
-        &MINIMAL.replace("name: example.org", "name: example.org\n    name: example.net"),
+        &MINIMAL.replace(
+            "name: example.org",
+            "name: example.org\n    name: example.net",
+        ),
         3,
         5,
         "duplicate",
@@ -229,7 +253,10 @@ fn missing_required_keys() {
 #[test]
 fn layout_and_tail_decoy_must_agree() {
     assert_err(
-        &MINIMAL.replace("name: example.org", "name: example.org\n    layout: sandwich"),
+        &MINIMAL.replace(
+            "name: example.org",
+            "name: example.org\n    layout: sandwich",
+        ),
         2,
         5,
         "needs a `tail_decoy`",
@@ -316,7 +343,10 @@ fn missing_and_unreadable_files() {
     assert!(matches!(e, ConfigError::Read { .. }));
     assert!(e.to_string().contains("nope.yaml"), "{e}");
     // A directory is unreadable as a file.
-    assert!(matches!(load(dir.path()).unwrap_err(), ConfigError::Read { .. }));
+    assert!(matches!(
+        load(dir.path()).unwrap_err(),
+        ConfigError::Read { .. }
+    ));
 }
 
 /// A config that opens every table in block style. Each `#BOGUS` marker is
@@ -385,7 +415,12 @@ fn every_table_rejects_unknown_keys() {
             if i == target {
                 // The new key goes at the column of the line's own key.
                 let lead = content.len() - content.trim_start().len();
-                let indent = lead + if content.trim_start().starts_with("- ") { 2 } else { 0 };
+                let indent = lead
+                    + if content.trim_start().starts_with("- ") {
+                        2
+                    } else {
+                        0
+                    };
                 text.push_str(&format!("{}bogus_key: 1\n", " ".repeat(indent)));
                 expected_line = text.lines().count();
             }

@@ -51,6 +51,9 @@ impl<'de> Deserialize<'de> for Duration {
                 })
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
+                if let Ok(secs) = s.trim().parse::<u64>() {
+                    return Ok(Duration::from_secs(secs));
+                }
                 humantime::parse_duration(s.trim())
                     .map(Duration)
                     .map_err(|e| {
@@ -143,6 +146,17 @@ impl<'de, const MAX: u8> Deserialize<'de> for PrefixLen<MAX> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        let parse = |s: &str| serde_json::from_str::<Duration>(s).map(Duration::as_secs);
+        assert_eq!(parse("\"10m\"").unwrap(), 600);
+        assert_eq!(parse("\"1h 30m\"").unwrap(), 5400);
+        assert_eq!(parse("\"3600\"").unwrap(), 3600);
+        assert_eq!(parse("86400").unwrap(), 86_400);
+        assert!(parse("\"10 parsecs\"").is_err());
+        assert!(parse("-1").is_err());
+    }
 
     #[test]
     fn cidr_accepts_hosts_and_networks() {

@@ -156,7 +156,7 @@ pub fn lint(config: &Config) -> Vec<Finding> {
                 out.push(
                     NS_WITHOUT_ADDRESS,
                     Some(&domain.name),
-                    None,
+                    Some(ns.at),
                     format!(
                         "{}: name server {} is inside the zone; give it ipv4/ipv6 in dns.ns",
                         domain.name.as_str(),
@@ -168,8 +168,8 @@ pub fn lint(config: &Config) -> Vec<Finding> {
     }
     lint_host_addresses(config, &mut out);
     let mut findings = out.0;
-    // Stable: errors first, config order within a severity.
-    findings.sort_by_key(|f| f.severity);
+    // Stable: errors first, then by position in the config (global findings first).
+    findings.sort_by_key(|f| (f.severity, f.at));
     findings
 }
 

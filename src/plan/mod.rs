@@ -21,7 +21,7 @@ pub use lint::{Finding, Severity};
 pub struct Plan {
     /// One zone per domain, in config order.
     pub zones: Vec<Zone>,
-    /// Lint findings, errors first, then in config order.
+    /// Lint findings, errors first, then by position in the config.
     pub findings: Vec<Finding>,
 }
 

@@ -38,7 +38,9 @@ pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let msg = format!("`{name}` is not installed (Debian package {package}); run scripts/test as root to install it");
+        let msg = format!(
+            "`{name}` is not installed (Debian package {package}); run scripts/test as root to install it"
+        );
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI=true: {msg}");
         }

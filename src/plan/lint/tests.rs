@@ -43,13 +43,26 @@ fn clean_layout_has_no_findings() {
 
 #[test]
 fn decoy_not_lowest() {
-    let f = fires(&CLEAN.replace("preference: 10", "preference: 20"), DECOY_NOT_LOWEST);
-    assert_eq!(f.at, Some(config::Loc { line: 3, column: 12 }));
+    let f = fires(
+        &CLEAN.replace("preference: 10", "preference: 20"),
+        DECOY_NOT_LOWEST,
+    );
+    assert_eq!(
+        f.at,
+        Some(config::Loc {
+            line: 3,
+            column: 12
+        })
+    );
     assert_eq!(f.domain.unwrap().as_str(), "mail-domain.de");
-    fires(&CLEAN.replace("preference: 10", "preference: 30"), DECOY_NOT_LOWEST);
+    fires(
+        &CLEAN.replace("preference: 10", "preference: 30"),
+        DECOY_NOT_LOWEST,
+    );
 }
 
-const SANDWICH: &str = "    tail_decoy: { host: mx99.mail-domain.de, preference: 90, ipv4: [9.9.9.11] }\n";
+const SANDWICH: &str =
+    "    tail_decoy: { host: mx99.mail-domain.de, preference: 90, ipv4: [9.9.9.11] }\n";
 
 fn sandwich(tail_pref: u16) -> String {
     format!(
@@ -79,7 +92,10 @@ fn decoy_shares_address() {
     let f = fires(&CLEAN.replace("9.9.9.10", "9.9.9.20"), DECOY_SHARES_ADDRESS);
     assert!(f.message.contains("9.9.9.20"), "{}", f.message);
     // The tail decoy is checked too.
-    fires(&sandwich(90).replace("9.9.9.11", "9.9.9.20"), DECOY_SHARES_ADDRESS);
+    fires(
+        &sandwich(90).replace("9.9.9.11", "9.9.9.20"),
+        DECOY_SHARES_ADDRESS,
+    );
 }
 
 #[test]
@@ -129,10 +145,16 @@ fn host_address_conflict() {
 
 #[test]
 fn decoy_missing_family() {
-    let v6_real = CLEAN.replace("ipv4: [9.9.9.20]", "ipv4: [9.9.9.20], ipv6: [\"2620:fe::20\"]");
+    let v6_real = CLEAN.replace(
+        "ipv4: [9.9.9.20]",
+        "ipv4: [9.9.9.20], ipv6: [\"2620:fe::20\"]",
+    );
     let f = fires(&v6_real, DECOY_MISSING_FAMILY);
     assert!(f.message.contains("IPv6"), "{}", f.message);
-    let both = v6_real.replace("ipv4: [9.9.9.10]", "ipv4: [9.9.9.10], ipv6: [\"2620:fe::10\"]");
+    let both = v6_real.replace(
+        "ipv4: [9.9.9.10]",
+        "ipv4: [9.9.9.10], ipv6: [\"2620:fe::10\"]",
+    );
     assert!(ids(&both).is_empty());
     // A decoy whose addresses the config does not state (outside the zone) is not judged.
     let external = v6_real.replace(
@@ -156,12 +178,27 @@ fn responder_not_refuse() {
 
 #[test]
 fn non_public_address() {
-    for addr in ["192.0.2.10", "10.1.2.3", "127.0.0.1", "198.18.0.1", "100.64.0.1"] {
+    for addr in [
+        "192.0.2.10",
+        "10.1.2.3",
+        "127.0.0.1",
+        "198.18.0.1",
+        "100.64.0.1",
+    ] {
         fires(&CLEAN.replace("9.9.9.10", addr), NON_PUBLIC_ADDRESS);
     }
-    for addr in ["2001:db8::1", "fd00::1", "fe80::1", "::1", "::ffff:10.0.0.1"] {
+    for addr in [
+        "2001:db8::1",
+        "fd00::1",
+        "fe80::1",
+        "::1",
+        "::ffff:10.0.0.1",
+    ] {
         fires(
-            &CLEAN.replace("ipv4: [9.9.9.20]", &format!("ipv4: [9.9.9.20], ipv6: [\"{addr}\"]")),
+            &CLEAN.replace(
+                "ipv4: [9.9.9.20]",
+                &format!("ipv4: [9.9.9.20], ipv6: [\"{addr}\"]"),
+            ),
             NON_PUBLIC_ADDRESS,
         );
     }
@@ -174,7 +211,10 @@ fn non_public_address() {
 
 #[test]
 fn host_without_address() {
-    fires(&CLEAN.replace(", ipv4: [9.9.9.20]", ""), HOST_WITHOUT_ADDRESS);
+    fires(
+        &CLEAN.replace(", ipv4: [9.9.9.20]", ""),
+        HOST_WITHOUT_ADDRESS,
+    );
     // Outside the zone nolist owns no address records, so none are expected.
     let external = CLEAN.replace(
         "{ host: mx02.mail-domain.de, preference: 20, ipv4: [9.9.9.20] }",
@@ -218,7 +258,14 @@ fn public_address_classification() {
     for a in ["9.9.9.9", "2620:fe::fe", "1.1.1.1"] {
         assert!(is_public(&a.parse().unwrap()), "{a}");
     }
-    for a in ["0.1.2.3", "255.255.255.255", "240.0.0.1", "224.0.0.1", "3fff::1", "ff02::1"] {
+    for a in [
+        "0.1.2.3",
+        "255.255.255.255",
+        "240.0.0.1",
+        "224.0.0.1",
+        "3fff::1",
+        "ff02::1",
+    ] {
         assert!(!is_public(&a.parse().unwrap()), "{a}");
     }
 }
@@ -228,6 +275,10 @@ fn every_lint_is_documented_in_the_readme() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
     for lint in LINTS {
-        assert!(readme.contains(&format!("`{}`", lint.id)), "{} missing from README", lint.id);
+        assert!(
+            readme.contains(&format!("`{}`", lint.id)),
+            "{} missing from README",
+            lint.id
+        );
     }
 }
