@@ -117,6 +117,10 @@ fn plan(args: &PlanArgs) -> Result<ExitCode, Failure> {
     } else if failed {
         eprintln!("nolist: the plan has lint errors; nothing was printed or written");
     } else if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).map_err(|source| Failure::Io {
+            context: format!("creating {}", dir.display()),
+            source,
+        })?;
         for zone in &plan.zones {
             let path = dir.join(format!("{}.zone", zone.origin.as_str()));
             write_atomically(&path, &render::zone(zone))?;
@@ -165,16 +169,13 @@ fn print(text: &str) -> Result<(), Failure> {
     }
 }
 
-/// Writes `path` through a temporary file and a rename, so a reader never
-/// sees half a zone.
+/// Writes `path` (in an existing directory) through a temporary file and a
+/// rename, so a reader never sees half a zone.
 fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
     let io_err = |source| Failure::Io {
         context: format!("writing {}", path.display()),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err)?;
-    }
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);

@@ -51,7 +51,10 @@ impl ConfigError {
         });
         let text = err.without_snippet().to_string();
         let suffix = format!(" at line {}, column {}", loc.line, loc.column);
-        let message = text.strip_suffix(&suffix).unwrap_or(&text).to_owned();
+        let mut message = text.strip_suffix(&suffix).unwrap_or(&text).to_owned();
+        if message.starts_with("budget breached") {
+            message = format!("the file exceeds the YAML parser's safety limits ({message})");
+        }
         ConfigError::at(path, loc, message)
     }
 }

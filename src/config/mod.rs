@@ -370,9 +370,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "the configuration file is empty; it needs at least `domains:`",
         ));
     }
-    let raw: raw::RawConfig =
-        serde_saphyr::from_str(text).map_err(|e| ConfigError::from_yaml(path, &e))?;
+    let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| ConfigError::from_yaml(path, &e))?;
     raw.validate(path)
+}
+
+/// Parser limits sized for configs of up to a few hundred thousand domains
+/// (about 30 YAML nodes each), while still stopping alias bombs and
+/// pathological nesting.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 20_000_000;
+    budget.max_events = 60_000_000;
+    budget.max_documents = 1;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 /// The line and column of byte `offset` in `bytes`.

@@ -451,3 +451,22 @@ fn hostile_input_never_panics() {
     let deep = "[".repeat(10_000);
     assert!(parse(&deep, Path::new("t.yaml")).is_err());
 }
+
+/// serde-saphyr's default budget (250,000 nodes) stopped at 8,332 domains.
+#[test]
+fn regression_large_configs_fit_the_yaml_budget() {
+    let mut text = String::from("domains:\n");
+    for i in 0..12_000 {
+        text.push_str(&format!(
+            "  - name: d{i}.example\n    decoy: {{ host: mx01.d{i}.example, preference: 10, ipv4: [192.0.2.1] }}\n    \
+             real:\n      - {{ host: mx02.d{i}.example, preference: 20, ipv4: [192.0.2.2] }}\n"
+        ));
+    }
+    assert_eq!(ok(&text).domains.len(), 12_000);
+}
+
+#[test]
+fn multiple_documents_are_rejected() {
+    let (_, _, m) = err(&format!("{MINIMAL}---\n{MINIMAL}"));
+    assert!(!m.is_empty());
+}
