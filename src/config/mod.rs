@@ -64,6 +64,9 @@ pub struct Domain {
     pub real: Vec<MxHost>,
     /// The highest-preference decoy (sandwich layout only).
     pub tail_decoy: Option<MxHost>,
+    /// A zone file with the domain's other records, served by `nolist serve`
+    /// beside the planned ones (resolved relative to the config file).
+    pub base_zone: Option<PathBuf>,
     /// Where the domain's entry starts in the config.
     pub at: Loc,
 }
@@ -313,7 +316,25 @@ impl NameServer {
 #[serde(deny_unknown_fields)]
 pub struct Serve {
     /// UDP and TCP listen addresses.
+    #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Clients allowed to transfer zones (AXFR); everyone else is refused.
+    #[serde(default)]
+    pub axfr_allow: Vec<Cidr>,
+    /// Most TCP connections served at once; more wait in the kernel backlog.
+    #[serde(default = "default_tcp_connections")]
+    pub tcp_max_connections: usize,
+    /// A TCP connection idle for this long is closed.
+    #[serde(default = "default_tcp_idle")]
+    pub tcp_idle_timeout: Duration,
+}
+
+fn default_tcp_connections() -> usize {
+    256
+}
+
+fn default_tcp_idle() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `dns.soa`: the SOA record used for every planned zone.

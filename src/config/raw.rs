@@ -55,6 +55,8 @@ struct RawDomain {
     real: Sp<Vec<Sp<RawHost>>>,
     #[serde(default)]
     tail_decoy: Option<Sp<RawHost>>,
+    #[serde(default)]
+    base_zone: Option<PathBuf>,
 }
 
 fn default_ttl() -> Ttl {
@@ -253,6 +255,7 @@ impl RawDomain {
                 .map(host)
                 .collect::<Result<_, _>>()?,
             tail_decoy: self.tail_decoy.map(host).transpose()?,
+            base_zone: self.base_zone.map(|p| relative_to_config(path, p)),
             at,
         })
     }
@@ -267,6 +270,14 @@ impl RawHost {
             ipv6: unique(path, self.ipv6)?,
             at,
         })
+    }
+}
+
+/// `p` as given if absolute, else relative to the config file's directory.
+fn relative_to_config(config: &Path, p: PathBuf) -> PathBuf {
+    match config.parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
     }
 }
 

@@ -4,13 +4,17 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::config::{self, ConfigError, Name};
-use crate::plan::{Finding, Plan, render};
+use crate::config::ConfigError;
+use crate::plan::Finding;
+
+mod plan;
+mod serve;
+mod verify;
 
 /// Runs a mail domain's nolisting defence end to end.
 #[derive(Debug, Parser)]
@@ -23,38 +27,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Compute and lint the MX layout; print it as zone records, JSON or an nsupdate script.
-    Plan(PlanArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct PlanArgs {
-    /// The nolist config file (YAML).
-    #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = PlanFormat::Zone)]
-    format: PlanFormat,
-    /// Plan only this domain.
-    #[arg(long, value_name = "NAME")]
-    domain: Option<String>,
-    /// Write DIR/<domain>.zone for each domain instead of printing (zone format only).
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PlanFormat {
-    /// RFC 1035 master-file records.
-    Zone,
-    /// The plan and lint findings as JSON.
-    Json,
-    /// An nsupdate script that replaces the owned records.
-    Nsupdate,
+    Plan(plan::PlanArgs),
+    /// Serve the planned zones authoritatively over UDP and TCP.
+    Serve(serve::ServeArgs),
+    /// Check live DNS (and, later, SMTP) against the plan.
+    Verify(verify::VerifyArgs),
 }
 
 /// What went wrong, mapped to an exit code.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(crate) enum Failure {
     /// Bad config or bad arguments: exit 2.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -66,7 +48,7 @@ enum Failure {
 }
 
 /// Exit code for "checks failed / lint errors / drift".
-const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_FAILED: u8 = 1;
 /// Exit code for usage and config errors.
 const EXIT_USAGE: u8 = 2;
 
@@ -80,7 +62,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Plan(args) => plan(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Verify(args) => verify::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -91,58 +75,33 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn plan(args: &PlanArgs) -> Result<ExitCode, Failure> {
-    if args.out.is_some() && args.format != PlanFormat::Zone {
-        return Err(Failure::Usage(
-            "--out writes zone files; use it with --format zone".into(),
-        ));
-    }
-    let config = config::load(&args.config)?;
-    let mut plan = Plan::build(&config);
-    if let Some(wanted) = &args.domain {
-        let name = Name::parse(wanted).map_err(|e| Failure::Usage(format!("--domain: {e}")))?;
-        if !plan.retain_domain(&name) {
-            return Err(Failure::Usage(format!(
-                "--domain: {} is not configured in {}",
-                name.as_str(),
-                args.config.display()
-            )));
-        }
-    }
-    let failed = plan.has_errors();
-    eprint!("{}", findings_text(&args.config, &plan.findings));
+/// Logs go to stderr; `NOLIST_LOG` (tracing's env-filter syntax) overrides the default.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NOLIST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_resolver=warn",
+        )
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .try_init();
+}
 
-    if args.format == PlanFormat::Json {
-        print(&render::json(&plan))?;
-    } else if failed {
-        eprintln!("nolist: the plan has lint errors; nothing was printed or written");
-    } else if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).map_err(|source| Failure::Io {
-            context: format!("creating {}", dir.display()),
+/// The async runtime for the networked commands.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Failure::Io {
+            context: "starting the async runtime".into(),
             source,
-        })?;
-        for zone in &plan.zones {
-            let path = dir.join(format!("{}.zone", zone.origin.as_str()));
-            write_atomically(&path, &render::zone(zone))?;
-            eprintln!("wrote {}", path.display());
-        }
-    } else {
-        let render_one = match args.format {
-            PlanFormat::Nsupdate => render::nsupdate,
-            _ => render::zone,
-        };
-        let text: Vec<String> = plan.zones.iter().map(render_one).collect();
-        print(&text.join("\n"))?;
-    }
-    Ok(if failed {
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+        })
 }
 
 /// Lint findings as `file:line:col: severity[id]: message` lines.
-fn findings_text(config: &Path, findings: &[Finding]) -> String {
+pub(crate) fn findings_text(config: &Path, findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {
         let _ = write!(out, "{}", config.display());
@@ -155,7 +114,7 @@ fn findings_text(config: &Path, findings: &[Finding]) -> String {
 }
 
 /// Writes to stdout; a closed pipe (`nolist plan | head`) is not an error.
-fn print(text: &str) -> Result<(), Failure> {
+pub(crate) fn print(text: &str) -> Result<(), Failure> {
     let mut stdout = io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -171,7 +130,7 @@ fn print(text: &str) -> Result<(), Failure> {
 
 /// Writes `path` (in an existing directory) through a temporary file and a
 /// rename, so a reader never sees half a zone.
-fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
     let io_err = |source| Failure::Io {
         context: format!("writing {}", path.display()),
         source,

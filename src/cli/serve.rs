@@ -1,0 +1,165 @@
+//! `nolist serve`: authoritative DNS for the planned zones, reloaded on
+//! SIGHUP and drained on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::{EXIT_FAILED, Failure, findings_text};
+use crate::config::{self, Config};
+use crate::dns::{Authority, Listeners, Snapshot, TcpLimits, ZoneData};
+use crate::plan::Plan;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The nolist config file (YAML).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Listen on this address, UDP and TCP (repeatable); default: dns.serve.listen.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+}
+
+/// How long open TCP connections may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Why a (re)load failed.
+enum LoadError {
+    Config(config::ConfigError),
+    Lint(String),
+    Zone(String),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Config(e) => e.fmt(f),
+            LoadError::Lint(findings) => {
+                write!(f, "{findings}the plan has lint errors; not serving it")
+            }
+            LoadError::Zone(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Loads the config and builds the zones to serve; `previous` carries SOA
+/// serials across reloads.
+fn load(path: &Path, previous: Option<&Snapshot>) -> Result<(Config, Snapshot), LoadError> {
+    let config = config::load(path).map_err(LoadError::Config)?;
+    let plan = Plan::build(&config);
+    if plan.has_errors() {
+        return Err(LoadError::Lint(findings_text(path, &plan.findings)));
+    }
+    let mut zones = Vec::with_capacity(plan.zones.len());
+    for (zone, domain) in plan.zones.iter().zip(&config.domains) {
+        let data = ZoneData::build(zone, domain.base_zone.as_deref())
+            .map_err(|e| LoadError::Zone(e.to_string()))?;
+        let before = previous.and_then(|p| p.zones().iter().find(|z| z.origin == data.origin));
+        zones.push(data.succeed(before));
+    }
+    let axfr_allow = config
+        .dns
+        .serve
+        .as_ref()
+        .map(|s| s.axfr_allow.clone())
+        .unwrap_or_default();
+    let snapshot = Snapshot::new(zones, axfr_allow).map_err(LoadError::Zone)?;
+    Ok((config, snapshot))
+}
+
+pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
+    super::init_logging();
+    let (config, snapshot) = match load(&args.config, None) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Config(e)) => return Err(e.into()),
+        Err(e @ LoadError::Lint(_)) => {
+            eprintln!("nolist: {e}");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        Err(e) => return Err(Failure::Usage(e.to_string())),
+    };
+    let serve = config.dns.serve.clone();
+    let listen = if args.listen.is_empty() {
+        serve.as_ref().map(|s| s.listen.clone()).unwrap_or_default()
+    } else {
+        args.listen.clone()
+    };
+    if listen.is_empty() {
+        return Err(Failure::Usage(
+            "serve: no listen address: set dns.serve.listen or pass --listen ADDR:PORT".into(),
+        ));
+    }
+    let limits = serve.map_or(
+        TcpLimits {
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(10),
+        },
+        |s| TcpLimits {
+            max_connections: s.tcp_max_connections,
+            idle_timeout: s.tcp_idle_timeout.0,
+        },
+    );
+    let runtime = super::runtime()?;
+    runtime.block_on(async move {
+        let listeners = Listeners::bind(&listen)
+            .await
+            .map_err(|source| Failure::Io {
+                context: format!("binding {listen:?}"),
+                source,
+            })?;
+        for zone in snapshot.zones() {
+            tracing::info!(zone = %zone.origin, serial = zone.serial, "serving zone");
+        }
+        for (proto, addr) in listeners.local_addrs() {
+            tracing::info!("listening on {proto} {addr}");
+        }
+        let authority = Arc::new(Authority::new(snapshot));
+        let shutdown = CancellationToken::new();
+        let server =
+            tokio::spawn(listeners.serve(authority.clone(), limits, shutdown.clone(), DRAIN));
+        let result = signals(&args.config, &authority).await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+        let _ = server.await;
+        result
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
+async fn signals(path: &Path, authority: &Authority) -> Result<(), Failure> {
+    let sig = |kind| {
+        signal(kind).map_err(|source| Failure::Io {
+            context: "installing signal handlers".into(),
+            source,
+        })
+    };
+    let (mut hup, mut term, mut int) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    );
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let current = authority.current();
+                match load(path, Some(&current)) {
+                    Ok((_, snapshot)) => {
+                        for zone in snapshot.zones() {
+                            tracing::info!(zone = %zone.origin, serial = zone.serial, "reloaded zone");
+                        }
+                        authority.swap(snapshot);
+                    }
+                    Err(e) => tracing::error!("reload failed, still serving the previous zones: {e}"),
+                }
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}

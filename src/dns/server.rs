@@ -1,0 +1,457 @@
+//! The authoritative server: bounded UDP and TCP loops in front of hickory's
+//! catalog, with nolist's policy (AXFR allow list, UPDATE/NOTIFY refused,
+//! responses never answered) applied before a query reaches the catalog.
+//!
+//! The zones live in an immutable [`Snapshot`]; a reload builds a new one
+//! and swaps it in atomically, so a query sees either the old or the new
+//! zones, never a mix.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hickory_net::runtime::TokioTime;
+use hickory_net::xfer::Protocol;
+use hickory_proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, MessageResponse, MessageResponseBuilder, ZoneHandler, ZoneType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::zone::ZoneData;
+use crate::config::Cidr;
+
+/// Largest UDP query read; anything longer is cut and answered FORMERR.
+const MAX_UDP_QUERY: usize = 4096;
+
+/// The zones being served and the policy that applies to them.
+pub struct Snapshot {
+    catalog: Catalog,
+    zones: Vec<ZoneData>,
+    axfr_allow: Vec<Cidr>,
+}
+
+impl Snapshot {
+    /// Builds the catalog for `zones`.
+    pub fn new(zones: Vec<ZoneData>, axfr_allow: Vec<Cidr>) -> Result<Snapshot, String> {
+        let mut catalog = Catalog::new();
+        for zone in &zones {
+            // The allow list is enforced before the catalog sees a transfer request.
+            let handler = InMemoryZoneHandler::<hickory_net::runtime::TokioRuntimeProvider>::new(
+                zone.origin.clone(),
+                zone.rrsets(),
+                ZoneType::Primary,
+                AxfrPolicy::AllowAll,
+            )?;
+            let handler: Arc<dyn ZoneHandler> = Arc::new(handler);
+            catalog.upsert(LowerName::new(&zone.origin), vec![handler]);
+        }
+        Ok(Snapshot {
+            catalog,
+            zones,
+            axfr_allow,
+        })
+    }
+
+    /// The zones, as built.
+    pub fn zones(&self) -> &[ZoneData] {
+        &self.zones
+    }
+}
+
+/// Answers DNS messages from the current snapshot.
+pub struct Authority {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Authority {
+    /// An authority serving `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Authority {
+        Authority {
+            current: RwLock::new(Arc::new(snapshot)),
+        }
+    }
+
+    /// The snapshot being served.
+    pub fn current(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the snapshot; queries already running finish on the old one.
+    pub fn swap(&self, snapshot: Snapshot) {
+        let new = Arc::new(snapshot);
+        match self.current.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// The wire responses to one query packet (none: drop it silently).
+    pub async fn answer(&self, packet: &[u8], src: SocketAddr, protocol: Protocol) -> Vec<Vec<u8>> {
+        let request = match Request::from_bytes(packet.to_vec(), src, protocol) {
+            Ok(request) => request,
+            Err(_) => return form_error(packet).into_iter().collect(),
+        };
+        // Never answer a response: that is how reflection loops start.
+        if request.metadata.message_type == MessageType::Response {
+            return Vec::new();
+        }
+        let snapshot = self.current();
+        if request.metadata.op_code != OpCode::Query {
+            // UPDATE and NOTIFY: the zones come from the config, not the wire.
+            return error_response(&request, ResponseCode::Refused);
+        }
+        let transfer = request
+            .queries
+            .queries()
+            .iter()
+            .any(|q| matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR));
+        if transfer
+            && (protocol != Protocol::Tcp
+                || !snapshot.axfr_allow.iter().any(|n| n.contains(&src.ip())))
+        {
+            return error_response(&request, ResponseCode::Refused);
+        }
+        let capture = Capture::new(protocol);
+        snapshot
+            .catalog
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        let out = capture.take();
+        if out.overflowed && out.messages.is_empty() {
+            return truncated(&request);
+        }
+        out.messages
+    }
+}
+
+/// A `ResponseHandler` that encodes responses into buffers instead of sending them.
+#[derive(Clone)]
+struct Capture {
+    protocol: Protocol,
+    out: Arc<Mutex<Captured>>,
+}
+
+#[derive(Default)]
+struct Captured {
+    messages: Vec<Vec<u8>>,
+    overflowed: bool,
+}
+
+impl Capture {
+    fn new(protocol: Protocol) -> Capture {
+        Capture {
+            protocol,
+            out: Arc::new(Mutex::new(Captured::default())),
+        }
+    }
+
+    fn take(&self) -> Captured {
+        match self.out.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let max = match (self.protocol, response.edns()) {
+            (Protocol::Udp, Some(edns)) => edns.max_payload().max(512),
+            (Protocol::Udp, None) => 512,
+            _ => u16::MAX,
+        };
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        let result = response.destructive_emit(&mut encoder);
+        let mut out = match self.out.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match result {
+            Ok(info) => {
+                out.messages.push(bytes);
+                Ok(info)
+            }
+            Err(e) => {
+                out.overflowed = true;
+                Err(NetError::from(e.to_string()))
+            }
+        }
+    }
+}
+
+fn encode<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> Vec<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(64);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    match response.destructive_emit(&mut encoder) {
+        Ok(_) => vec![bytes],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// An empty response with `code`, echoing the question.
+fn error_response(request: &Request, code: ResponseCode) -> Vec<Vec<u8>> {
+    let builder = MessageResponseBuilder::new(&request.queries, None);
+    encode(builder.error_msg(&request.metadata, code))
+}
+
+/// The question with TC set: the answer does not fit, retry over TCP.
+fn truncated(request: &Request) -> Vec<Vec<u8>> {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.authoritative = true;
+    metadata.truncation = true;
+    let builder = MessageResponseBuilder::new(&request.queries, None);
+    encode(builder.build_no_records(metadata))
+}
+
+/// FORMERR for a packet whose header parses but whose body does not; nothing
+/// for a packet too short to have a header, or that is itself a response.
+fn form_error(packet: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    let mut metadata = Metadata::response_from_request(&header.metadata);
+    metadata.response_code = ResponseCode::FormErr;
+    let reply = Header {
+        metadata,
+        counts: Default::default(),
+    };
+    reply.to_bytes().ok()
+}
+
+/// Limits for the TCP side.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Idle time after which a connection is closed.
+    pub idle_timeout: Duration,
+}
+
+/// Bound sockets, one UDP and one TCP per listen address, on the same port.
+pub struct Listeners {
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds UDP and TCP on every address; port 0 picks one free port for both.
+    pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Listeners> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for addr in addrs {
+            let (u, t) = bind_pair(*addr).await?;
+            udp.push(u);
+            tcp.push(t);
+        }
+        Ok(Listeners { udp, tcp })
+    }
+
+    /// `("udp" | "tcp", address)` for every bound socket, with real ports.
+    pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        let udp = self
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| ("udp", a));
+        let tcp = self
+            .tcp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| ("tcp", a));
+        udp.chain(tcp).collect()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains open TCP
+    /// connections for at most `drain` before returning.
+    pub async fn serve(
+        self,
+        authority: Arc<Authority>,
+        limits: TcpLimits,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) {
+        let tracker = TaskTracker::new();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for socket in self.udp {
+            let socket = Arc::new(socket);
+            for _ in 0..workers {
+                tracker.spawn(udp_worker(
+                    socket.clone(),
+                    authority.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
+        for listener in self.tcp {
+            tracker.spawn(tcp_accept(
+                listener,
+                authority.clone(),
+                limits,
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+        tracker.close();
+        shutdown.cancelled().await;
+        let _ = tokio::time::timeout(drain, tracker.wait()).await;
+    }
+}
+
+async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    if addr.port() != 0 {
+        return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
+    }
+    // Port 0: take a free TCP port, then the same UDP port (retry if taken).
+    let mut last = None;
+    for _ in 0..16 {
+        let tcp = TcpListener::bind(addr).await?;
+        match UdpSocket::bind(tcp.local_addr()?).await {
+            Ok(udp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free port")))
+}
+
+async fn udp_worker(
+    socket: Arc<UdpSocket>,
+    authority: Arc<Authority>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; MAX_UDP_QUERY];
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            () = shutdown.cancelled() => return,
+        };
+        let (len, src) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive failed");
+                continue;
+            }
+        };
+        if src.port() == 0 {
+            continue;
+        }
+        for reply in authority.answer(&buf[..len], src, Protocol::Udp).await {
+            if let Err(e) = socket.send_to(&reply, src).await {
+                tracing::debug!(error = %e, %src, "udp send failed");
+            }
+        }
+    }
+}
+
+async fn tcp_accept(
+    listener: TcpListener,
+    authority: Arc<Authority>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        // A full server stops accepting; new connections wait in the backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => return,
+        };
+        let (stream, src) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let authority = authority.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            tcp_connection(stream, src, &authority, limits.idle_timeout, &shutdown).await;
+        });
+    }
+}
+
+async fn tcp_connection(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    authority: &Authority,
+    idle: Duration,
+    shutdown: &CancellationToken,
+) {
+    let mut message = Vec::new();
+    loop {
+        let mut len = [0u8; 2];
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
+            () = shutdown.cancelled() => return,
+        };
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        message.resize(usize::from(u16::from_be_bytes(len)), 0);
+        if !matches!(
+            tokio::time::timeout(idle, stream.read_exact(&mut message)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        for reply in authority.answer(&message, src, Protocol::Tcp).await {
+            let Ok(n) = u16::try_from(reply.len()) else {
+                continue;
+            };
+            let mut framed = Vec::with_capacity(reply.len() + 2);
+            framed.extend_from_slice(&n.to_be_bytes());
+            framed.extend_from_slice(&reply);
+            if !matches!(
+                tokio::time::timeout(idle, stream.write_all(&framed)).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
+    }
+}

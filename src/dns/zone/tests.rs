@@ -1,0 +1,138 @@
+//! Zone building: base-zone merging, conflicts, and serials across reloads.
+
+use std::path::Path;
+
+use super::*;
+use crate::config;
+use crate::plan::Plan;
+
+const CONFIG: &str = "\
+domains:
+  - name: example.org
+    decoy: { host: mx01.example.org, preference: 10, ipv4: [192.0.2.10] }
+    real:
+      - { host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }
+dns:
+  soa: { mname: ns1.example.net, rname: hostmaster@example.org, serial: 100 }
+  ns: [ns1.example.net]
+";
+
+fn zone(yaml: &str) -> Zone {
+    let cfg = config::parse(yaml, Path::new("t.yaml")).unwrap();
+    Plan::build(&cfg).zones.remove(0)
+}
+
+fn with_base(yaml: &str, base: &str) -> Result<ZoneData, ZoneError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("base.zone");
+    std::fs::write(&path, base).unwrap();
+    ZoneData::build(&zone(yaml), Some(&path))
+}
+
+#[test]
+fn planned_zone_alone() {
+    let data = ZoneData::build(&zone(CONFIG), None).unwrap();
+    assert_eq!(data.serial, 100);
+    assert_eq!(data.origin.to_string(), "example.org.");
+    assert_eq!(data.rrsets().len(), 5); // SOA, NS, MX, A mx01, A mx02
+}
+
+#[test]
+fn base_zone_records_are_added() {
+    let base = "$ORIGIN example.org.\n$TTL 300\nwww IN A 192.0.2.80\n@ IN TXT \"v=spf1 mx -all\"\n";
+    let data = with_base(CONFIG, base).unwrap();
+    let names: Vec<String> = data.names().iter().map(|n| n.to_string()).collect();
+    assert!(names.contains(&"www.example.org.".to_owned()), "{names:?}");
+    assert_eq!(data.rrsets().len(), 7);
+}
+
+#[test]
+fn base_zone_may_not_redefine_owned_rrsets() {
+    let base = "$ORIGIN example.org.\n@ 300 IN MX 5 evil.example.net.\nmx02 300 IN AAAA 2001:db8::2\nmx01 300 IN TXT \"ok\"\n";
+    let Err(ZoneError::Conflict { conflicts, .. }) = with_base(CONFIG, base) else {
+        panic!("conflict not reported")
+    };
+    assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+    assert!(conflicts[0].contains("example.org. MX"), "{conflicts:?}");
+    assert!(
+        conflicts[1].contains("mx02.example.org. AAAA"),
+        "{conflicts:?}"
+    );
+}
+
+#[test]
+fn base_zone_cname_at_owned_name_and_foreign_names_conflict() {
+    let base = "$ORIGIN example.org.\nmx01 300 IN CNAME elsewhere.example.net.\nwww.example.com. 300 IN A 192.0.2.1\n";
+    let Err(ZoneError::Conflict { conflicts, .. }) = with_base(CONFIG, base) else {
+        panic!("conflict not reported")
+    };
+    assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+}
+
+#[test]
+fn base_zone_supplies_soa_and_ns_when_the_config_does_not() {
+    let fragment = CONFIG.split("dns:").next().unwrap();
+    assert!(matches!(
+        ZoneData::build(&zone(fragment), None),
+        Err(ZoneError::Incomplete { .. })
+    ));
+    let base = "$ORIGIN example.org.\n@ 3600 IN SOA ns1.example.net. h.example.org. 42 3600 900 1209600 300\n@ 3600 IN NS ns1.example.net.\n";
+    let data = with_base(fragment, base).unwrap();
+    assert_eq!(data.serial, 42);
+}
+
+#[test]
+fn broken_and_missing_base_zones_are_errors() {
+    assert!(matches!(
+        with_base(CONFIG, "$ORIGIN example.org.\nwww IN A not-an-address\n"),
+        Err(ZoneError::Parse { .. })
+    ));
+    let missing = ZoneData::build(&zone(CONFIG), Some(Path::new("/nonexistent/base.zone")));
+    assert!(matches!(missing, Err(ZoneError::Read { .. })));
+}
+
+#[test]
+fn serial_is_kept_when_nothing_changed_and_bumped_when_it_did() {
+    let first = ZoneData::build(&zone(CONFIG), None).unwrap();
+    let same = ZoneData::build(&zone(CONFIG), None)
+        .unwrap()
+        .succeed(Some(&first));
+    assert_eq!(same.serial, 100);
+    let changed = ZoneData::build(
+        &zone(&CONFIG.replace("preference: 20", "preference: 30")),
+        None,
+    )
+    .unwrap()
+    .succeed(Some(&same));
+    assert_eq!(changed.serial, 101);
+    // A configured serial ahead of the served one wins.
+    let ahead = ZoneData::build(
+        &zone(
+            &CONFIG
+                .replace("serial: 100", "serial: 2026112801")
+                .replace("preference: 20", "preference: 40"),
+        ),
+        None,
+    )
+    .unwrap()
+    .succeed(Some(&changed));
+    assert_eq!(ahead.serial, 2026112801);
+    // The SOA record carries the served serial.
+    let soa = ahead
+        .rrsets()
+        .into_values()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .unwrap();
+    let RData::SOA(data) = &soa.records_without_rrsigs().next().unwrap().data else {
+        panic!()
+    };
+    assert_eq!(data.serial, 2026112801);
+}
+
+#[test]
+fn serial_arithmetic_wraps() {
+    assert!(serial_gt(1, u32::MAX));
+    assert!(serial_gt(5, 4));
+    assert!(!serial_gt(4, 5));
+    assert!(!serial_gt(7, 7));
+}

@@ -1,0 +1,138 @@
+//! Runs `nolist serve` as a child process on free loopback ports and stops
+//! it on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `nolist serve`.
+pub struct Server {
+    child: Child,
+    /// Every stderr line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+    /// `(proto, addr)` of each listener, e.g. `("udp", 127.0.0.1:5353)`.
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Server {
+    /// Starts `nolist serve -c config` on `127.0.0.1:0` and `[::1]:0` and
+    /// waits (at most 20 s) until every listener is reported.
+    pub fn start(config: &Path) -> Server {
+        Server::start_with(
+            config,
+            &["--listen", "127.0.0.1:0", "--listen", "[::1]:0"],
+            4,
+        )
+        .unwrap_or_else(|log| panic!("nolist serve did not start:\n{log}"))
+    }
+
+    /// Starts with extra arguments and waits for `expect` listener lines;
+    /// on early exit returns the log.
+    pub fn start_with(config: &Path, args: &[&str], expect: usize) -> Result<Server, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nolist"))
+            .arg("serve")
+            .arg("-c")
+            .arg(config)
+            .args(args)
+            .env("NOLIST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nolist serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            log,
+            lines,
+            listeners: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.listeners.len() < expect {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match server.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let (proto, addr) = rest.split_once(' ').expect("proto addr");
+                        server
+                            .listeners
+                            .push((proto.to_owned(), addr.trim().parse().expect("addr")));
+                    }
+                }
+                Err(_) => return Err(server.log_text()),
+            }
+        }
+        Ok(server)
+    }
+
+    /// The address of the first `proto` listener on IPv4 (`v6` false) or IPv6.
+    pub fn addr(&self, proto: &str, v6: bool) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(p, a)| p == proto && a.is_ipv6() == v6)
+            .map(|(_, a)| *a)
+            .expect("listener")
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the server.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Waits (bounded) for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The log so far, one line each.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
