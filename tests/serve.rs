@@ -215,6 +215,22 @@ fn udp_exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
         .map(|(n, _)| buf[..n].to_vec())
 }
 
+/// The UDP answer cache: a repeated question gets the same answer with the
+/// asker's own ID and spelling of the name.
+#[test]
+fn repeated_questions_echo_id_and_case() {
+    let server = Server::start(&util::root().join("examples/sandwich.yaml"));
+    let addr = server.addr("udp", false);
+    let first = udp_exchange(addr, &query_packet(1, "example.com", 15)).expect("first");
+    let again = query_packet(0x5a5a, "ExAmPlE.CoM", 15);
+    let second = udp_exchange(addr, &again).expect("second");
+    assert_eq!(&second[..2], &[0x5a, 0x5a]);
+    assert_eq!(&second[12..25], &again[12..25], "question echoed as asked");
+    assert_eq!(first.len(), second.len());
+    assert_eq!(&first[2..12], &second[2..12], "same flags and counts");
+    assert_eq!(&first[25..], &second[25..], "same records");
+}
+
 #[test]
 fn hostile_packets_never_crash_it() {
     let server = Server::start(&util::root().join("examples/sandwich.yaml"));

@@ -28,11 +28,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cache::{AnswerCache, CacheKey};
 use super::zone::ZoneData;
 use crate::config::Cidr;
 
 /// Largest UDP query read; anything longer is cut and answered FORMERR.
 const MAX_UDP_QUERY: usize = 4096;
+/// Answers each UDP worker keeps (a few hundred KiB at most).
+const ANSWER_CACHE_ENTRIES: usize = 4096;
 
 /// The zones being served and the policy that applies to them.
 pub struct Snapshot {
@@ -101,6 +104,18 @@ impl Authority {
 
     /// The wire responses to one query packet (none: drop it silently).
     pub async fn answer(&self, packet: &[u8], src: SocketAddr, protocol: Protocol) -> Vec<Vec<u8>> {
+        answer(&self.current(), packet, src, protocol).await
+    }
+}
+
+/// The wire responses to one query packet from `snapshot`'s zones.
+async fn answer(
+    snapshot: &Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Vec<Vec<u8>> {
+    {
         let request = match Request::from_bytes(packet.to_vec(), src, protocol) {
             Ok(request) => request,
             Err(_) => return form_error(packet).into_iter().collect(),
@@ -109,7 +124,6 @@ impl Authority {
         if request.metadata.message_type == MessageType::Response {
             return Vec::new();
         }
-        let snapshot = self.current();
         if request.metadata.op_code != OpCode::Query {
             // UPDATE and NOTIFY: the zones come from the config, not the wire.
             return error_response(&request, ResponseCode::Refused);
@@ -334,15 +348,38 @@ impl Listeners {
     }
 }
 
+/// Socket buffer for UDP: bursts queue here instead of being dropped
+/// (the kernel caps it at net.core.rmem_max / wmem_max).
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A UDP socket with large buffers, bound to `addr`.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer only means earlier drops under load.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     if addr.port() != 0 {
-        return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
+        return Ok((bind_udp(addr)?, TcpListener::bind(addr).await?));
     }
     // Port 0: take a free TCP port, then the same UDP port (retry if taken).
     let mut last = None;
     for _ in 0..16 {
         let tcp = TcpListener::bind(addr).await?;
-        match UdpSocket::bind(tcp.local_addr()?).await {
+        match bind_udp(tcp.local_addr()?) {
             Ok(udp) => return Ok((udp, tcp)),
             Err(e) => last = Some(e),
         }
@@ -356,6 +393,9 @@ async fn udp_worker(
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; MAX_UDP_QUERY];
+    let mut cache = AnswerCache::new(ANSWER_CACHE_ENTRIES);
+    let mut cached_for: Option<Arc<Snapshot>> = None;
+    let mut reply = Vec::with_capacity(512);
     loop {
         let received = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
@@ -371,11 +411,35 @@ async fn udp_worker(
         if src.port() == 0 {
             continue;
         }
-        for reply in authority.answer(&buf[..len], src, Protocol::Udp).await {
-            if let Err(e) = socket.send_to(&reply, src).await {
-                tracing::debug!(error = %e, %src, "udp send failed");
-            }
+        let packet = &buf[..len];
+        let snapshot = authority.current();
+        if !cached_for
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &snapshot))
+        {
+            cache.clear();
+            cached_for = Some(snapshot.clone());
         }
+        let key = CacheKey::of(packet);
+        if let Some(key) = &key
+            && cache.answer(key, packet, &mut reply)
+        {
+            send(&socket, &reply, src).await;
+            continue;
+        }
+        let replies = answer(&snapshot, packet, src, Protocol::Udp).await;
+        if let (Some(key), [one]) = (key, replies.as_slice()) {
+            cache.store(key, one);
+        }
+        for r in &replies {
+            send(&socket, r, src).await;
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, reply: &[u8], src: SocketAddr) {
+    if let Err(e) = socket.send_to(reply, src).await {
+        tracing::debug!(error = %e, %src, "udp send failed");
     }
 }
 
