@@ -143,7 +143,11 @@ fn axfr_is_served_to_allowed_clients_only() {
     let Some(tool) = dig_tool() else { return };
     let dir = tempfile::tempdir().unwrap();
     let cfg = read_example("sandwich.yaml")
-        .replace("  serve:\n", "  serve:\n    axfr_allow: [127.0.0.0/8]\n");
+        .replace("axfr_allow: []", "axfr_allow: [127.0.0.0/8]")
+        .replace(
+            "base_zone: base/",
+            &format!("base_zone: {}/examples/base/", util::root().display()),
+        );
     let server = Server::start(&config_in(dir.path(), &cfg));
     let v4 = dig(&tool, server.addr("tcp", false), &["example.com", "AXFR"]);
     assert_eq!(v4.matches("\tIN\tSOA\t").count(), 2, "{v4}");
@@ -298,7 +302,10 @@ fn hostile_packets_never_crash_it() {
 fn sighup_reloads_and_bumps_the_serial_and_a_bad_config_keeps_the_old_zones() {
     let Some(tool) = dig_tool() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let original = read_example("sandwich.yaml");
+    let original = read_example("sandwich.yaml").replace(
+        "base_zone: base/",
+        &format!("base_zone: {}/examples/base/", util::root().display()),
+    );
     let cfg = config_in(dir.path(), &original);
     let server = Server::start(&cfg);
     let udp = server.addr("udp", false);
@@ -374,10 +381,8 @@ fn base_zone_records_are_served_and_conflicts_stop_the_start() {
         "$ORIGIN example.com.\n$TTL 300\nwww IN A 192.0.2.80\n@ IN TXT \"v=spf1 mx -all\"\n",
     )
     .unwrap();
-    let cfg = read_example("sandwich.yaml").replace(
-        "    layout: sandwich\n",
-        "    layout: sandwich\n    base_zone: base.zone\n",
-    );
+    let cfg = read_example("sandwich.yaml")
+        .replace("base_zone: base/example.com.zone", "base_zone: base.zone");
     let server = Server::start(&config_in(dir.path(), &cfg));
     let udp = server.addr("udp", false);
     assert_eq!(
@@ -415,7 +420,9 @@ fn refuses_to_serve_a_plan_with_lint_errors_or_without_listeners() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_in(
         dir.path(),
-        &read_example("sandwich.yaml").replace("preference: 10", "preference: 95"),
+        &read_example("sandwich.yaml")
+            .replace("preference: 10", "preference: 95")
+            .replace("base_zone: base/example.com.zone", ""),
     );
     let out = util::nolist()
         .args(["serve", "-c"])
@@ -431,4 +438,46 @@ fn refuses_to_serve_a_plan_with_lint_errors_or_without_listeners() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no listen address"));
+}
+
+/// A TCP connection flood fills `tcp_max_connections` and waits in the
+/// backlog; UDP keeps answering, and TCP recovers when the flood ends.
+#[test]
+fn tcp_connection_flood_is_bounded() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = read_example("sandwich.yaml")
+        .replace("tcp_max_connections: 256", "tcp_max_connections: 8")
+        .replace("tcp_idle_timeout: 10s", "tcp_idle_timeout: 30s")
+        .replace("base_zone: base/example.com.zone", "");
+    let server = Server::start(&config_in(dir.path(), &cfg));
+    let tcp = server.addr("tcp", false);
+    let flood: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(tcp).expect("connect"))
+        .collect();
+    let udp = server.addr("udp", false);
+    assert!(
+        udp_exchange(udp, &query_packet(3, "example.com", 15)).is_some(),
+        "UDP starved"
+    );
+    let ask = |timeout: Duration| -> Option<Vec<u8>> {
+        let mut s = std::net::TcpStream::connect(tcp).ok()?;
+        s.set_read_timeout(Some(timeout)).unwrap();
+        let q = query_packet(9, "example.com", 15);
+        let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed).ok()?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).ok()?;
+        let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut reply).ok()?;
+        Some(reply)
+    };
+    assert!(
+        ask(Duration::from_millis(300)).is_none(),
+        "more than 8 connections were served"
+    );
+    drop(flood);
+    let reply = ask(Duration::from_secs(5)).expect("TCP recovers after the flood");
+    assert_eq!(&reply[..2], &9u16.to_be_bytes());
 }
