@@ -154,15 +154,72 @@ pub enum Mode {
 }
 
 /// The `responder` section.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Responder {
     /// How the decoy answers (default `refuse`, the mode that loses no mail).
-    #[serde(default)]
     pub mode: Mode,
     /// Addresses to listen on; empty means every decoy address, port 25.
-    #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// The name in the banner and EHLO reply; default: the first decoy host.
+    pub hostname: Option<Name>,
+    /// The text after `450` at RCPT (and in the `greet-450` banner).
+    pub reply: ReplyText,
+    /// Sessions served at once; more get `421` and are closed.
+    pub max_connections: usize,
+    /// Sessions one client address may hold at once; more get `421`.
+    pub max_per_ip: usize,
+    /// A session that sends nothing for this long gets `421` and is closed.
+    pub idle_timeout: Duration,
+    /// A session lasts at most this long in all.
+    pub session_timeout: Duration,
+    /// Longest command line accepted (RFC 5321 §4.5.3.1.4: 512 octets).
+    pub max_line: usize,
+    /// Commands per session before `421`.
+    pub max_commands: u32,
+    /// Delay before every reply (OpenBSD spamd-style stutter); 0 = none.
+    pub tarpit: Duration,
+}
+
+impl Default for Responder {
+    fn default() -> Self {
+        Responder {
+            mode: Mode::default(),
+            listen: Vec::new(),
+            hostname: None,
+            reply: ReplyText::default(),
+            max_connections: 10_000,
+            max_per_ip: 20,
+            idle_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(120),
+            max_line: 1024,
+            max_commands: 20,
+            tarpit: Duration::from_secs(0),
+        }
+    }
+}
+
+/// Reply text: printable ASCII only, so a config can never inject CR/LF
+/// (and with it a second reply line) into the SMTP dialogue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyText(pub String);
+
+impl Default for ReplyText {
+    fn default() -> Self {
+        ReplyText("4.7.1 Service temporarily unavailable, try again later".into())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplyText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() || text.len() > 400 || !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(serde::de::Error::custom(
+                "reply text must be 1 to 400 printable ASCII characters",
+            ));
+        }
+        Ok(ReplyText(text))
+    }
 }
 
 /// The MTA log format.
