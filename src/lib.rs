@@ -8,3 +8,4 @@ pub mod config;
 pub mod dns;
 pub mod plan;
 pub mod smtp;
+pub mod verify;

@@ -13,6 +13,7 @@ use crate::config::ConfigError;
 use crate::plan::Finding;
 
 mod plan;
+mod run;
 mod serve;
 mod verify;
 
@@ -32,6 +33,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Check live DNS (and, later, SMTP) against the plan.
     Verify(verify::VerifyArgs),
+    /// Run the daemon: the decoy responder (ban engine and enforcement come later).
+    Run(run::RunArgs),
 }
 
 /// What went wrong, mapped to an exit code.
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Run(args) => run::run(&args),
     };
     match result {
         Ok(code) => code,

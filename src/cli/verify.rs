@@ -1,12 +1,21 @@
 //! `nolist verify`: check live DNS against the plan and print the report.
+//!
+//! Glue only: load the config, build the plan, read the expectations off it,
+//! run `verify::run` on a tokio runtime, print the text table or the JSON,
+//! and map the outcome to the exit code (0 nothing failed, 1 a check failed,
+//! 2 config or usage error).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::ValueEnum;
 
-use super::Failure;
+use super::{EXIT_FAILED, Failure, findings_text, print};
+use crate::config::{self, Name};
+use crate::plan::{Plan, Severity};
+use crate::verify::{self, Options, report};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct VerifyArgs {
@@ -19,6 +28,17 @@ pub(crate) struct VerifyArgs {
     /// Also discover each zone's NS set and ask every authoritative server directly.
     #[arg(long)]
     pub authoritative: bool,
+    /// The port to ask the authoritative servers on (with --authoritative).
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 53,
+        requires = "authoritative"
+    )]
+    pub ns_port: u16,
+    /// How long to wait for one DNS answer (each query is sent at most twice).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// Check DNS only (skip the SMTP probes).
     #[arg(long)]
     pub dns_only: bool,
@@ -34,11 +54,76 @@ pub(crate) struct VerifyArgs {
 pub(crate) enum VerifyFormat {
     /// A compact table per domain.
     Text,
-    /// The report as JSON.
+    /// The report as JSON (schema nolist.verify/1).
     Json,
 }
 
+/// `500ms`, `2s`, … between 10 ms and 60 s.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+        return Err("must be between 10ms and 60s".into());
+    }
+    Ok(d)
+}
+
 pub(crate) fn run(args: &VerifyArgs) -> Result<ExitCode, Failure> {
-    let _ = args;
-    Err(Failure::Usage("verify: under construction".into()))
+    let config = config::load(&args.config)?;
+    let plan = Plan::build(&config);
+    let mut expected = verify::expectations(&plan, &config);
+    if let Some(wanted) = &args.domain {
+        let name = Name::parse(wanted).map_err(|e| Failure::Usage(format!("--domain: {e}")))?;
+        expected.retain(|e| e.origin == name);
+        if expected.is_empty() {
+            return Err(Failure::Usage(format!(
+                "--domain: {} is not configured in {}",
+                name.as_str(),
+                args.config.display()
+            )));
+        }
+    }
+    // Lint errors change what "as planned" means: show them, but verify anyway.
+    let errors: Vec<_> = plan
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .filter(|f| {
+            f.domain
+                .as_ref()
+                .is_none_or(|d| expected.iter().any(|e| &e.origin == d))
+        })
+        .cloned()
+        .collect();
+    eprint!("{}", findings_text(&args.config, &errors));
+
+    let options = Options {
+        nameservers: args.nameserver.clone(),
+        authoritative: args.authoritative,
+        ns_port: args.ns_port,
+        timeout: args.timeout,
+        dns_only: args.dns_only,
+        ..Options::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Failure::Io {
+            context: "starting the async runtime".into(),
+            source,
+        })?;
+    let report = runtime
+        .block_on(verify::run(&expected, &options))
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    // Resolver background tasks may still hold sockets: do not wait for them.
+    runtime.shutdown_background();
+
+    print(&match args.format {
+        VerifyFormat::Text => report::text(&report),
+        VerifyFormat::Json => report::json(&report),
+    })?;
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
 }

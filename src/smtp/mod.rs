@@ -3,4 +3,5 @@
 //! `responder` accepts connections and emits one event per session.
 
 pub mod dialogue;
+pub mod responder;
 pub mod session;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod nsd;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

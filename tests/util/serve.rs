@@ -1,5 +1,6 @@
-//! Runs `nolist serve` as a child process on free loopback ports and stops
-//! it on drop.
+//! Runs a long-lived `nolist` command (`serve`, `run`) as a child process
+//! on free loopback ports, reads its "listening on" lines, and stops it on
+//! drop.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ impl Server {
     /// waits (at most 20 s) until every listener is reported.
     pub fn start(config: &Path) -> Server {
         Server::start_with(
+            "serve",
             config,
             &["--listen", "127.0.0.1:0", "--listen", "[::1]:0"],
             4,
@@ -31,11 +33,16 @@ impl Server {
         .unwrap_or_else(|log| panic!("nolist serve did not start:\n{log}"))
     }
 
-    /// Starts with extra arguments and waits for `expect` listener lines;
-    /// on early exit returns the log.
-    pub fn start_with(config: &Path, args: &[&str], expect: usize) -> Result<Server, String> {
+    /// Starts `nolist SUBCOMMAND -c config ARGS` and waits for `expect`
+    /// listener lines; on early exit returns the log.
+    pub fn start_with(
+        subcommand: &str,
+        config: &Path,
+        args: &[&str],
+        expect: usize,
+    ) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nolist"))
-            .arg("serve")
+            .arg(subcommand)
             .arg("-c")
             .arg(config)
             .args(args)
@@ -43,7 +50,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn nolist serve");
+            .expect("spawn nolist");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
@@ -66,10 +73,10 @@ impl Server {
             match server.lines.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        let (proto, addr) = rest.split_once(' ').expect("proto addr");
-                        server
-                            .listeners
-                            .push((proto.to_owned(), addr.trim().parse().expect("addr")));
+                        let mut words = rest.split_whitespace();
+                        let proto = words.next().expect("proto");
+                        let addr = words.next().expect("addr").parse().expect("addr");
+                        server.listeners.push((proto.to_owned(), addr));
                     }
                 }
                 Err(_) => return Err(server.log_text()),
@@ -85,6 +92,11 @@ impl Server {
             .find(|(p, a)| p == proto && a.is_ipv6() == v6)
             .map(|(_, a)| *a)
             .expect("listener")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends `signal` (e.g. "HUP") to the server.

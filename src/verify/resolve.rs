@@ -1,0 +1,748 @@
+//! The hickory edge of `verify`: the only code here that sends DNS queries.
+//!
+//! It builds a hickory-resolver (the system's `/etc/resolv.conf` servers, or
+//! only the `--nameserver`s) with the cache off, the hosts file ignored, a
+//! per-query timeout and a bounded number of tries, and turns every answer or
+//! error into the plain types of [`super::observe`]. Queries run in parallel
+//! under one semaphore, so at most `concurrency` are in flight. Each distinct
+//! (name, type) is asked once per run, even when domains share MX hosts.
+//!
+//! Nothing here judges: a hostile or broken answer becomes an
+//! [`Answer::Failed`] or a plain value, never a panic.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::lookup::Lookup;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name as DnsName, RData, Record, RecordType};
+use hickory_resolver::{Resolver as HickoryResolver, TokioResolver};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::check::extra_live_hosts;
+use super::observe::{
+    Answer, AuthObservation, DomainObservation, HostAnswer, LiveMx, QueryError, ServerObservation,
+};
+use super::report::Resolver;
+use super::{Expected, Options, VerifyError};
+
+/// CNAME hops followed when looking for a host's addresses.
+const MAX_CHAIN: usize = 8;
+
+/// One resolver plus the run-wide limit on queries in flight.
+struct Dns {
+    resolver: TokioResolver,
+    permits: Arc<Semaphore>,
+}
+
+impl Dns {
+    async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Lookup, NetError> {
+        let name = DnsName::from_ascii(name)?;
+        // The semaphore is never closed; without a permit we would only
+        // exceed the limit, never deadlock.
+        let _permit = self.permits.acquire().await.ok();
+        self.resolver.lookup(name, rtype).await
+    }
+
+    async fn mx(&self, origin: &str) -> Answer<LiveMx> {
+        let result = self.lookup(origin, RecordType::MX).await;
+        answer(&result, |data| match data {
+            RData::MX(mx) => Some(LiveMx {
+                preference: mx.preference,
+                host: name_text(&mx.exchange),
+            }),
+            _ => None,
+        })
+    }
+
+    async fn ns(&self, origin: &str) -> Answer<String> {
+        let result = self.lookup(origin, RecordType::NS).await;
+        answer(&result, |data| match data {
+            RData::NS(ns) => Some(name_text(&ns.0)),
+            _ => None,
+        })
+    }
+
+    async fn host(&self, host: &str) -> HostAnswer {
+        let (a, aaaa) = tokio::join!(
+            self.lookup(host, RecordType::A),
+            self.lookup(host, RecordType::AAAA)
+        );
+        let (ipv4, alias4) = addresses(host, &a, |data| match data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        });
+        let (ipv6, alias6) = addresses(host, &aaaa, |data| match data {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
+        });
+        let mut alias = alias4.or(alias6);
+        // When the resolver followed a CNAME and the server answered the
+        // question about its target with an error (an authoritative server
+        // REFUSEs names outside its zones), the error does not say so: ask
+        // for the CNAME itself. Not after timeouts: that would only wait again.
+        let answered_with_error = |e: Option<&QueryError>| {
+            matches!(
+                e,
+                Some(QueryError::Refused | QueryError::ServFail | QueryError::Rcode(_))
+            )
+        };
+        if alias.is_none()
+            && (answered_with_error(ipv4.error()) || answered_with_error(ipv6.error()))
+        {
+            alias = self.alias(host).await;
+        }
+        HostAnswer { ipv4, ipv6, alias }
+    }
+
+    /// The target of `host`'s CNAME record, if it has one.
+    async fn alias(&self, host: &str) -> Option<String> {
+        let queried = DnsName::from_ascii(host).ok()?;
+        let lookup = self.lookup(host, RecordType::CNAME).await.ok()?;
+        lookup.answers().iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if r.name == queried => Some(name_text(&target.0)),
+            _ => None,
+        })
+    }
+
+    /// SOA serial and MX set of `origin` as this (authoritative) server has them.
+    async fn server(&self, ns: String, address: SocketAddr, origin: &str) -> ServerObservation {
+        let (soa, mx) = tokio::join!(
+            self.lookup(origin, RecordType::SOA),
+            self.lookup(origin, RecordType::MX)
+        );
+        let authoritative = [&soa, &mx].iter().all(|r| {
+            r.as_ref()
+                .map_or(true, |l| l.message().metadata.authoritative)
+        });
+        ServerObservation {
+            ns,
+            address,
+            serial: answer(&soa, |data| match data {
+                RData::SOA(soa) => Some(soa.serial),
+                _ => None,
+            }),
+            mx: answer(&mx, |data| match data {
+                RData::MX(mx) => Some(LiveMx {
+                    preference: mx.preference,
+                    host: name_text(&mx.exchange),
+                }),
+                _ => None,
+            }),
+            authoritative,
+        }
+    }
+}
+
+/// A name as the checks compare it: absolute, lowercase, trailing dot.
+fn name_text(name: &DnsName) -> String {
+    let mut s = name.to_lowercase().to_ascii();
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+/// The records `pick` selects from the answer section, or what went wrong.
+fn answer<T>(result: &Result<Lookup, NetError>, pick: impl Fn(&RData) -> Option<T>) -> Answer<T> {
+    match result {
+        Ok(lookup) => {
+            let records: Vec<T> = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| pick(&r.data))
+                .collect();
+            if records.is_empty() {
+                Answer::NoData
+            } else {
+                Answer::Records(records)
+            }
+        }
+        Err(e) => failure(e),
+    }
+}
+
+/// Addresses of `host` (following CNAMEs in the answer), and the alias
+/// target when `host` turned out to be a CNAME.
+fn addresses<T>(
+    host: &str,
+    result: &Result<Lookup, NetError>,
+    pick: impl Fn(&RData) -> Option<T>,
+) -> (Answer<T>, Option<String>) {
+    let Ok(queried) = DnsName::from_ascii(host) else {
+        return (
+            Answer::Failed(QueryError::Malformed(format!("{host} is not a valid name"))),
+            None,
+        );
+    };
+    match result {
+        Ok(lookup) => {
+            let chain = cname_chain(&queried, lookup.answers());
+            let alias = (chain.len() > 1).then(|| name_text(&chain[chain.len() - 1]));
+            let records: Vec<T> = lookup
+                .answers()
+                .iter()
+                .filter(|r| chain.contains(&r.name))
+                .filter_map(|r| pick(&r.data))
+                .collect();
+            let answer = if records.is_empty() {
+                Answer::NoData
+            } else {
+                Answer::Records(records)
+            };
+            (answer, alias)
+        }
+        Err(e) => {
+            // When the resolver followed a CNAME and the target failed, the
+            // error is about the target: the host itself is an alias.
+            let alias = match e {
+                NetError::Dns(DnsError::NoRecordsFound(nr)) if nr.query.name() != &queried => {
+                    Some(name_text(nr.query.name()))
+                }
+                _ => None,
+            };
+            (failure(e), alias)
+        }
+    }
+}
+
+/// `start` followed through the CNAME records of `answers`, at most
+/// [`MAX_CHAIN`] hops (a loop just stops).
+fn cname_chain(start: &DnsName, answers: &[Record]) -> Vec<DnsName> {
+    let mut chain = vec![start.clone()];
+    while chain.len() <= MAX_CHAIN {
+        let Some(last) = chain.last() else { break };
+        let next = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if &r.name == last => Some(target.0.clone()),
+            _ => None,
+        });
+        match next {
+            Some(target) if !chain.contains(&target) => chain.push(target),
+            _ => break,
+        }
+    }
+    chain
+}
+
+/// A hickory error as an answer: NXDOMAIN and NODATA are answers, the rest
+/// are failures.
+fn failure<T>(error: &NetError) -> Answer<T> {
+    match error {
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => rcode(nr.response_code),
+        NetError::Dns(DnsError::ResponseCode(code)) => rcode(*code),
+        NetError::Timeout => Answer::Failed(QueryError::Timeout),
+        NetError::Io(e) => Answer::Failed(QueryError::Network(e.to_string())),
+        NetError::NoConnections => Answer::Failed(QueryError::Network(
+            "no connection to the nameserver could be made".into(),
+        )),
+        NetError::Proto(e) => Answer::Failed(QueryError::Malformed(e.to_string())),
+        other => Answer::Failed(QueryError::Network(other.to_string())),
+    }
+}
+
+fn rcode<T>(code: ResponseCode) -> Answer<T> {
+    match code {
+        ResponseCode::NoError => Answer::NoData,
+        ResponseCode::NXDomain => Answer::NxDomain,
+        ResponseCode::ServFail => Answer::Failed(QueryError::ServFail),
+        ResponseCode::Refused => Answer::Failed(QueryError::Refused),
+        ResponseCode::FormErr => Answer::Failed(QueryError::Rcode("FORMERR".into())),
+        ResponseCode::NotImp => Answer::Failed(QueryError::Rcode("NOTIMP".into())),
+        ResponseCode::NotAuth => Answer::Failed(QueryError::Rcode("NOTAUTH".into())),
+        other => Answer::Failed(QueryError::Rcode(format!("RCODE {}", u16::from(other)))),
+    }
+}
+
+/// Resolver options: no cache, no hosts file, bounded time and tries.
+fn resolver_options(options: &Options, recursion: bool) -> ResolverOpts {
+    let mut o = ResolverOpts::default();
+    o.timeout = options.timeout;
+    o.attempts = options.tries.saturating_sub(1);
+    o.cache_size = 0;
+    o.use_hosts_file = ResolveHosts::Never;
+    o.preserve_intermediates = true;
+    o.recursion_desired = recursion;
+    o.ndots = 0;
+    // Never let hickory's per-connection limit, rather than ours, throttle.
+    o.max_active_requests = options.concurrency.max(1).saturating_mul(2);
+    o
+}
+
+fn server_config(address: SocketAddr) -> NameServerConfig {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = address.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = address.port();
+    let mut config = NameServerConfig::udp_and_tcp(address.ip());
+    config.connections = vec![udp, tcp];
+    config
+}
+
+fn build(
+    config: ResolverConfig,
+    options: &Options,
+    recursion: bool,
+    permits: &Arc<Semaphore>,
+) -> Result<Dns, VerifyError> {
+    let resolver = HickoryResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(resolver_options(options, recursion))
+        .build()
+        .map_err(|e| VerifyError::Resolver(e.to_string()))?;
+    Ok(Dns {
+        resolver,
+        permits: permits.clone(),
+    })
+}
+
+/// The main resolver: only the `--nameserver`s, or the system's servers.
+fn main_resolver(
+    options: &Options,
+    permits: &Arc<Semaphore>,
+) -> Result<(Resolver, Dns), VerifyError> {
+    let (config, system) = if options.nameservers.is_empty() {
+        let (system, _) = hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| VerifyError::SystemResolver(e.to_string()))?;
+        if system.name_servers.is_empty() {
+            return Err(VerifyError::SystemResolver("it lists no nameserver".into()));
+        }
+        let mut config = ResolverConfig::default();
+        config.name_servers = system.name_servers;
+        (config, true)
+    } else {
+        let mut config = ResolverConfig::default();
+        config.name_servers = options
+            .nameservers
+            .iter()
+            .copied()
+            .map(server_config)
+            .collect();
+        (config, false)
+    };
+    let nameservers = config
+        .name_servers
+        .iter()
+        .map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map_or(53, |c| c.port)))
+        .collect();
+    let dns = build(config, options, true, permits)?;
+    Ok((
+        Resolver {
+            system,
+            nameservers,
+            timeout_ms: u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX),
+            tries: options.tries.max(1),
+        },
+        dns,
+    ))
+}
+
+/// Runs `f` for every key concurrently (the semaphore in `Dns` bounds the
+/// queries) and collects the results. A task that died is simply absent.
+async fn for_all<K, V, F, Fut>(keys: impl IntoIterator<Item = K>, f: F) -> BTreeMap<K, V>
+where
+    K: Ord + Clone + Send + 'static,
+    V: Send + 'static,
+    F: Fn(K) -> Fut,
+    Fut: Future<Output = V> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for key in keys {
+        let fut = f(key.clone());
+        set.spawn(async move { (key, fut.await) });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((key, value)) = joined {
+            out.insert(key, value);
+        }
+    }
+    out
+}
+
+fn lost<T>() -> Answer<T> {
+    Answer::Failed(QueryError::Malformed(
+        "internal error: the lookup task failed".into(),
+    ))
+}
+
+fn lost_host() -> HostAnswer {
+    HostAnswer {
+        ipv4: lost(),
+        ipv6: lost(),
+        alias: None,
+    }
+}
+
+/// Asks everything `expected` needs and returns one observation per domain,
+/// in the same order, plus a description of the resolver.
+pub(super) async fn observe(
+    expected: &[Expected],
+    options: &Options,
+) -> Result<(Resolver, Vec<DomainObservation>), VerifyError> {
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let (resolver, dns) = main_resolver(options, &permits)?;
+    let dns = Arc::new(dns);
+    let origins: BTreeSet<String> = expected.iter().map(|e| e.origin.to_string()).collect();
+
+    // The MX RRsets and the planned hosts' addresses, all at once.
+    let planned_hosts: BTreeSet<String> = expected
+        .iter()
+        .flat_map(|e| e.hosts.keys().cloned())
+        .collect();
+    let (mx, mut hosts) = tokio::join!(
+        for_all(origins.clone(), |origin| {
+            let dns = dns.clone();
+            async move { dns.mx(&origin).await }
+        }),
+        for_all(planned_hosts, |host| {
+            let dns = dns.clone();
+            async move { dns.host(&host).await }
+        })
+    );
+
+    // Live MX hosts the plan does not know.
+    let mut extras: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in expected {
+        let origin = e.origin.to_string();
+        let live = mx.get(&origin).and_then(|a| a.records()).unwrap_or(&[]);
+        extras.insert(origin, extra_live_hosts(e, live));
+    }
+    let unknown: BTreeSet<String> = extras
+        .values()
+        .flatten()
+        .filter(|h| !hosts.contains_key(*h))
+        .cloned()
+        .collect();
+    hosts.extend(
+        for_all(unknown, |host| {
+            let dns = dns.clone();
+            async move { dns.host(&host).await }
+        })
+        .await,
+    );
+
+    let mut auth = if options.authoritative {
+        authoritative(&origins, &dns, options, &permits).await?
+    } else {
+        BTreeMap::new()
+    };
+
+    let observations = expected
+        .iter()
+        .map(|e| {
+            let origin = e.origin.to_string();
+            let names = e
+                .hosts
+                .keys()
+                .chain(extras.get(&origin).into_iter().flatten());
+            DomainObservation {
+                mx: mx.get(&origin).cloned().unwrap_or_else(lost),
+                hosts: names
+                    .map(|h| (h.clone(), hosts.get(h).cloned().unwrap_or_else(lost_host)))
+                    .collect(),
+                authoritative: auth.remove(&origin),
+            }
+        })
+        .collect();
+    Ok((resolver, observations))
+}
+
+/// `--authoritative`: NS sets, NS host addresses, then SOA and MX from every
+/// (NS host, address) pair, asked directly with recursion off.
+async fn authoritative(
+    origins: &BTreeSet<String>,
+    dns: &Arc<Dns>,
+    options: &Options,
+    permits: &Arc<Semaphore>,
+) -> Result<BTreeMap<String, AuthObservation>, VerifyError> {
+    let ns = for_all(origins.clone(), |origin| {
+        let dns = dns.clone();
+        async move { dns.ns(&origin).await }
+    })
+    .await;
+    let ns_names: BTreeSet<String> = ns
+        .values()
+        .filter_map(|a| a.records())
+        .flatten()
+        .cloned()
+        .collect();
+    let ns_hosts = for_all(ns_names, |host| {
+        let dns = dns.clone();
+        async move { dns.host(&host).await }
+    })
+    .await;
+
+    // One direct resolver per server address, shared by every domain.
+    let mut servers: BTreeMap<SocketAddr, Arc<Dns>> = BTreeMap::new();
+    for answer in ns_hosts.values() {
+        let v4 = answer
+            .ipv4
+            .records()
+            .unwrap_or(&[])
+            .iter()
+            .map(|a| IpAddr::V4(*a));
+        let v6 = answer
+            .ipv6
+            .records()
+            .unwrap_or(&[])
+            .iter()
+            .map(|a| IpAddr::V6(*a));
+        for ip in v4.chain(v6) {
+            let address = SocketAddr::new(ip, options.ns_port);
+            if let Entry::Vacant(slot) = servers.entry(address) {
+                let mut config = ResolverConfig::default();
+                config.name_servers = vec![server_config(address)];
+                slot.insert(Arc::new(build(config, options, false, permits)?));
+            }
+        }
+    }
+
+    // (origin, NS host, address) for every server of every domain.
+    let mut jobs: Vec<(String, String, SocketAddr)> = Vec::new();
+    for (origin, answer) in &ns {
+        for host in answer
+            .records()
+            .unwrap_or(&[])
+            .iter()
+            .collect::<BTreeSet<_>>()
+        {
+            let Some(addrs) = ns_hosts.get(host) else {
+                continue;
+            };
+            let v4 = addrs
+                .ipv4
+                .records()
+                .unwrap_or(&[])
+                .iter()
+                .map(|a| IpAddr::V4(*a));
+            let v6 = addrs
+                .ipv6
+                .records()
+                .unwrap_or(&[])
+                .iter()
+                .map(|a| IpAddr::V6(*a));
+            for ip in v4.chain(v6) {
+                jobs.push((
+                    origin.clone(),
+                    host.clone(),
+                    SocketAddr::new(ip, options.ns_port),
+                ));
+            }
+        }
+    }
+    let answers = for_all(jobs, |(origin, host, address)| {
+        let server = servers.get(&address).cloned();
+        async move {
+            match server {
+                Some(server) => server.server(host, address, &origin).await,
+                None => ServerObservation {
+                    ns: host,
+                    address,
+                    serial: lost(),
+                    mx: lost(),
+                    authoritative: false,
+                },
+            }
+        }
+    })
+    .await;
+
+    let mut by_origin: BTreeMap<String, Vec<ServerObservation>> = BTreeMap::new();
+    for ((origin, _, _), server) in answers {
+        by_origin.entry(origin).or_default().push(server);
+    }
+    let mut out: BTreeMap<String, AuthObservation> = BTreeMap::new();
+    for (origin, answer) in ns {
+        let names: BTreeSet<&String> = answer.records().unwrap_or(&[]).iter().collect();
+        let auth = AuthObservation {
+            ns_hosts: names
+                .iter()
+                .map(|h| {
+                    let found = ns_hosts.get(*h).cloned().unwrap_or_else(lost_host);
+                    ((*h).clone(), found)
+                })
+                .collect(),
+            servers: by_origin.remove(&origin).unwrap_or_default(),
+            ns: answer,
+        };
+        out.insert(origin, auth);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use hickory_resolver::net::NoRecords;
+    use hickory_resolver::proto::op::Query;
+    use hickory_resolver::proto::rr::rdata::{A, CNAME};
+
+    use super::*;
+
+    fn name(s: &str) -> DnsName {
+        DnsName::from_str(s).unwrap()
+    }
+
+    fn cname(from: &str, to: &str) -> Record {
+        Record::from_rdata(name(from), 60, RData::CNAME(CNAME(name(to))))
+    }
+
+    fn a(owner: &str, ip: [u8; 4]) -> Record {
+        Record::from_rdata(
+            name(owner),
+            60,
+            RData::A(A::from(std::net::Ipv4Addr::from(ip))),
+        )
+    }
+
+    fn no_records(qname: &str, code: ResponseCode) -> NetError {
+        NetError::from(NoRecords::new(
+            Query::query(name(qname), RecordType::A),
+            code,
+        ))
+    }
+
+    #[test]
+    fn errors_become_answers_or_named_failures() {
+        let cases: [(NetError, Answer<()>); 7] = [
+            (
+                no_records("x.example.", ResponseCode::NXDomain),
+                Answer::NxDomain,
+            ),
+            (
+                no_records("x.example.", ResponseCode::NoError),
+                Answer::NoData,
+            ),
+            (
+                NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)),
+                Answer::Failed(QueryError::ServFail),
+            ),
+            (
+                NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)),
+                Answer::Failed(QueryError::Refused),
+            ),
+            (
+                NetError::Dns(DnsError::ResponseCode(ResponseCode::NotImp)),
+                Answer::Failed(QueryError::Rcode("NOTIMP".into())),
+            ),
+            (NetError::Timeout, Answer::Failed(QueryError::Timeout)),
+            (
+                NetError::NoConnections,
+                Answer::Failed(QueryError::Network(
+                    "no connection to the nameserver could be made".into(),
+                )),
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(failure::<()>(&error), expected, "{error}");
+        }
+        assert!(matches!(
+            failure::<()>(&NetError::from(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused
+            ))),
+            Answer::Failed(QueryError::Network(_))
+        ));
+    }
+
+    #[test]
+    fn a_failure_about_another_name_means_the_host_is_an_alias() {
+        let result = Err(no_records("mail.example.org.", ResponseCode::NXDomain));
+        let (answer, alias) = addresses("mx02.example.org.", &result, |_| None::<()>);
+        assert_eq!(answer, Answer::NxDomain);
+        assert_eq!(alias.as_deref(), Some("mail.example.org."));
+
+        let result = Err(no_records("MX02.example.org.", ResponseCode::NXDomain));
+        let (_, alias) = addresses("mx02.example.org.", &result, |_| None::<()>);
+        assert_eq!(alias, None, "names compare case-insensitively");
+    }
+
+    #[test]
+    fn cname_chains_are_followed_and_loops_stop() {
+        let answers = [
+            cname("mx.example.", "b.example."),
+            cname("b.example.", "c.example."),
+            a("c.example.", [192, 0, 2, 1]),
+            a("unrelated.example.", [192, 0, 2, 9]),
+        ];
+        let chain = cname_chain(&name("mx.example."), &answers);
+        assert_eq!(chain.len(), 3);
+        assert_eq!(chain[2], name("c.example."));
+
+        let looped = [
+            cname("mx.example.", "b.example."),
+            cname("b.example.", "mx.example."),
+        ];
+        assert_eq!(cname_chain(&name("mx.example."), &looped).len(), 2);
+
+        let long: Vec<Record> = (0..50)
+            .map(|i| cname(&format!("h{i}.example."), &format!("h{}.example.", i + 1)))
+            .collect();
+        assert_eq!(
+            cname_chain(&name("h0.example."), &long).len(),
+            MAX_CHAIN + 1
+        );
+    }
+
+    #[test]
+    fn names_are_absolute_and_lowercase() {
+        assert_eq!(name_text(&name("MX01.Example.ORG.")), "mx01.example.org.");
+        assert_eq!(name_text(&name("mx01.example.org")), "mx01.example.org.");
+        assert_eq!(name_text(&DnsName::root()), ".");
+    }
+
+    /// Without `--nameserver`, the servers come from `/etc/resolv.conf`
+    /// (building the resolver sends nothing).
+    #[tokio::test]
+    async fn system_resolver_reads_resolv_conf() {
+        let Ok(text) = std::fs::read_to_string("/etc/resolv.conf") else {
+            eprintln!("no /etc/resolv.conf: nothing to compare");
+            return;
+        };
+        let listed: Vec<IpAddr> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .filter_map(|ip| ip.trim().parse().ok())
+            .collect();
+        let permits = Arc::new(Semaphore::new(1));
+        match main_resolver(&Options::default(), &permits) {
+            Ok((resolver, _)) => {
+                assert!(resolver.system);
+                let ips: Vec<IpAddr> = resolver.nameservers.iter().map(|a| a.ip()).collect();
+                assert_eq!(ips, listed);
+            }
+            Err(e) => assert!(listed.is_empty(), "{e}"),
+        }
+        let explicit = Options {
+            nameservers: vec!["127.0.0.1:5353".parse().unwrap()],
+            ..Options::default()
+        };
+        let (resolver, _) = main_resolver(&explicit, &permits).unwrap();
+        assert!(!resolver.system);
+        assert_eq!(resolver.nameservers, explicit.nameservers);
+    }
+
+    #[test]
+    fn options_turn_the_cache_and_hosts_file_off_and_bound_tries() {
+        let options = Options {
+            tries: 3,
+            timeout: std::time::Duration::from_millis(700),
+            ..Options::default()
+        };
+        let o = resolver_options(&options, false);
+        assert_eq!(o.cache_size, 0);
+        assert_eq!(o.use_hosts_file, ResolveHosts::Never);
+        assert_eq!(o.attempts, 2);
+        assert_eq!(o.timeout, std::time::Duration::from_millis(700));
+        assert!(!o.recursion_desired);
+        assert!(o.max_active_requests >= options.concurrency);
+    }
+}
