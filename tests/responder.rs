@@ -314,3 +314,59 @@ fn sigterm_tells_open_sessions_421() {
         server.log_text()
     );
 }
+
+#[test]
+fn probe_reports_the_decoy_dialogue_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = start(dir.path(), "rcpt-450", "");
+    let out = util::nolist()
+        .args([
+            "probe",
+            &addr.to_string(),
+            "--format",
+            "json",
+            "--rcpt",
+            "user@example.org",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "nolist.probe/1");
+    let p = &doc["probes"][0];
+    assert_eq!(
+        (
+            p["outcome"].as_str(),
+            p["banner"].as_u64(),
+            p["rcpt"].as_u64()
+        ),
+        (Some("completed"), Some(220), Some(450))
+    );
+    assert_eq!(p["starttls"], false);
+    let sent: Vec<&str> = p["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["dir"] == "sent")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "EHLO nolist-probe.invalid",
+            "MAIL FROM:<>",
+            "RCPT TO:<user@example.org>",
+            "QUIT"
+        ]
+    );
+    // Nothing listening: refused, exit 1, transcript says so.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free.local_addr().unwrap();
+    drop(free);
+    let out = util::nolist()
+        .args(["probe", &closed.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Connection refused"));
+}

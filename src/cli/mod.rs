@@ -13,6 +13,7 @@ use crate::config::ConfigError;
 use crate::plan::Finding;
 
 mod plan;
+mod probe;
 mod run;
 mod serve;
 mod verify;
@@ -35,6 +36,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Run the daemon: the decoy responder (ban engine and enforcement come later).
     Run(run::RunArgs),
+    /// One SMTP dialogue up to RCPT (never DATA), like `swaks --quit-after RCPT`.
+    Probe(probe::ProbeArgs),
 }
 
 /// What went wrong, mapped to an exit code.
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Probe(args) => probe::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -3,5 +3,6 @@
 //! `responder` accepts connections and emits one event per session.
 
 pub mod dialogue;
+pub mod probe;
 pub mod responder;
 pub mod session;
