@@ -3,9 +3,11 @@
 //! The library does the work; the `nolist` binary only parses arguments and
 //! prints. See `ARCHITECTURE.md` for the map.
 
+pub mod bans;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod plan;
 pub mod smtp;
 pub mod verify;
+pub mod watch;

@@ -14,6 +14,7 @@ use crate::plan::Finding;
 
 mod plan;
 mod probe;
+mod replay;
 mod run;
 mod serve;
 mod verify;
@@ -38,6 +39,8 @@ enum Command {
     Run(run::RunArgs),
     /// One SMTP dialogue up to RCPT (never DATA), like `swaks --quit-after RCPT`.
     Probe(probe::ProbeArgs),
+    /// Run the log parsers and the ban policy over existing logs and print the decisions.
+    Replay(replay::ReplayArgs),
 }
 
 /// What went wrong, mapped to an exit code.
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Probe(args) => probe::run(&args),
+        Command::Replay(args) => replay::run(&args),
     };
     match result {
         Ok(code) => code,

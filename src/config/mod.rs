@@ -234,7 +234,7 @@ pub enum MtaFormat {
 }
 
 /// The `mta` section.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mta {
     /// Log files of the real MTA, followed across rotation.
@@ -243,6 +243,29 @@ pub struct Mta {
     /// Their format.
     #[serde(default)]
     pub format: MtaFormat,
+    /// A classic Postfix decoy in the same log: its smtpd's syslog name
+    /// (`-o syslog_name=postfix/decoy`), whose reject lines are decoy hits.
+    #[serde(default = "default_decoy_syslog_name")]
+    pub decoy_syslog_name: String,
+    /// The classic decoy's reply text (e.g. `450 4.7.1 Try again later`):
+    /// reject lines of any smtpd with this reply are decoy hits too.
+    #[serde(default)]
+    pub decoy_reply: Option<String>,
+}
+
+fn default_decoy_syslog_name() -> String {
+    "postfix/decoy".into()
+}
+
+impl Default for Mta {
+    fn default() -> Self {
+        Mta {
+            logs: Vec::new(),
+            format: MtaFormat::default(),
+            decoy_syslog_name: default_decoy_syslog_name(),
+            decoy_reply: None,
+        }
+    }
 }
 
 /// The `bans` section.
@@ -259,10 +282,33 @@ pub struct Bans {
     pub bantime: Duration,
     /// Network sizes within which a delivery clears a client.
     pub networks: Networks,
-    /// Clients never banned.
+    /// Clients never banned (loopback and the planned MX addresses never are, regardless).
     pub ignore: Vec<Cidr>,
+    /// How long a delivery through a real MX clears its client and network.
+    pub remember: Duration,
+    /// Longer bans for repeat offenders.
+    pub escalation: Escalation,
     /// How bans are enforced.
     pub enforce: Enforce,
+}
+
+/// `bans.escalation`: the n-th ban of a client lasts `bantime × factor^(n−1)`, at most `max`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Escalation {
+    /// Growth per repeat ban (1 = none).
+    pub factor: u32,
+    /// The longest ban.
+    pub max: Duration,
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Escalation {
+            factor: 2,
+            max: Duration::from_secs(28 * 86_400),
+        }
+    }
 }
 
 impl Default for Bans {
@@ -277,6 +323,8 @@ impl Default for Bans {
                 "127.0.0.0/8".parse().expect("valid literal"),
                 "::1".parse().expect("valid literal"),
             ],
+            remember: Duration::from_secs(30 * 86_400),
+            escalation: Escalation::default(),
             enforce: Enforce::default(),
         }
     }

@@ -371,6 +371,8 @@ mta:
   logs: [/var/log/mail.log] #BOGUS
 bans:
   maxretry: 3 #BOGUS
+  escalation:
+    factor: 2 #BOGUS
   networks:
     ipv4: 24 #BOGUS
   enforce:
@@ -402,7 +404,7 @@ fn every_table_rejects_unknown_keys() {
         .filter(|(_, l)| l.contains("#BOGUS"))
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(marked.len(), 14, "one marker per table");
+    assert_eq!(marked.len(), 15, "one marker per table");
     for &target in &marked {
         let mut expected_line = 0;
         let mut text = String::new();

@@ -1,0 +1,5 @@
+//! The ban engine: the pure policy that turns evidence into decisions.
+
+pub mod policy;
+
+pub use policy::{Action, Decision, Engine, Policy};

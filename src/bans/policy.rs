@@ -1,0 +1,392 @@
+//! The ban policy, pure: evidence in, decisions out, time as a parameter.
+//!
+//! A client is banned when, within `findtime`, it made at least `maxretry`
+//! decoy hits, `grace` has passed since the first of them, and neither it
+//! nor its network (`/24`, `/64` by default) delivered through a real MX
+//! within `remember`. Loopback, `bans.ignore` and the planned MX addresses
+//! are never banned. A delivery seen after a ban lifts it. Repeat offenders
+//! get longer bans. Memory is bounded by retention (`findtime` for hits,
+//! `remember` for deliveries and offence counts), not by log length.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::config::{Cidr, Config};
+
+/// The policy's parameters, in seconds.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Hits that make a candidate.
+    pub maxretry: u32,
+    /// Window for the hits.
+    pub findtime: i64,
+    /// Wait after the first hit.
+    pub grace: i64,
+    /// First ban length.
+    pub bantime: i64,
+    /// Escalation factor.
+    pub factor: u32,
+    /// Longest ban.
+    pub max_bantime: i64,
+    /// How long a delivery clears a network.
+    pub remember: i64,
+    /// IPv4 network prefix.
+    pub v4_prefix: u8,
+    /// IPv6 network prefix.
+    pub v6_prefix: u8,
+    /// Never banned.
+    pub exempt: Vec<Cidr>,
+}
+
+impl Policy {
+    /// The policy of a config: its `bans` section, plus loopback and every
+    /// planned MX address as exempt.
+    pub fn from_config(config: &Config) -> Policy {
+        let b = &config.bans;
+        let mut exempt = b.ignore.clone();
+        exempt.extend(
+            ["127.0.0.0/8", "::1/128", "::ffff:127.0.0.0/104"]
+                .iter()
+                .filter_map(|c| c.parse::<Cidr>().ok()),
+        );
+        for domain in &config.domains {
+            for (_, host) in domain.hosts() {
+                exempt.extend(host.addresses().map(|ip| Cidr(IpNet::from(ip))));
+            }
+        }
+        let secs = |d: crate::config::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        Policy {
+            maxretry: b.maxretry.max(1),
+            findtime: secs(b.findtime),
+            grace: secs(b.grace),
+            bantime: secs(b.bantime),
+            factor: b.escalation.factor.max(1),
+            max_bantime: secs(b.escalation.max).max(secs(b.bantime)),
+            remember: secs(b.remember),
+            v4_prefix: b.networks.ipv4.0,
+            v6_prefix: b.networks.ipv6.0,
+            exempt,
+        }
+    }
+
+    /// The network a client belongs to for delivery matching.
+    pub fn network(&self, ip: IpAddr) -> IpNet {
+        let ip = canonical(ip);
+        let prefix = if ip.is_ipv4() {
+            self.v4_prefix
+        } else {
+            self.v6_prefix
+        };
+        IpNet::new(ip, prefix).map_or_else(|_| IpNet::from(ip), |n| n.trunc())
+    }
+
+    fn is_exempt(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.exempt.iter().any(|c| c.contains(&ip))
+    }
+
+    /// Length of the `n`-th ban (1-based).
+    fn ban_length(&self, n: u32) -> i64 {
+        let mut len = self.bantime;
+        for _ in 1..n {
+            len = len.saturating_mul(i64::from(self.factor));
+            if len >= self.max_bantime {
+                return self.max_bantime;
+            }
+        }
+        len.min(self.max_bantime)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses count as the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Ban or unban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Close the door.
+    Ban,
+    /// Open it again.
+    Unban,
+}
+
+/// One decision, with its evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Ban or unban.
+    pub action: Action,
+    /// The client.
+    pub ip: IpAddr,
+    /// When (Unix seconds).
+    pub at: i64,
+    /// When the ban ends (bans only).
+    pub until: Option<i64>,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// Decoy hits counted.
+    pub hits: u32,
+    /// First hit of the window.
+    pub first_hit: Option<i64>,
+    /// Latest hit.
+    pub last_hit: Option<i64>,
+    /// Which ban of this client this is (1 for the first).
+    pub offence: u32,
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    /// The latest `maxretry` hit times, oldest first.
+    recent: VecDeque<i64>,
+    /// All hits since the client was last cleared.
+    total: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ban {
+    until: i64,
+    hits: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// Grace is over: decide.
+    Judge,
+    /// The ban ends.
+    Expire,
+}
+
+/// The engine's state.
+#[derive(Debug)]
+pub struct Engine {
+    policy: Policy,
+    clients: HashMap<IpAddr, Client>,
+    deliveries: HashMap<IpNet, i64>,
+    bans: HashMap<IpAddr, Ban>,
+    banned_nets: HashMap<IpNet, Vec<IpAddr>>,
+    offences: HashMap<IpAddr, (u32, i64)>,
+    due: BinaryHeap<Reverse<(i64, Due, IpAddr)>>,
+    now: i64,
+    pruned: i64,
+}
+
+/// Counts of what the engine holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Sizes {
+    /// Clients with recent hits.
+    pub clients: usize,
+    /// Networks with a remembered delivery.
+    pub delivering_networks: usize,
+    /// Active bans.
+    pub bans: usize,
+    /// Clients with an offence count.
+    pub offenders: usize,
+}
+
+impl Engine {
+    /// An engine with no history.
+    pub fn new(policy: Policy) -> Engine {
+        Engine {
+            policy,
+            clients: HashMap::new(),
+            deliveries: HashMap::new(),
+            bans: HashMap::new(),
+            banned_nets: HashMap::new(),
+            offences: HashMap::new(),
+            due: BinaryHeap::new(),
+            now: i64::MIN,
+            pruned: i64::MIN,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// A decoy hit from `ip` at `at`.
+    pub fn hit(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
+        self.advance(at, out);
+        let ip = canonical(ip);
+        if self.policy.is_exempt(ip) || self.bans.contains_key(&ip) {
+            return;
+        }
+        let max = self.policy.maxretry as usize;
+        let client = self.clients.entry(ip).or_default();
+        client.total = client.total.saturating_add(1);
+        client.recent.push_back(at);
+        if client.recent.len() > max {
+            client.recent.pop_front();
+        }
+        if client.recent.len() == max {
+            let first = client.recent[0];
+            if at - first <= self.policy.findtime {
+                let when = (first + self.policy.grace).max(at);
+                self.due.push(Reverse((when, Due::Judge, ip)));
+            }
+        }
+    }
+
+    /// A delivery through a real MX from `ip` at `at`: clears the client and
+    /// its network, and lifts bans in that network.
+    pub fn delivery(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
+        self.advance(at, out);
+        let ip = canonical(ip);
+        let net = self.policy.network(ip);
+        let last = self.deliveries.entry(net).or_insert(at);
+        *last = (*last).max(at);
+        // Pending clients of this network are cleared when judged; bans go now.
+        for banned in self.banned_nets.remove(&net).unwrap_or_default() {
+            if let Some(ban) = self.bans.remove(&banned) {
+                out.push(Decision {
+                    action: Action::Unban,
+                    ip: banned,
+                    at,
+                    until: None,
+                    reason: format!(
+                        "{ip} (network {net}) delivered through a real MX: a real sender"
+                    ),
+                    hits: ban.hits,
+                    first_hit: None,
+                    last_hit: None,
+                    offence: self.offences.get(&banned).map_or(0, |o| o.0),
+                });
+            }
+        }
+    }
+
+    /// Moves time forward to `now`, deciding everything due by then.
+    pub fn advance(&mut self, now: i64, out: &mut Vec<Decision>) {
+        if now < self.now {
+            return; // out-of-order evidence is judged at the latest time seen
+        }
+        self.now = now;
+        while let Some(Reverse((when, what, ip))) = self.due.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.due.pop();
+            match what {
+                Due::Judge => self.judge(ip, when, out),
+                Due::Expire => self.expire(ip, when, out),
+            }
+        }
+        if now.saturating_sub(self.pruned) >= self.policy.findtime.max(60) {
+            self.prune(now);
+        }
+    }
+
+    fn judge(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
+        let Some(client) = self.clients.get(&ip) else {
+            return;
+        };
+        let max = self.policy.maxretry as usize;
+        if client.recent.len() < max || self.bans.contains_key(&ip) {
+            return;
+        }
+        let (first, last) = (client.recent[0], client.recent[max - 1]);
+        if last - first > self.policy.findtime || at < first + self.policy.grace {
+            return;
+        }
+        let net = self.policy.network(ip);
+        if self
+            .deliveries
+            .get(&net)
+            .is_some_and(|&d| d >= at - self.policy.remember)
+        {
+            self.clients.remove(&ip);
+            return;
+        }
+        let hits = client.total;
+        let offence = self.offences.get(&ip).map_or(0, |o| o.0) + 1;
+        self.offences.insert(ip, (offence, at));
+        let until = at.saturating_add(self.policy.ban_length(offence));
+        self.bans.insert(ip, Ban { until, hits });
+        self.banned_nets.entry(net).or_default().push(ip);
+        self.clients.remove(&ip);
+        self.due.push(Reverse((until, Due::Expire, ip)));
+        out.push(Decision {
+            action: Action::Ban,
+            ip,
+            at,
+            until: Some(until),
+            reason: format!(
+                "{hits} decoy hits ({} within {}s), no delivery from {net} through a real MX",
+                max, self.policy.findtime
+            ),
+            hits,
+            first_hit: Some(first),
+            last_hit: Some(last),
+            offence,
+        });
+    }
+
+    fn expire(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
+        if self.bans.get(&ip).is_some_and(|b| b.until == at)
+            && let Some(ban) = self.bans.remove(&ip)
+        {
+            let net = self.policy.network(ip);
+            if let Some(ips) = self.banned_nets.get_mut(&net) {
+                ips.retain(|b| *b != ip);
+                if ips.is_empty() {
+                    self.banned_nets.remove(&net);
+                }
+            }
+            out.push(Decision {
+                action: Action::Unban,
+                ip,
+                at,
+                until: None,
+                reason: "ban expired".into(),
+                hits: ban.hits,
+                first_hit: None,
+                last_hit: None,
+                offence: self.offences.get(&ip).map_or(0, |o| o.0),
+            });
+        }
+    }
+
+    /// Forgets what retention no longer needs.
+    fn prune(&mut self, now: i64) {
+        let p = &self.policy;
+        self.clients.retain(|_, c| {
+            c.recent
+                .back()
+                .is_some_and(|&t| t >= now - p.findtime - p.grace)
+        });
+        self.deliveries.retain(|_, &mut t| t >= now - p.remember);
+        self.offences.retain(|_, &mut (_, t)| t >= now - p.remember);
+        self.pruned = now;
+    }
+
+    /// Clients that met `maxretry` but whose grace has not run out yet.
+    pub fn pending(&self) -> usize {
+        let max = self.policy.maxretry as usize;
+        self.clients
+            .values()
+            .filter(|c| c.recent.len() >= max)
+            .count()
+    }
+
+    /// How much the engine holds.
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            clients: self.clients.len(),
+            delivering_networks: self.deliveries.len(),
+            bans: self.bans.len(),
+            offenders: self.offences.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,284 @@
+//! Policy scenarios, in log time.
+
+use std::net::IpAddr;
+
+use super::*;
+
+const T0: i64 = 1_795_867_201;
+const MIN: i64 = 60;
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+
+fn policy() -> Policy {
+    Policy {
+        maxretry: 3,
+        findtime: HOUR,
+        grace: 10 * MIN,
+        bantime: DAY,
+        factor: 2,
+        max_bantime: 7 * DAY,
+        remember: 30 * DAY,
+        v4_prefix: 24,
+        v6_prefix: 64,
+        exempt: vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "192.0.2.10/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ],
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Feeds (time, ip, is_delivery) events, then advances to `end`.
+fn run(events: &[(i64, &str, bool)], end: i64) -> Vec<Decision> {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    for &(at, who, delivery) in events {
+        if delivery {
+            engine.delivery(ip(who), at, &mut out);
+        } else {
+            engine.hit(ip(who), at, &mut out);
+        }
+    }
+    engine.advance(end, &mut out);
+    out
+}
+
+fn bans(d: &[Decision]) -> Vec<(IpAddr, i64)> {
+    d.iter()
+        .filter(|d| d.action == Action::Ban)
+        .map(|d| (d.ip, d.at))
+        .collect()
+}
+
+#[test]
+fn a_bot_is_banned_after_maxretry_and_grace() {
+    let d = run(
+        &[
+            (T0, "203.0.113.9", false),
+            (T0 + 60, "203.0.113.9", false),
+            (T0 + 120, "203.0.113.9", false),
+        ],
+        T0 + HOUR,
+    );
+    assert_eq!(bans(&d), [(ip("203.0.113.9"), T0 + 10 * MIN)]);
+    let ban = &d[0];
+    assert_eq!(
+        (ban.hits, ban.first_hit, ban.last_hit, ban.offence),
+        (3, Some(T0), Some(T0 + 120), 1)
+    );
+    assert_eq!(ban.until, Some(T0 + 10 * MIN + DAY));
+    assert!(
+        ban.reason.contains("no delivery from 203.0.113.0/24"),
+        "{}",
+        ban.reason
+    );
+}
+
+#[test]
+fn not_before_grace_and_not_below_maxretry() {
+    let three = [
+        (T0, "203.0.113.9", false),
+        (T0 + 1, "203.0.113.9", false),
+        (T0 + 2, "203.0.113.9", false),
+    ];
+    assert!(bans(&run(&three, T0 + 10 * MIN - 1)).is_empty());
+    assert!(bans(&run(&three[..2], T0 + DAY)).is_empty());
+    // Hits spread wider than findtime never add up.
+    let spread = [
+        (T0, "203.0.113.9", false),
+        (T0 + HOUR, "203.0.113.9", false),
+        (T0 + 2 * HOUR + 1, "203.0.113.9", false),
+    ];
+    assert!(bans(&run(&spread, T0 + DAY)).is_empty());
+}
+
+#[test]
+fn a_real_sender_that_delivers_within_grace_is_never_banned() {
+    let d = run(
+        &[
+            (T0, "198.51.100.7", false),
+            (T0 + 1, "198.51.100.7", false),
+            (T0 + 2, "198.51.100.7", false),
+            (T0 + 30, "198.51.100.7", true),
+        ],
+        T0 + DAY,
+    );
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn a_big_sender_retrying_from_its_network_is_never_banned() {
+    // Hits from .7, delivery from .8 in the same /24 (Gmail-style retry from another IP).
+    let d = run(
+        &[
+            (T0, "198.51.100.7", false),
+            (T0 + 5, "198.51.100.7", false),
+            (T0 + 9, "198.51.100.7", false),
+            (T0 + 300, "198.51.100.8", true),
+        ],
+        T0 + DAY,
+    );
+    assert!(d.is_empty(), "{d:?}");
+    // IPv6: same /64.
+    let d = run(
+        &[
+            (T0, "2001:db8:1:2::a", false),
+            (T0 + 5, "2001:db8:1:2::a", false),
+            (T0 + 9, "2001:db8:1:2::a", false),
+            (T0 + 60, "2001:db8:1:2:ffff::1", true),
+        ],
+        T0 + DAY,
+    );
+    assert!(d.is_empty(), "{d:?}");
+    // A delivery from a different /24 does not help.
+    let d = run(
+        &[
+            (T0, "198.51.100.7", false),
+            (T0 + 5, "198.51.100.7", false),
+            (T0 + 9, "198.51.100.7", false),
+            (T0 + 60, "198.51.101.8", true),
+        ],
+        T0 + DAY,
+    );
+    assert_eq!(bans(&d).len(), 1);
+}
+
+#[test]
+fn a_delivery_remembered_from_before_clears_later_hits() {
+    let d = run(
+        &[
+            (T0, "198.51.100.8", true),
+            (T0 + 20 * DAY, "198.51.100.7", false),
+            (T0 + 20 * DAY + 1, "198.51.100.7", false),
+            (T0 + 20 * DAY + 2, "198.51.100.7", false),
+        ],
+        T0 + 21 * DAY,
+    );
+    assert!(bans(&d).is_empty(), "{d:?}");
+    // ...but not once `remember` has passed.
+    let d = run(
+        &[
+            (T0, "198.51.100.8", true),
+            (T0 + 40 * DAY, "198.51.100.7", false),
+            (T0 + 40 * DAY + 1, "198.51.100.7", false),
+            (T0 + 40 * DAY + 2, "198.51.100.7", false),
+        ],
+        T0 + 41 * DAY,
+    );
+    assert_eq!(bans(&d).len(), 1);
+}
+
+#[test]
+fn exempt_addresses_are_never_banned() {
+    for who in ["127.0.0.1", "192.0.2.10", "10.1.2.3", "::ffff:127.0.0.1"] {
+        let d = run(
+            &[
+                (T0, who, false),
+                (T0 + 1, who, false),
+                (T0 + 2, who, false),
+                (T0 + 3, who, false),
+            ],
+            T0 + DAY,
+        );
+        assert!(d.is_empty(), "{who}: {d:?}");
+    }
+}
+
+#[test]
+fn from_config_exempts_loopback_and_planned_mx_addresses() {
+    let cfg = crate::config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sandwich.yaml"
+    )))
+    .unwrap();
+    let p = Policy::from_config(&cfg);
+    for who in [
+        "127.0.0.1",
+        "::1",
+        "192.0.2.10",
+        "2001:db8::20",
+        "192.0.2.11",
+    ] {
+        assert!(p.is_exempt(ip(who)), "{who}");
+    }
+    assert!(!p.is_exempt(ip("203.0.113.9")));
+}
+
+#[test]
+fn delivery_after_a_ban_lifts_it() {
+    let d = run(
+        &[
+            (T0, "203.0.113.9", false),
+            (T0 + 1, "203.0.113.9", false),
+            (T0 + 2, "203.0.113.9", false),
+            (T0 + HOUR, "203.0.113.77", true),
+        ],
+        T0 + 2 * HOUR,
+    );
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!((d[0].action, d[1].action), (Action::Ban, Action::Unban));
+    assert_eq!(d[1].at, T0 + HOUR);
+    assert!(d[1].reason.contains("delivered"), "{}", d[1].reason);
+}
+
+#[test]
+fn bans_expire_and_repeat_offenders_escalate() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    let bot = ip("203.0.113.9");
+    let mut t = T0;
+    let mut lengths = Vec::new();
+    for _ in 0..5 {
+        for k in 0..3 {
+            engine.hit(bot, t + k, &mut out);
+        }
+        engine.advance(t + HOUR, &mut out);
+        let ban = out
+            .iter()
+            .rev()
+            .find(|d| d.action == Action::Ban)
+            .unwrap()
+            .clone();
+        lengths.push(ban.until.unwrap() - ban.at);
+        t = ban.until.unwrap() + 1;
+        engine.advance(t, &mut out);
+        assert_eq!(out.last().unwrap().action, Action::Unban);
+        assert_eq!(out.last().unwrap().reason, "ban expired");
+    }
+    assert_eq!(lengths, [DAY, 2 * DAY, 4 * DAY, 7 * DAY, 7 * DAY]);
+}
+
+#[test]
+fn hits_while_banned_are_ignored_and_memory_is_pruned() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    for i in 0..10_000u32 {
+        let who = IpAddr::from([203, 0, (i >> 8) as u8, i as u8]);
+        engine.hit(who, T0 + i64::from(i % 100), &mut out);
+    }
+    assert_eq!(engine.sizes().clients, 10_000);
+    engine.advance(T0 + 3 * HOUR, &mut out);
+    assert_eq!(
+        engine.sizes().clients,
+        0,
+        "one-hit clients are forgotten after findtime"
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn out_of_order_time_does_not_go_backwards() {
+    let d = run(
+        &[
+            (T0 + 100, "203.0.113.9", false),
+            (T0, "203.0.113.9", false),
+            (T0 + 50, "203.0.113.9", false),
+        ],
+        T0 + HOUR,
+    );
+    assert_eq!(bans(&d).len(), 1);
+}

@@ -1,0 +1,231 @@
+//! `nolist replay`: runs the log parsers and the ban policy over existing
+//! logs in log time and prints every decision, like `fail2ban-regex` but
+//! end to end. Writes nothing but its output.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Instant, UNIX_EPOCH};
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+use super::Failure;
+use crate::bans::{Action, Decision, Engine, Policy};
+use crate::config;
+use crate::watch::time::rfc3339;
+use crate::watch::{DecoySpec, Kind, LineParser};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// The nolist config file (YAML): its `mta` and `bans` sections apply.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Log files, oldest first.
+    #[arg(value_name = "LOG", required = true)]
+    pub logs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReplayFormat::Text)]
+    pub format: ReplayFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReplayFormat {
+    /// One line per decision, then a summary.
+    Text,
+    /// One JSON object per line per decision, then one `{"summary": …}` line.
+    Json,
+}
+
+/// What the replay saw and decided.
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    files: usize,
+    lines: u64,
+    deliveries: u64,
+    decoy_hits: u64,
+    bans: u64,
+    unbans: u64,
+    pending: usize,
+    clients_held: usize,
+    first: Option<String>,
+    last: Option<String>,
+    seconds: f64,
+    lines_per_second: u64,
+}
+
+#[derive(Serialize)]
+struct JsonDecision<'a> {
+    action: Action,
+    ip: std::net::IpAddr,
+    at: String,
+    until: Option<String>,
+    reason: &'a str,
+    hits: u32,
+    first_hit: Option<String>,
+    last_hit: Option<String>,
+    offence: u32,
+}
+
+fn json_line(d: &Decision) -> String {
+    let doc = JsonDecision {
+        action: d.action,
+        ip: d.ip,
+        at: rfc3339(d.at),
+        until: d.until.map(rfc3339),
+        reason: &d.reason,
+        hits: d.hits,
+        first_hit: d.first_hit.map(rfc3339),
+        last_hit: d.last_hit.map(rfc3339),
+        offence: d.offence,
+    };
+    serde_json::to_string(&doc).unwrap_or_default()
+}
+
+fn text_line(d: &Decision) -> String {
+    match d.action {
+        Action::Ban => format!(
+            "{} ban   {:<39} until {}  hits {}  offence {}  {}",
+            rfc3339(d.at),
+            d.ip,
+            d.until.map(rfc3339).unwrap_or_default(),
+            d.hits,
+            d.offence,
+            d.reason
+        ),
+        Action::Unban => format!("{} unban {:<39} {}", rfc3339(d.at), d.ip, d.reason),
+    }
+}
+
+pub(crate) fn run(args: &ReplayArgs) -> Result<ExitCode, Failure> {
+    let config = config::load(&args.config)?;
+    let decoy = DecoySpec {
+        syslog_name: config.mta.decoy_syslog_name.clone(),
+        reply: config.mta.decoy_reply.clone(),
+    };
+    let mut engine = Engine::new(Policy::from_config(&config));
+    let mut summary = Summary::default();
+    let mut decisions = Vec::new();
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let started = Instant::now();
+    let (mut first, mut last) = (None::<i64>, None::<i64>);
+    let mut line = Vec::with_capacity(1024);
+    for path in &args.logs {
+        let io_err = |source| Failure::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let mtime = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        let mut parser = LineParser::new(config.mta.format, &decoy, mtime);
+        let mut reader = BufReader::with_capacity(1 << 18, file);
+        summary.files += 1;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io_err)? == 0 {
+                break;
+            }
+            summary.lines += 1;
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            let Some(event) = parser.parse(text) else {
+                if let Some(t) = parser.last_time() {
+                    engine.advance(t, &mut decisions);
+                    last = Some(last.map_or(t, |l: i64| l.max(t)));
+                }
+                if !decisions.is_empty() {
+                    emit(&mut out, &mut decisions, args.format, &mut summary)?;
+                }
+                continue;
+            };
+            first.get_or_insert(event.at);
+            last = Some(last.map_or(event.at, |l: i64| l.max(event.at)));
+            match event.kind {
+                Kind::DecoyHit => {
+                    summary.decoy_hits += 1;
+                    engine.hit(event.ip, event.at, &mut decisions);
+                }
+                Kind::Delivery => {
+                    summary.deliveries += 1;
+                    engine.delivery(event.ip, event.at, &mut decisions);
+                }
+            }
+            if !decisions.is_empty() {
+                emit(&mut out, &mut decisions, args.format, &mut summary)?;
+            }
+        }
+    }
+    if let Some(end) = last {
+        engine.advance(end, &mut decisions);
+        emit(&mut out, &mut decisions, args.format, &mut summary)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    summary.pending = engine.pending();
+    summary.clients_held = engine.sizes().clients;
+    summary.first = first.map(rfc3339);
+    summary.last = last.map(rfc3339);
+    summary.seconds = (seconds * 1000.0).round() / 1000.0;
+    summary.lines_per_second = if seconds > 0.0 {
+        (summary.lines as f64 / seconds) as u64
+    } else {
+        0
+    };
+    let written = match args.format {
+        ReplayFormat::Json => writeln!(out, "{}", serde_json::json!({ "summary": &summary })),
+        ReplayFormat::Text => writeln!(
+            out,
+            "\n{} lines in {} file(s): {} deliveries, {} decoy hits -> {} bans, {} unbans; {} clients pending (grace not over); {} .. {}; {:.3} s ({} lines/s)",
+            summary.lines,
+            summary.files,
+            summary.deliveries,
+            summary.decoy_hits,
+            summary.bans,
+            summary.unbans,
+            summary.pending,
+            summary.first.as_deref().unwrap_or("-"),
+            summary.last.as_deref().unwrap_or("-"),
+            summary.seconds,
+            summary.lines_per_second
+        ),
+    };
+    finish(written.and_then(|()| out.flush()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn emit(
+    out: &mut impl Write,
+    decisions: &mut Vec<Decision>,
+    format: ReplayFormat,
+    summary: &mut Summary,
+) -> Result<(), Failure> {
+    for d in decisions.drain(..) {
+        match d.action {
+            Action::Ban => summary.bans += 1,
+            Action::Unban => summary.unbans += 1,
+        }
+        let text = match format {
+            ReplayFormat::Json => json_line(&d),
+            ReplayFormat::Text => text_line(&d),
+        };
+        finish(writeln!(out, "{text}"))?;
+    }
+    Ok(())
+}
+
+/// A closed pipe (`nolist replay … | head`) is not an error.
+fn finish(result: io::Result<()>) -> Result<(), Failure> {
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::Io {
+            context: "writing to standard output".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

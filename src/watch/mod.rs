@@ -1,0 +1,7 @@
+//! The MTA-log side of the ban engine: timestamps, and the parsers that
+//! turn log lines into evidence (deliveries and decoy hits).
+
+pub mod parse;
+pub mod time;
+
+pub use parse::{DecoySpec, Kind, LineParser, LogEvent};

@@ -1,0 +1,352 @@
+//! MTA log lines to evidence: a delivery through a real MX, or a hit on a
+//! classic (Postfix) decoy. Parsing is anchored to the fields the MTA
+//! writes itself, at their fixed positions; text a client controls (HELO,
+//! sender, recipient, message-id, subject) comes later in the line and is
+//! never searched for an address. When a line does not match exactly, it
+//! yields nothing: an unparsed line loses a little evidence, a misparsed
+//! one could frame an innocent address.
+
+use std::net::IpAddr;
+
+use super::time::{Local, YearGuess, Zone, parse_exim, parse_rfc3339, parse_syslog};
+use crate::config::MtaFormat;
+
+/// What a line proves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A message from this client got past RCPT at a real MX.
+    Delivery,
+    /// This client was turned away by the (classic) decoy.
+    DecoyHit,
+}
+
+/// One piece of evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogEvent {
+    /// When, in Unix seconds.
+    pub at: i64,
+    /// The client address.
+    pub ip: IpAddr,
+    /// What it proves.
+    pub kind: Kind,
+}
+
+/// How to recognise a classic Postfix decoy.
+#[derive(Clone, Debug)]
+pub struct DecoySpec {
+    /// Syslog name prefix of the decoy smtpd, e.g. `postfix/decoy`
+    /// (`-o syslog_name=postfix/decoy` in master.cf).
+    pub syslog_name: String,
+    /// The decoy's reply text (e.g. `450 4.7.1 Try again later`), recognised
+    /// in reject lines of any smtpd.
+    pub reply: Option<String>,
+}
+
+impl Default for DecoySpec {
+    fn default() -> Self {
+        DecoySpec {
+            syslog_name: "postfix/decoy".into(),
+            reply: None,
+        }
+    }
+}
+
+/// Parses lines of one log, keeping the year guess for syslog stamps.
+pub struct LineParser {
+    format: MtaFormat,
+    decoy_tag: Vec<u8>,
+    decoy_reply: Option<Vec<u8>>,
+    guess: YearGuess,
+    zone: Box<dyn Zone + Send>,
+    last_at: Option<i64>,
+}
+
+impl LineParser {
+    /// A parser for `format` logs read at `now` (Unix seconds), in the
+    /// host's local time zone.
+    pub fn new(format: MtaFormat, decoy: &DecoySpec, now: i64) -> LineParser {
+        LineParser::with_zone(format, decoy, now, Box::new(Local))
+    }
+
+    /// As [`LineParser::new`], with an explicit zone for local stamps.
+    pub fn with_zone(
+        format: MtaFormat,
+        decoy: &DecoySpec,
+        now: i64,
+        zone: Box<dyn Zone + Send>,
+    ) -> LineParser {
+        let mut tag = decoy.syslog_name.trim_end_matches('/').as_bytes().to_vec();
+        tag.push(b'/');
+        LineParser {
+            format,
+            decoy_tag: tag,
+            decoy_reply: decoy.reply.as_ref().map(|r| r.as_bytes().to_vec()),
+            guess: YearGuess::new(now),
+            zone,
+            last_at: None,
+        }
+    }
+
+    /// The evidence in one line (without its newline), if any.
+    pub fn parse(&mut self, line: &[u8]) -> Option<LogEvent> {
+        match self.format {
+            MtaFormat::Postfix => self.postfix(line),
+            MtaFormat::Exim => self.exim(line),
+        }
+    }
+
+    /// The time stamp of the latest line whose stamp parsed, evidence or not:
+    /// log time moves on with every line.
+    pub fn last_time(&self) -> Option<i64> {
+        self.last_at
+    }
+
+    fn stamp(&mut self, at: i64) -> i64 {
+        self.last_at = Some(self.last_at.map_or(at, |t| t.max(at)));
+        at
+    }
+
+    fn postfix(&mut self, line: &[u8]) -> Option<LogEvent> {
+        let (at, used) = if line.first()?.is_ascii_digit() {
+            parse_rfc3339(line)?
+        } else {
+            parse_syslog(line, &mut self.guess, self.zone.as_ref())?
+        };
+        let at = self.stamp(at);
+        let mut c = Cursor::new(&line[used..]);
+        c.expect(b" ")?;
+        c.word()?; // the host that logged
+        c.expect(b" ")?;
+        let tag = c.until_any(b"[:")?;
+        if c.peek() == Some(b'[') {
+            c.until(b']')?;
+            c.expect(b"]")?;
+        }
+        c.expect(b": ")?;
+        if !tag.ends_with(b"/smtpd") {
+            return None;
+        }
+        let decoy = tag.starts_with(&self.decoy_tag);
+        let msg = c.rest();
+        if msg.starts_with(b"NOQUEUE: reject: ") || reject_with_queue_id(msg) {
+            let ip = reject_client(msg)?;
+            let hit = decoy
+                || self
+                    .decoy_reply
+                    .as_ref()
+                    .is_some_and(|r| reply_of(msg).is_some_and(|t| t.starts_with(r)));
+            return hit.then_some(LogEvent {
+                at,
+                ip,
+                kind: Kind::DecoyHit,
+            });
+        }
+        if decoy {
+            return None;
+        }
+        let ip = client_equals(msg)?;
+        Some(LogEvent {
+            at,
+            ip,
+            kind: Kind::Delivery,
+        })
+    }
+
+    fn exim(&mut self, line: &[u8]) -> Option<LogEvent> {
+        let (at, used) = if line.get(10) == Some(&b'T') {
+            parse_rfc3339(line)?
+        } else {
+            parse_exim(line, self.zone.as_ref())?
+        };
+        let at = self.stamp(at);
+        let mut c = Cursor::new(&line[used..]);
+        c.expect(b" ")?;
+        if c.peek() == Some(b'[') {
+            c.until(b']')?; // [pid] with log_selector +pid
+            c.expect(b"] ")?;
+        }
+        let id = c.word()?;
+        if !is_exim_id(id) {
+            return None;
+        }
+        c.expect(b" <= ")?;
+        // The sender: a plain token, or a quoted local part ("a b"@x).
+        if c.peek() == Some(b'"') {
+            c.skip(1);
+            c.until(b'"')?;
+            c.expect(b"\"")?;
+        }
+        c.word()?;
+        c.expect(b" H=")?;
+        // H=[ip] | H=name [ip] | H=(helo) [ip] | H=name (helo) [ip]
+        if c.peek() != Some(b'[') && c.peek() != Some(b'(') {
+            let name = c.word()?;
+            if name.contains(&b'[') || name.contains(&b'(') {
+                return None;
+            }
+            c.expect(b" ")?;
+        }
+        if c.peek() == Some(b'(') {
+            c.skip(1);
+            let helo = c.until(b')')?;
+            if helo.iter().any(|b| matches!(b, b' ' | b'(' | b'[' | b']')) {
+                return None; // junk HELO: refuse to guess which bracket is real
+            }
+            c.expect(b") ")?;
+        }
+        let ip = c.bracketed_ip()?;
+        match c.peek() {
+            None | Some(b':' | b' ') => Some(LogEvent {
+                at,
+                ip,
+                kind: Kind::Delivery,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `QUEUEID: reject: ` at the start of a Postfix message.
+fn reject_with_queue_id(msg: &[u8]) -> bool {
+    let mut c = Cursor::new(msg);
+    c.word_until(b':').is_some_and(is_queue_id) && c.expect(b": reject: ").is_some()
+}
+
+/// The client of `NOQUEUE: reject: STAGE from name[ip]: ...`.
+fn reject_client(msg: &[u8]) -> Option<IpAddr> {
+    let mut c = Cursor::new(msg);
+    c.until(b':')?;
+    c.expect(b": reject: ")?;
+    let stage = c.word()?;
+    if !stage.iter().all(u8::is_ascii_uppercase) {
+        return None;
+    }
+    c.expect(b" from ")?;
+    c.client_name()?;
+    let ip = c.bracketed_ip()?;
+    c.expect(b":")?;
+    Some(ip)
+}
+
+/// The reply text of a reject line: what follows `name[ip]: `.
+fn reply_of(msg: &[u8]) -> Option<&[u8]> {
+    let mut c = Cursor::new(msg);
+    c.until(b']')?;
+    c.expect(b"]: ")?;
+    Some(c.rest())
+}
+
+/// The client of `QUEUEID: client=name[ip]`.
+fn client_equals(msg: &[u8]) -> Option<IpAddr> {
+    let mut c = Cursor::new(msg);
+    if !is_queue_id(c.word_until(b':')?) {
+        return None;
+    }
+    c.expect(b": client=")?;
+    c.client_name()?;
+    let ip = c.bracketed_ip()?;
+    match c.peek() {
+        None | Some(b',' | b':') => Some(ip),
+        _ => None,
+    }
+}
+
+/// Postfix queue ids: short hex (`3F2A1B2C3D`) or long (`4Xk2Lw1Q9yzB7cT`).
+fn is_queue_id(id: &[u8]) -> bool {
+    (5..=20).contains(&id.len()) && id.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// Exim message ids: `1abcDE-000123-AB` or `1tPxyz-000ABCdefGH-1234`.
+fn is_exim_id(id: &[u8]) -> bool {
+    id.len() >= 16
+        && id.iter().filter(|&&b| b == b'-').count() == 2
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+}
+
+/// A forward-only reader over one line.
+struct Cursor<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn new(rest: &'a [u8]) -> Self {
+        Cursor { rest }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.rest.first().copied()
+    }
+
+    fn skip(&mut self, n: usize) {
+        self.rest = self.rest.get(n..).unwrap_or_default();
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    fn expect(&mut self, lit: &[u8]) -> Option<()> {
+        self.rest = self.rest.strip_prefix(lit)?;
+        Some(())
+    }
+
+    /// Everything before `byte` (not consumed); `None` if absent.
+    fn until(&mut self, byte: u8) -> Option<&'a [u8]> {
+        let pos = self.rest.iter().position(|&b| b == byte)?;
+        let (head, tail) = self.rest.split_at(pos);
+        self.rest = tail;
+        Some(head)
+    }
+
+    fn until_any(&mut self, bytes: &[u8]) -> Option<&'a [u8]> {
+        let pos = self.rest.iter().position(|b| bytes.contains(b))?;
+        let (head, tail) = self.rest.split_at(pos);
+        self.rest = tail;
+        Some(head)
+    }
+
+    /// A non-empty run of non-space bytes.
+    fn word(&mut self) -> Option<&'a [u8]> {
+        let end = self
+            .rest
+            .iter()
+            .position(|&b| b == b' ')
+            .unwrap_or(self.rest.len());
+        if end == 0 {
+            return None;
+        }
+        let (head, tail) = self.rest.split_at(end);
+        self.rest = tail;
+        Some(head)
+    }
+
+    /// A non-empty run before `stop` with no spaces.
+    fn word_until(&mut self, stop: u8) -> Option<&'a [u8]> {
+        let head = self.until(stop)?;
+        (!head.is_empty() && !head.contains(&b' ')).then_some(head)
+    }
+
+    /// The client name Postfix writes before `[ip]`: a verified host name or
+    /// `unknown` — never spaces or brackets.
+    fn client_name(&mut self) -> Option<&'a [u8]> {
+        let name = self.until(b'[')?;
+        let ok = !name.is_empty()
+            && name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        ok.then_some(name)
+    }
+
+    /// `[ip]` or `[IPv6:ip]`.
+    fn bracketed_ip(&mut self) -> Option<IpAddr> {
+        self.expect(b"[")?;
+        let inner = self.until(b']')?;
+        self.expect(b"]")?;
+        let inner = inner.strip_prefix(b"IPv6:").unwrap_or(inner);
+        std::str::from_utf8(inner).ok()?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;

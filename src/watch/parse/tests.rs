@@ -1,0 +1,223 @@
+//! A corpus of Postfix and Exim lines, written from their documented
+//! formats, each with the evidence it must (or must not) yield.
+
+use super::*;
+use crate::watch::time::Utc;
+
+const NOW: i64 = 1_795_867_201; // 2026-11-28T12:00:01Z
+
+fn parser(format: MtaFormat, reply: Option<&str>) -> LineParser {
+    let decoy = DecoySpec {
+        syslog_name: "postfix/decoy".into(),
+        reply: reply.map(str::to_owned),
+    };
+    LineParser::with_zone(format, &decoy, NOW, Box::new(Utc))
+}
+
+fn ev(at: i64, ip: &str, kind: Kind) -> Option<LogEvent> {
+    Some(LogEvent {
+        at,
+        ip: ip.parse().unwrap(),
+        kind,
+    })
+}
+
+#[track_caller]
+fn check(p: &mut LineParser, line: &str, want: Option<LogEvent>) {
+    assert_eq!(p.parse(line.as_bytes()), want, "{line}");
+}
+
+#[test]
+fn postfix_deliveries() {
+    let mut p = parser(MtaFormat::Postfix, None);
+    let d = Kind::Delivery;
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[4242]: 3F2A1B2C3D: client=mail-ed1.example.com[192.0.2.33]",
+        ev(NOW, "192.0.2.33", d),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[4242]: 4Xk2Lw1Q9yzB7cT: client=unknown[198.51.100.7], sasl_method=PLAIN, sasl_username=u",
+        ev(NOW, "198.51.100.7", d),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=v6.example.net[2001:db8::25]",
+        ev(NOW, "2001:db8::25", d),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=v6.example.net[IPv6:2001:db8::26]:44123",
+        ev(NOW, "2001:db8::26", d),
+    );
+    check(
+        &mut p,
+        "2026-11-28T13:00:01.123456+01:00 mx2 postfix/smtpd[99]: 3F2A1B2C3D: client=a.example[192.0.2.34]",
+        ev(NOW, "192.0.2.34", d),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix-in/submission/smtpd[7]: 3F2A1B2C3D: client=a.example[192.0.2.35]",
+        ev(NOW, "192.0.2.35", d),
+    );
+}
+
+#[test]
+fn postfix_lines_that_prove_nothing() {
+    let mut p = parser(MtaFormat::Postfix, None);
+    for line in [
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: connect from mail.example.com[192.0.2.33]",
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: disconnect from mail.example.com[192.0.2.33] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+        "Nov 28 12:00:01 mx2 postfix/postscreen[2]: CONNECT from [192.0.2.9]:5555 to [192.0.2.20]:25",
+        "Nov 28 12:00:01 mx2 postfix/postscreen[2]: PASS NEW [192.0.2.9]:5555",
+        "Nov 28 12:00:01 mx2 postfix/cleanup[3]: 3F2A1B2C3D: message-id=<x@client=evil[6.6.6.6]>",
+        "Nov 28 12:00:01 mx2 postfix/qmgr[4]: 3F2A1B2C3D: from=<a@b.example>, size=1, nrcpt=2 (queue active)",
+        "Nov 28 12:00:01 mx2 postfix/smtp[5]: 3F2A1B2C3D: to=<x@y.example>, relay=y.example[192.0.2.99]:25, status=sent",
+        // A reject at the real MX is not a decoy hit, and not a delivery.
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.66]: 554 5.7.1 Relay access denied; from=<a@b> to=<c@d> proto=ESMTP helo=<x>",
+        "",
+        "garbage",
+        "Nov 28 12:00:01",
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=no-brackets",
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=a.example[192.0.2.999]",
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=a.example[192.0.2.1]trailing",
+    ] {
+        check(&mut p, line, None);
+    }
+}
+
+#[test]
+fn hostile_client_text_never_becomes_the_client() {
+    let mut p = parser(MtaFormat::Postfix, None);
+    // HELO, sender and recipient full of addresses: the client is the one Postfix wrote.
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 450 4.7.1 Try later; from=<client=x[1.2.3.4]@evil> to=<[5.6.7.8]@example.org> proto=ESMTP helo=<client=ok.example[8.8.8.8]>",
+        ev(NOW, "203.0.113.9", Kind::DecoyHit),
+    );
+    // A message-id or subject cannot start a line's message.
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/cleanup[3]: 3F2A1B2C3D: client=fake[9.9.9.9]",
+        None,
+    );
+    // Nor can a client name with brackets or spaces.
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=a[1.1.1.1] b[2.2.2.2]",
+        None,
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=a b[2.2.2.2]",
+        None,
+    );
+}
+
+#[test]
+fn postfix_decoy_hits() {
+    let mut p = parser(MtaFormat::Postfix, None);
+    let h = Kind::DecoyHit;
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 450 4.7.1 <u@example.org>: Recipient address rejected: Try again later; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<bot>",
+        ev(NOW, "203.0.113.9", h),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: CONNECT from bot.example[2001:db8::bad]: 450 4.7.1 Client host rejected: try again later; proto=SMTP",
+        ev(NOW, "2001:db8::bad", h),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: 3F2A1B2C3D: reject: RCPT from unknown[203.0.113.10]: 450 4.7.1 later; from=<a@b> to=<c@d>",
+        ev(NOW, "203.0.113.10", h),
+    );
+    // The decoy's own client= lines (if any) are not deliveries.
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: 3F2A1B2C3D: client=unknown[203.0.113.9]",
+        None,
+    );
+    // Recognised by reply text when the decoy has no syslog name of its own.
+    let mut p = parser(MtaFormat::Postfix, Some("450 4.7.1 please try again later"));
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx1 postfix/smtpd[9]: NOQUEUE: reject: RCPT from unknown[203.0.113.11]: 450 4.7.1 please try again later; from=<a@b> to=<c@d>",
+        ev(NOW, "203.0.113.11", h),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx1 postfix/smtpd[9]: NOQUEUE: reject: RCPT from unknown[203.0.113.12]: 554 5.7.1 Relay access denied; from=<a@b> to=<c@d>",
+        None,
+    );
+}
+
+#[test]
+fn exim_deliveries() {
+    let mut p = parser(MtaFormat::Exim, None);
+    let d = Kind::Delivery;
+    check(
+        &mut p,
+        "2026-11-28 12:00:01 1tPxyz-000ABC-12 <= a@b.example H=mail.b.example (helo.b.example) [192.0.2.1]:54321 P=esmtps X=TLS1.3 S=2345 id=x@y",
+        ev(NOW, "192.0.2.1", d),
+    );
+    check(
+        &mut p,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= <> H=(bouncer.example) [192.0.2.2] P=esmtp S=900",
+        ev(NOW, "192.0.2.2", d),
+    );
+    check(
+        &mut p,
+        "2026-11-28 12:00:01 [4242] 1abcDE-000123-AB <= a@b.example H=[2001:db8::2] P=esmtp",
+        ev(NOW, "2001:db8::2", d),
+    );
+    check(
+        &mut p,
+        "2026-11-28 13:00:01 +0100 1abcDE-000123-AB <= a@b.example H=m.b.example [192.0.2.3]:25 P=esmtp",
+        ev(NOW, "192.0.2.3", d),
+    );
+    check(
+        &mut p,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= \"odd sender\"@b.example H=m.b.example [192.0.2.4] P=esmtp",
+        ev(NOW, "192.0.2.4", d),
+    );
+}
+
+#[test]
+fn exim_lines_that_prove_nothing() {
+    let mut p = parser(MtaFormat::Exim, None);
+    for line in [
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= root@localhost U=root P=local S=300",
+        "2026-11-28 12:00:01 1abcDE-000123-AB => x@y.example R=dnslookup T=remote_smtp H=mx.y.example [192.0.2.9]",
+        "2026-11-28 12:00:01 1abcDE-000123-AB Completed",
+        "2026-11-28 12:00:01 H=(bot) [192.0.2.66] F=<a@b> rejected RCPT <c@d>: relay not permitted",
+        // A sender that smuggles an H= field: the real H= must come right after the sender.
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= \"x H=evil [6.6.6.6]\"@b.example U=root P=local",
+        // A junk HELO with brackets: refuse to guess.
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=(x) [6.6.6.6]) [192.0.2.5] P=esmtp",
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=m.example [192.0.2.5]junk",
+    ] {
+        check(&mut p, line, None);
+    }
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut p = parser(MtaFormat::Postfix, Some("450"));
+    let mut e = parser(MtaFormat::Exim, None);
+    let base = b"Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 450 x".to_vec();
+    for _ in 0..20_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut line = base.clone();
+        let i = (seed % line.len() as u64) as usize;
+        line[i] = (seed >> 32) as u8;
+        line.truncate(((seed >> 40) as usize % (line.len() + 1)).max(1));
+        let _ = p.parse(&line);
+        let _ = e.parse(&line);
+    }
+}
