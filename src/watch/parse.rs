@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use super::time::{Local, YearGuess, Zone, parse_exim, parse_rfc3339, parse_syslog};
+use super::time::{HourCache, Local, YearGuess, Zone, parse_exim, parse_rfc3339, parse_syslog};
 use crate::config::MtaFormat;
 
 /// What a line proves.
@@ -66,7 +66,7 @@ impl LineParser {
     /// A parser for `format` logs read at `now` (Unix seconds), in the
     /// host's local time zone.
     pub fn new(format: MtaFormat, decoy: &DecoySpec, now: i64) -> LineParser {
-        LineParser::with_zone(format, decoy, now, Box::new(Local))
+        LineParser::with_zone(format, decoy, now, Box::new(HourCache::new(Local)))
     }
 
     /// As [`LineParser::new`], with an explicit zone for local stamps.

@@ -45,6 +45,36 @@ impl Zone for Local {
     }
 }
 
+/// A zone that remembers the last hour it converted: `mktime` is slow, and
+/// log lines come in runs from the same hour. (Offsets change only on
+/// whole hours in every zone with daylight saving, so the cache is exact.)
+pub struct HourCache<Z> {
+    zone: Z,
+    key: std::cell::Cell<(i32, u32, u32, u32)>,
+    base: std::cell::Cell<i64>,
+}
+
+impl<Z: Zone> HourCache<Z> {
+    /// Wraps `zone`.
+    pub fn new(zone: Z) -> Self {
+        HourCache {
+            zone,
+            key: std::cell::Cell::new((0, 0, 0, 99)),
+            base: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl<Z: Zone> Zone for HourCache<Z> {
+    fn to_unix(&self, y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+        if self.key.get() != (y, m, d, h) {
+            self.base.set(self.zone.to_unix(y, m, d, h, 0, 0));
+            self.key.set((y, m, d, h));
+        }
+        self.base.get() + i64::from(mi * 60 + s)
+    }
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 pub fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
     let y = i64::from(y) - i64::from(m <= 2);
@@ -246,6 +276,23 @@ mod tests {
         }
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_867_201), "2026-11-28T12:00:01Z");
+    }
+
+    #[test]
+    fn hour_cache_matches_the_zone() {
+        let cached = HourCache::new(Utc);
+        for (y, m, d, h, mi, s) in [
+            (2026, 11, 28, 12, 0, 1),
+            (2026, 11, 28, 12, 59, 59),
+            (2026, 11, 28, 13, 0, 0),
+            (2027, 1, 1, 0, 0, 0),
+            (2026, 11, 28, 12, 30, 0),
+        ] {
+            assert_eq!(
+                cached.to_unix(y, m, d, h, mi, s),
+                Utc.to_unix(y, m, d, h, mi, s)
+            );
+        }
     }
 
     #[test]
