@@ -9,5 +9,6 @@ pub mod config;
 pub mod dns;
 pub mod plan;
 pub mod smtp;
+pub mod store;
 pub mod verify;
 pub mod watch;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::ConfigError;
 use crate::plan::Finding;
 
+mod bans;
 mod plan;
 mod probe;
 mod replay;
@@ -41,6 +42,10 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Run the log parsers and the ban policy over existing logs and print the decisions.
     Replay(replay::ReplayArgs),
+    /// List, add or remove bans in the state store.
+    Bans(bans::BansArgs),
+    /// Counts, latest decisions and log checkpoints from the state store.
+    Status(bans::StatusArgs),
 }
 
 /// What went wrong, mapped to an exit code.
@@ -77,6 +82,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Probe(args) => probe::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Bans(args) => bans::bans(&args),
+        Command::Status(args) => bans::status(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,495 @@
+//! The state store: one SQLite database in `state_dir` holding bans,
+//! delivery memory, log checkpoints and a bounded history of decisions.
+//!
+//! WAL mode lets `nolist bans` and `nolist status` read (and change) it
+//! while the daemon runs. Every change is one transaction; the schema is
+//! versioned with `PRAGMA user_version` and migrated forward on open. Only
+//! this module touches the state directory.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::bans::{Action, Decision};
+
+/// The database file inside `state_dir`.
+pub const DB_FILE: &str = "nolist.db";
+/// Decisions kept in the history table.
+pub const HISTORY_ROWS: i64 = 100_000;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The state directory could not be created.
+    #[error("{path}: cannot create the state directory: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error("{path}: {source}")]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer nolist.
+    #[error("{path}: schema version {found} is newer than this nolist understands ({known})")]
+    TooNew {
+        /// The database.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+}
+
+/// Who put a ban in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The ban engine.
+    Engine,
+    /// An operator (`nolist bans add`).
+    Manual,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Engine => "engine",
+            Source::Manual => "manual",
+        }
+    }
+}
+
+/// One ban, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BanRecord {
+    /// The banned address or network.
+    pub target: IpNet,
+    /// Since when (Unix seconds).
+    pub since: i64,
+    /// Until when (Unix seconds).
+    pub until: i64,
+    /// Why.
+    pub reason: String,
+    /// Decoy hits behind it.
+    pub hits: u32,
+    /// The how-manieth ban of this target.
+    pub offence: u32,
+    /// Engine or operator.
+    pub source: Source,
+}
+
+/// Counts for `nolist status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Bans in force.
+    pub active_bans: i64,
+    /// Of which manual.
+    pub manual_bans: i64,
+    /// Networks with a remembered delivery.
+    pub delivering_networks: i64,
+    /// Decisions in the history.
+    pub decisions: i64,
+    /// The latest decisions, newest first.
+    pub recent: Vec<HistoryRow>,
+    /// Log checkpoints.
+    pub checkpoints: Vec<CheckpointRow>,
+}
+
+/// One past decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryRow {
+    /// When.
+    pub at: i64,
+    /// `ban` or `unban`.
+    pub action: String,
+    /// What.
+    pub target: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One log checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckpointRow {
+    /// The log file.
+    pub path: String,
+    /// The tailer's state (JSON).
+    pub state: String,
+    /// When it was saved.
+    pub updated: i64,
+}
+
+/// The open database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Schema migrations; entry `i` takes version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE bans (
+        target  TEXT PRIMARY KEY,
+        since   INTEGER NOT NULL,
+        until   INTEGER NOT NULL,
+        reason  TEXT NOT NULL,
+        hits    INTEGER NOT NULL DEFAULT 0,
+        offence INTEGER NOT NULL DEFAULT 1,
+        source  TEXT NOT NULL
+    );
+    CREATE INDEX bans_until ON bans(until);
+    CREATE TABLE deliveries (
+        network TEXT PRIMARY KEY,
+        last    INTEGER NOT NULL
+    );
+    CREATE TABLE checkpoints (
+        path    TEXT PRIMARY KEY,
+        state   TEXT NOT NULL,
+        updated INTEGER NOT NULL
+    );
+    CREATE TABLE history (
+        id      INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        action  TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        until   INTEGER,
+        reason  TEXT NOT NULL
+    );
+"];
+
+impl Store {
+    /// Opens (creating and migrating as needed) the store in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        for (i, migration) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = conn.transaction().map_err(sql)?;
+            tx.execute_batch(migration).map_err(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
+        Ok(Store { conn, path })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Puts a ban in place (replacing one on the same target).
+    pub fn add_ban(&mut self, ban: &BanRecord) -> Result<(), StoreError> {
+        in_tx(&mut self.conn, |tx| {
+            upsert_ban(tx, ban)?;
+            history(
+                tx,
+                ban.since,
+                "ban",
+                &ban.target.to_string(),
+                Some(ban.until),
+                &ban.reason,
+            )
+        })
+        .map_err(|e| self.err(e))
+    }
+
+    /// Lifts the ban on `target`; false when there was none.
+    pub fn remove_ban(
+        &mut self,
+        target: &IpNet,
+        at: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        in_tx(&mut self.conn, |tx| {
+            let removed = tx.execute(
+                "DELETE FROM bans WHERE target = ?1",
+                params![target.to_string()],
+            )?;
+            if removed > 0 {
+                history(tx, at, "unban", &target.to_string(), None, reason)?;
+            }
+            Ok(removed > 0)
+        })
+        .map_err(|e| self.err(e))
+    }
+
+    /// Records the engine's decisions in one transaction.
+    pub fn apply(&mut self, decisions: &[Decision]) -> Result<(), StoreError> {
+        in_tx(&mut self.conn, |tx| {
+            for d in decisions {
+                let target = IpNet::from(d.ip);
+                match d.action {
+                    Action::Ban => {
+                        let ban = BanRecord {
+                            target,
+                            since: d.at,
+                            until: d.until.unwrap_or(d.at),
+                            reason: d.reason.clone(),
+                            hits: d.hits,
+                            offence: d.offence,
+                            source: Source::Engine,
+                        };
+                        upsert_ban(tx, &ban)?;
+                        history(tx, d.at, "ban", &target.to_string(), d.until, &d.reason)?;
+                    }
+                    Action::Unban => {
+                        tx.execute(
+                            "DELETE FROM bans WHERE target = ?1 AND source = 'engine'",
+                            params![target.to_string()],
+                        )?;
+                        history(tx, d.at, "unban", &target.to_string(), None, &d.reason)?;
+                    }
+                }
+            }
+            trim_history(tx)
+        })
+        .map_err(|e| self.err(e))
+    }
+
+    /// The bans in force at `now`, soonest to expire first.
+    pub fn bans(&self, now: i64) -> Result<Vec<BanRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT target, since, until, reason, hits, offence, source FROM bans WHERE until > ?1 ORDER BY until, target")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![now], |r| {
+                let target: String = r.get(0)?;
+                let source: String = r.get(6)?;
+                Ok((
+                    target,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    source,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (target, since, until, reason, hits, offence, source) =
+                row.map_err(|e| self.err(e))?;
+            // Rows this version did not write are skipped, not fatal.
+            let Ok(target) = target.parse::<IpNet>() else {
+                continue;
+            };
+            out.push(BanRecord {
+                target,
+                since,
+                until,
+                reason,
+                hits,
+                offence,
+                source: if source == "manual" {
+                    Source::Manual
+                } else {
+                    Source::Engine
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets bans that ended before `now`.
+    pub fn expire(&mut self, now: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM bans WHERE until <= ?1", params![now])
+            .map_err(|e| self.err(e))
+    }
+
+    /// Remembers that `network` delivered at `at`.
+    pub fn record_delivery(&mut self, network: &IpNet, at: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO deliveries (network, last) VALUES (?1, ?2)
+                 ON CONFLICT(network) DO UPDATE SET last = max(last, excluded.last)",
+                params![network.to_string(), at],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Saves the checkpoint of one log file.
+    pub fn save_checkpoint(&mut self, path: &str, state: &str, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO checkpoints (path, state, updated) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(path) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+                params![path, state, now],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The checkpoint of one log file.
+    pub fn checkpoint(&self, path: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT state FROM checkpoints WHERE path = ?1",
+                params![path],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Counts and recent history.
+    pub fn status(&self, now: i64, recent: usize) -> Result<Status, StoreError> {
+        let count = |sql: &str| -> Result<i64, StoreError> {
+            self.conn
+                .query_row(sql, params![now], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
+        let mut status = Status {
+            active_bans: count("SELECT count(*) FROM bans WHERE until > ?1")?,
+            manual_bans: count("SELECT count(*) FROM bans WHERE until > ?1 AND source = 'manual'")?,
+            delivering_networks: count("SELECT count(*) FROM deliveries WHERE ?1 IS NOT NULL")?,
+            decisions: count("SELECT count(*) FROM history WHERE ?1 IS NOT NULL")?,
+            ..Status::default()
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at, action, target, reason FROM history ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![recent as i64], |r| {
+                Ok(HistoryRow {
+                    at: r.get(0)?,
+                    action: r.get(1)?,
+                    target: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            status.recent.push(row.map_err(|e| self.err(e))?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, state, updated FROM checkpoints ORDER BY path")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(CheckpointRow {
+                    path: r.get(0)?,
+                    state: r.get(1)?,
+                    updated: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            status.checkpoints.push(row.map_err(|e| self.err(e))?);
+        }
+        Ok(status)
+    }
+}
+
+/// Runs `f` in one transaction: all of it is committed, or none.
+fn in_tx<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let tx = conn.transaction()?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
+}
+
+fn upsert_ban(tx: &rusqlite::Transaction<'_>, ban: &BanRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(target) DO UPDATE SET since = excluded.since, until = excluded.until, reason = excluded.reason,
+             hits = excluded.hits, offence = excluded.offence, source = excluded.source",
+        params![
+            ban.target.to_string(),
+            ban.since,
+            ban.until,
+            ban.reason,
+            ban.hits,
+            ban.offence,
+            ban.source.as_str()
+        ],
+    )
+    .map(drop)
+}
+
+fn history(
+    tx: &rusqlite::Transaction<'_>,
+    at: i64,
+    action: &str,
+    target: &str,
+    until: Option<i64>,
+    reason: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO history (at, action, target, until, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at, action, target, until, reason],
+    )
+    .map(drop)
+}
+
+/// Keeps the history bounded.
+fn trim_history(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?1",
+        params![HISTORY_ROWS],
+    )
+    .map(drop)
+}
+
+/// Parses a ban target: an address (`/32`, `/128`) or a network with zero host bits.
+pub fn parse_target(text: &str) -> Result<IpNet, String> {
+    text.parse::<crate::config::Cidr>().map(|c| c.0)
+}
+
+/// The address a target stands for when it is a single host.
+pub fn host_of(target: &IpNet) -> Option<IpAddr> {
+    (target.prefix_len() == target.max_prefix_len()).then(|| target.addr())
+}
+
+#[cfg(test)]
+mod tests;

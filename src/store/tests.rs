@@ -1,0 +1,185 @@
+//! The store: migrations, bans, decisions in transactions, checkpoints,
+//! concurrent readers, and consistency after a crash mid-write.
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::bans::{Action, Decision};
+
+const T0: i64 = 1_795_867_201;
+
+fn decision(action: Action, ip: &str, at: i64) -> Decision {
+    Decision {
+        action,
+        ip: ip.parse::<IpAddr>().unwrap(),
+        at,
+        until: (action == Action::Ban).then_some(at + 86_400),
+        reason: "test".into(),
+        hits: 3,
+        first_hit: Some(at - 600),
+        last_hit: Some(at - 500),
+        offence: 1,
+    }
+}
+
+#[test]
+fn opens_migrates_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state")).unwrap();
+    let v: i64 = store
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, MIGRATIONS.len() as i64);
+    let mode: String = store
+        .conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(store);
+    Store::open(&dir.path().join("state")).unwrap();
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(store);
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::TooNew { found: 99, .. })
+    ));
+}
+
+#[test]
+fn decisions_bans_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .apply(&[
+            decision(Action::Ban, "203.0.113.9", T0),
+            decision(Action::Ban, "2001:db8::bad", T0 + 1),
+        ])
+        .unwrap();
+    let bans = store.bans(T0 + 2).unwrap();
+    assert_eq!(bans.len(), 2);
+    assert_eq!(bans[0].target.to_string(), "203.0.113.9/32");
+    assert_eq!(bans[0].source, Source::Engine);
+    store
+        .apply(&[decision(Action::Unban, "203.0.113.9", T0 + 5)])
+        .unwrap();
+    assert_eq!(store.bans(T0 + 6).unwrap().len(), 1);
+    // Expired bans are not listed, and can be purged.
+    assert!(store.bans(T0 + 1 + 86_400).unwrap().is_empty());
+    assert_eq!(store.expire(T0 + 2 * 86_400).unwrap(), 1);
+    let status = store.status(T0 + 10, 10).unwrap();
+    assert_eq!(status.decisions, 3);
+    assert_eq!(status.recent[0].action, "unban");
+}
+
+#[test]
+fn manual_bans_survive_engine_unbans_and_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let target = parse_target("198.51.100.0/24").unwrap();
+    store
+        .add_ban(&BanRecord {
+            target,
+            since: T0,
+            until: T0 + 3600,
+            reason: "operator".into(),
+            hits: 0,
+            offence: 1,
+            source: Source::Manual,
+        })
+        .unwrap();
+    assert!(parse_target("198.51.100.7/24").is_err(), "host bits set");
+    assert!(parse_target("not-an-ip").is_err());
+    assert_eq!(store.bans(T0).unwrap()[0].source, Source::Manual);
+    assert!(store.remove_ban(&target, T0 + 1, "operator").unwrap());
+    assert!(!store.remove_ban(&target, T0 + 2, "operator").unwrap());
+}
+
+#[test]
+fn checkpoints_and_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.checkpoint("/var/log/mail.log").unwrap(), None);
+    store
+        .save_checkpoint("/var/log/mail.log", "{\"offset\":10}", T0)
+        .unwrap();
+    store
+        .save_checkpoint("/var/log/mail.log", "{\"offset\":20}", T0 + 1)
+        .unwrap();
+    assert_eq!(
+        store.checkpoint("/var/log/mail.log").unwrap().as_deref(),
+        Some("{\"offset\":20}")
+    );
+    let net = "198.51.100.0/24".parse().unwrap();
+    store.record_delivery(&net, T0).unwrap();
+    store.record_delivery(&net, T0 - 100).unwrap();
+    let last: i64 = store
+        .conn
+        .query_row("SELECT last FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(last, T0);
+}
+
+#[test]
+fn a_reader_sees_the_writers_commits_while_both_are_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Store::open(dir.path()).unwrap();
+    let reader = Store::open(dir.path()).unwrap();
+    writer
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    assert_eq!(reader.bans(T0).unwrap().len(), 1);
+}
+
+#[test]
+fn history_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .conn
+        .execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {})
+             INSERT INTO history (at, action, target, reason) SELECT i, 'ban', 'x', 'y' FROM n;",
+            HISTORY_ROWS + 500
+        ))
+        .unwrap();
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    assert!(store.status(T0, 1).unwrap().decisions <= HISTORY_ROWS + 1);
+}
+
+/// A failure in the middle of a batch (here: a trigger that aborts the
+/// second ban) leaves nothing of the batch behind.
+#[test]
+fn a_failed_batch_leaves_no_partial_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .conn
+        .execute_batch(
+            "CREATE TRIGGER fail_second BEFORE INSERT ON bans WHEN NEW.target = '198.51.100.66/32'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let batch = [
+        decision(Action::Ban, "203.0.113.9", T0),
+        decision(Action::Ban, "198.51.100.66", T0),
+    ];
+    let err = store.apply(&batch).unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(
+        store.bans(T0).unwrap().is_empty(),
+        "first ban of the failed batch must not persist"
+    );
+    assert_eq!(store.status(T0, 10).unwrap().decisions, 0);
+    // The store is still usable.
+    store.apply(&batch[..1]).unwrap();
+    assert_eq!(store.bans(T0).unwrap().len(), 1);
+}
