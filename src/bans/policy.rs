@@ -213,6 +213,25 @@ impl Engine {
         &self.policy
     }
 
+    /// Restores a ban from the store (at start-up): the engine then knows
+    /// to lift it on a delivery and to expire it on time.
+    pub fn restore_ban(&mut self, ip: IpAddr, until: i64, hits: u32, offence: u32, at: i64) {
+        let ip = canonical(ip);
+        self.bans.insert(ip, Ban { until, hits });
+        self.banned_nets
+            .entry(self.policy.network(ip))
+            .or_default()
+            .push(ip);
+        self.offences.insert(ip, (offence, at));
+        self.due.push(Reverse((until, Due::Expire, ip)));
+    }
+
+    /// Restores the memory of a delivery from `network` at `at`.
+    pub fn restore_delivery(&mut self, network: IpNet, at: i64) {
+        let last = self.deliveries.entry(network).or_insert(at);
+        *last = (*last).max(at);
+    }
+
     /// A decoy hit from `ip` at `at`.
     pub fn hit(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
         self.advance(at, out);

@@ -353,6 +353,27 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Networks that delivered at or after `since`, with their latest delivery.
+    pub fn deliveries(&self, since: i64) -> Result<Vec<(IpNet, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT network, last FROM deliveries WHERE last >= ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![since], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (net, last) = row.map_err(|e| self.err(e))?;
+            if let Ok(net) = net.parse() {
+                out.push((net, last));
+            }
+        }
+        Ok(out)
+    }
+
     /// Saves the checkpoint of one log file.
     pub fn save_checkpoint(&mut self, path: &str, state: &str, now: i64) -> Result<(), StoreError> {
         self.conn

@@ -282,3 +282,23 @@ fn out_of_order_time_does_not_go_backwards() {
     );
     assert_eq!(bans(&d).len(), 1);
 }
+
+#[test]
+fn restored_bans_expire_and_lift_and_restored_deliveries_clear() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    engine.restore_ban(ip("203.0.113.9"), T0 + HOUR, 5, 1, T0);
+    engine.restore_ban(ip("203.0.113.10"), T0 + DAY, 5, 1, T0);
+    engine.restore_delivery("198.51.100.0/24".parse().unwrap(), T0);
+    engine.delivery(ip("203.0.113.77"), T0 + 60, &mut out);
+    assert_eq!(out.len(), 2, "both bans in 203.0.113.0/24 lifted: {out:?}");
+    for k in 0..3 {
+        engine.hit(ip("198.51.100.9"), T0 + 100 + k, &mut out);
+    }
+    engine.advance(T0 + 2 * HOUR, &mut out);
+    assert_eq!(
+        out.len(),
+        2,
+        "the restored delivery clears the network: {out:?}"
+    );
+}
