@@ -77,6 +77,14 @@ pub(crate) fn run(args: &ProbeArgs) -> Result<ExitCode, Failure> {
             Ok(ip) => format!("postmaster@[{ip}]"),
             Err(_) => format!("postmaster@{host}"),
         });
+    let check = |what: &str, value: &str| {
+        probe::check_argument(what, value).map_err(|e| Failure::Usage(format!("probe: {e}")))
+    };
+    check("--helo", &args.helo)?;
+    check("--rcpt", &rcpt)?;
+    if !args.mail_from.is_empty() {
+        check("--mail-from", &args.mail_from)?;
+    }
     let options = ProbeOptions {
         helo: args.helo.clone(),
         mail_from: args.mail_from.clone(),

@@ -18,6 +18,22 @@ const MAX_LINE: usize = 1024;
 /// Most lines in one (multi-line) reply.
 const MAX_LINES: usize = 64;
 
+/// Checks a value that goes into a command line: printable ASCII, no
+/// spaces or angle brackets. Without this, `--rcpt $'a@b>\r\nDATA'` would
+/// put a second command (DATA) on the wire.
+pub fn check_argument(what: &str, value: &str) -> Result<(), String> {
+    if value.len() > 256
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+    {
+        return Err(format!(
+            "{what} {value:?}: only printable ASCII without spaces or <>, at most 256 characters"
+        ));
+    }
+    Ok(())
+}
+
 /// What to say.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -243,6 +259,12 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     options: &ProbeOptions,
     report: &mut ProbeReport,
 ) -> Result<u16, Stop> {
+    if line.bytes().any(|b| b == b'\r' || b == b'\n') {
+        // Defence in depth: one command per line, never a smuggled DATA.
+        return Err(Stop::Error(
+            "refusing to send a command containing CR or LF".into(),
+        ));
+    }
     report.transcript.push(Line {
         dir: Direction::Sent,
         text: line.to_owned(),

@@ -170,3 +170,34 @@ async fn refused_and_timeout_over_real_sockets() {
     let text = transcript_text(&r);
     assert!(text.contains("outcome timeout"), "{text}");
 }
+
+#[tokio::test]
+async fn no_command_can_smuggle_a_second_line() {
+    assert!(check_argument("--rcpt", "a@b.example").is_ok());
+    for bad in ["a@b>\r\nDATA", "a b@c", "<a@b>", "x\ty", ""] {
+        assert!(
+            check_argument("--rcpt", bad).is_err() || bad.is_empty(),
+            "{bad:?}"
+        );
+    }
+    let mut o = options();
+    o.rcpt = "a@b>\r\nDATA\r\n<x".into();
+    let (client, mut server) = duplex(4096);
+    let srv = tokio::spawn(async move {
+        server.write_all(b"220 x\r\n").await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        let replies: [&[u8]; 3] = [b"250 x\r\n", b"250 ok\r\n", b"221 bye\r\n"];
+        for r in replies {
+            let n = server.read(&mut buf).await.unwrap_or(0);
+            seen.extend_from_slice(&buf[..n]);
+            let _ = server.write_all(r).await;
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let mut report = empty_report();
+    dialogue(client, &o, &mut report).await;
+    let sent = srv.await.unwrap();
+    assert!(!sent.contains("DATA"), "{sent}");
+    assert_eq!(report.outcome, Outcome::Error);
+}
