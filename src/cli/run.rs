@@ -62,12 +62,12 @@ fn settings(config: &Config) -> Settings {
         limits: Limits {
             idle: r.idle_timeout.0,
             session: r.session_timeout.0,
-            max_line: r.max_line,
-            max_commands: r.max_commands,
+            max_line: r.max_line.get(),
+            max_commands: r.max_commands.get(),
             tarpit: r.tarpit.0,
         },
-        max_connections: r.max_connections,
-        max_per_ip: r.max_per_ip,
+        max_connections: r.max_connections.get(),
+        max_per_ip: r.max_per_ip.get(),
     }
 }
 

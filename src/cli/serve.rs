@@ -100,7 +100,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
             idle_timeout: Duration::from_secs(10),
         },
         |s| TcpLimits {
-            max_connections: s.tcp_max_connections,
+            max_connections: s.tcp_max_connections.get(),
             idle_timeout: s.tcp_idle_timeout.0,
         },
     );

@@ -1,7 +1,8 @@
-//! `nolist verify`: check live DNS against the plan and print the report.
+//! `nolist verify`: check live DNS and SMTP against the plan and print the report.
 //!
 //! Glue only: load the config, build the plan, read the expectations off it,
-//! run `verify::run` on a tokio runtime, print the text table or the JSON,
+//! run `verify::run` on a tokio runtime (DNS checks, then SMTP probes of
+//! every MX address unless `--dns-only`), print the text table or the JSON,
 //! and map the outcome to the exit code (0 nothing failed, 1 a check failed,
 //! 2 config or usage error).
 
@@ -15,7 +16,7 @@ use clap::ValueEnum;
 use super::{EXIT_FAILED, Failure, findings_text, print};
 use crate::config::{self, Name};
 use crate::plan::{Plan, Severity};
-use crate::verify::{self, Options, report};
+use crate::verify::{self, Options, SmtpOptions, report};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct VerifyArgs {
@@ -42,6 +43,24 @@ pub(crate) struct VerifyArgs {
     /// Check DNS only (skip the SMTP probes).
     #[arg(long)]
     pub dns_only: bool,
+    /// The port every MX address is probed on.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 25,
+        value_parser = clap::value_parser!(u16).range(1..),
+        conflicts_with = "dns_only"
+    )]
+    pub smtp_port: u16,
+    /// Limit for each SMTP connect and each reply (10ms to 5m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_smtp_timeout, conflicts_with = "dns_only")]
+    pub smtp_timeout: Duration,
+    /// RCPT TO address for every domain (default: postmaster@<domain>).
+    #[arg(long, value_name = "ADDR", value_parser = parse_rcpt, conflicts_with = "dns_only")]
+    pub rcpt: Option<String>,
+    /// EHLO/HELO name of the SMTP probes.
+    #[arg(long, value_name = "NAME", default_value = verify::DEFAULT_HELO, value_parser = parse_helo, conflicts_with = "dns_only")]
+    pub helo: String,
     /// Verify only this domain.
     #[arg(long, value_name = "NAME")]
     pub domain: Option<String>,
@@ -65,6 +84,44 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         return Err("must be between 10ms and 60s".into());
     }
     Ok(d)
+}
+
+/// `500ms`, `10s`, … between 10 ms and 5 min.
+fn parse_smtp_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(10) || d > Duration::from_secs(300) {
+        return Err("must be between 10ms and 5m".into());
+    }
+    Ok(d)
+}
+
+/// Text that goes into an SMTP command: printable ASCII, no space, no `<>`,
+/// so that no argument can smuggle in a line break or a second command.
+fn smtp_word(s: &str, what: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 256 {
+        return Err(format!("{what} must be 1 to 256 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '<' | '>'))
+    {
+        return Err(format!("{what} must not contain {c:?}"));
+    }
+    Ok(s.to_owned())
+}
+
+/// `user@domain`, as the RCPT TO address of every probe.
+fn parse_rcpt(s: &str) -> Result<String, String> {
+    let s = smtp_word(s, "the address")?;
+    match s.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(s),
+        _ => Err("expected user@domain".into()),
+    }
+}
+
+/// The EHLO name.
+fn parse_helo(s: &str) -> Result<String, String> {
+    smtp_word(s, "the EHLO name")
 }
 
 pub(crate) fn run(args: &VerifyArgs) -> Result<ExitCode, Failure> {
@@ -102,6 +159,13 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<ExitCode, Failure> {
         ns_port: args.ns_port,
         timeout: args.timeout,
         dns_only: args.dns_only,
+        smtp: SmtpOptions {
+            port: args.smtp_port,
+            timeout: args.smtp_timeout,
+            helo: args.helo.clone(),
+            rcpt: args.rcpt.clone(),
+            ..SmtpOptions::default()
+        },
         ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

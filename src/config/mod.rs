@@ -13,6 +13,7 @@ mod raw;
 pub mod value;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -166,17 +167,17 @@ pub struct Responder {
     /// The text after `450` at RCPT (and in the `greet-450` banner).
     pub reply: ReplyText,
     /// Sessions served at once; more get `421` and are closed.
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     /// Sessions one client address may hold at once; more get `421`.
-    pub max_per_ip: usize,
+    pub max_per_ip: NonZeroUsize,
     /// A session that sends nothing for this long gets `421` and is closed.
     pub idle_timeout: Duration,
     /// A session lasts at most this long in all.
     pub session_timeout: Duration,
     /// Longest command line accepted (RFC 5321 §4.5.3.1.4: 512 octets).
-    pub max_line: usize,
+    pub max_line: NonZeroUsize,
     /// Commands per session before `421`.
-    pub max_commands: u32,
+    pub max_commands: NonZeroU32,
     /// Delay before every reply (OpenBSD spamd-style stutter); 0 = none.
     pub tarpit: Duration,
 }
@@ -188,12 +189,12 @@ impl Default for Responder {
             listen: Vec::new(),
             hostname: None,
             reply: ReplyText::default(),
-            max_connections: 10_000,
-            max_per_ip: 20,
+            max_connections: NonZeroUsize::new(10_000).expect("non-zero"),
+            max_per_ip: NonZeroUsize::new(20).expect("non-zero"),
             idle_timeout: Duration::from_secs(30),
             session_timeout: Duration::from_secs(120),
-            max_line: 1024,
-            max_commands: 20,
+            max_line: NonZeroUsize::new(1024).expect("non-zero"),
+            max_commands: NonZeroU32::new(20).expect("non-zero"),
             tarpit: Duration::from_secs(0),
         }
     }
@@ -428,14 +429,14 @@ pub struct Serve {
     pub axfr_allow: Vec<Cidr>,
     /// Most TCP connections served at once; more wait in the kernel backlog.
     #[serde(default = "default_tcp_connections")]
-    pub tcp_max_connections: usize,
+    pub tcp_max_connections: NonZeroUsize,
     /// A TCP connection idle for this long is closed.
     #[serde(default = "default_tcp_idle")]
     pub tcp_idle_timeout: Duration,
 }
 
-fn default_tcp_connections() -> usize {
-    256
+fn default_tcp_connections() -> NonZeroUsize {
+    NonZeroUsize::new(256).expect("non-zero")
 }
 
 fn default_tcp_idle() -> Duration {

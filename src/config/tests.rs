@@ -125,6 +125,18 @@ fn invalid_ip() {
 }
 
 #[test]
+fn zero_limits_are_rejected() {
+    for key in ["max_connections", "max_per_ip", "max_line", "max_commands"] {
+        assert_err(
+            &format!("{MINIMAL}responder:\n  {key}: 0\n"),
+            7,
+            3,
+            "nonzero",
+        );
+    }
+}
+
+#[test]
 fn duplicate_address() {
     assert_err(
         &MINIMAL.replace("[192.0.2.10]", "[192.0.2.10, 192.0.2.10]"),

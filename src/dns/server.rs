@@ -333,11 +333,14 @@ impl Listeners {
                 ));
             }
         }
+        // One connection budget for all TCP listeners together.
+        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         for listener in self.tcp {
             tracker.spawn(tcp_accept(
                 listener,
                 authority.clone(),
                 limits,
+                slots.clone(),
                 shutdown.clone(),
                 tracker.clone(),
             ));
@@ -447,10 +450,10 @@ async fn tcp_accept(
     listener: TcpListener,
     authority: Arc<Authority>,
     limits: TcpLimits,
+    slots: Arc<Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         // A full server stops accepting; new connections wait in the backlog.
         let permit = tokio::select! {

@@ -118,7 +118,6 @@ pub struct Dialogue {
     pub first_rcpt: Option<String>,
     /// Commands received.
     pub commands: u32,
-    in_transaction: bool,
 }
 
 impl Dialogue {
@@ -133,7 +132,6 @@ impl Dialogue {
             mail_from: None,
             first_rcpt: None,
             commands: 0,
-            in_transaction: false,
         }
     }
 
@@ -181,7 +179,6 @@ impl Dialogue {
             Request::Mail { from } => {
                 self.stage = self.stage.max(Stage::Mail);
                 self.mail_from = Some(evidence(&from.address));
-                self.in_transaction = true;
                 Reply::line("250 2.1.0 Ok")
             }
             Request::Rcpt { to } => {
@@ -194,10 +191,7 @@ impl Dialogue {
             Request::Data => Reply::line("503 5.5.1 Error: need RCPT command"),
             // Never read message content: refuse the chunk and hang up.
             Request::Bdat { .. } => Reply::closing("503 5.5.1 Error: need RCPT command", End::Bdat),
-            Request::Rset => {
-                self.in_transaction = false;
-                Reply::line("250 2.0.0 Ok")
-            }
+            Request::Rset => Reply::line("250 2.0.0 Ok"),
             Request::Noop { .. } => Reply::line("250 2.0.0 Ok"),
             Request::Quit => Reply::closing("221 2.0.0 Bye", End::Quit),
             Request::StartTls => Reply::line("454 4.7.0 TLS not available"),
@@ -211,10 +205,12 @@ impl Dialogue {
         }
     }
 
+    /// Records a greeting; an empty name never replaces a real one.
     fn greeted(&mut self, host: &str) {
         self.stage = self.stage.max(Stage::Helo);
-        self.helo = Some(evidence(host));
-        self.in_transaction = false;
+        if !host.is_empty() || self.helo.is_none() {
+            self.helo = Some(evidence(host));
+        }
     }
 
     /// A line that names a command but fails to parse. For the commands a

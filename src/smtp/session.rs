@@ -48,6 +48,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // Answer every complete line already received (pipelining), then flush once.
         let mut closing = None;
         while let Some(nl) = line.iter().position(|&b| b == b'\n') {
+            if nl + 1 > limits.max_line {
+                break; // handled below as too long, whether or not its newline came
+            }
             let reply = if dialogue.commands >= limits.max_commands {
                 closing = Some(End::TooManyCommands);
                 "421 4.7.0 Too many commands, closing connection\r\n".to_owned()
@@ -62,7 +65,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 break;
             }
         }
-        if closing.is_none() && line.len() > limits.max_line {
+        let first_line = line
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(line.len(), |nl| nl + 1);
+        if closing.is_none() && first_line > limits.max_line {
             closing = Some(End::LineTooLong);
             out.push_str("421 4.7.0 Line too long, closing connection\r\n");
         }

@@ -6,6 +6,9 @@
 //! reported at all: the check that owns the lookup fails instead, naming the
 //! error (NXDOMAIN, SERVFAIL, timeout, …). Nothing is ever reported as a pass
 //! for want of an answer.
+//!
+//! [`CHECKS`] lists every id, the SMTP ones included; the SMTP rules
+//! themselves live in [`super::smtp`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -85,6 +88,12 @@ checks! {
         "--authoritative: each name server address answers SOA and MX authoritatively (AA bit)";
     NS_AGREE = "ns-agree",
         "--authoritative: all name servers publish the same MX set (fail) and SOA serial (warn)";
+    SMTP_DECOY = "smtp-decoy",
+        "each decoy and tail decoy address answers as responder.mode says (refused quickly, 4xx banner, or 2xx banner and 4xx at RCPT), never with a 2xx to RCPT, a 5xx or a timeout";
+    SMTP_REAL = "smtp-real",
+        "each address of a real MX (and of a live MX outside the plan) answers 220, then 250 to EHLO, to MAIL FROM:<> and to RCPT TO the probe recipient";
+    SMTP_STARTTLS = "smtp-starttls",
+        "each real MX address that answered EHLO offers STARTTLS (warn when it does not)";
 }
 
 /// One verdict about one domain.

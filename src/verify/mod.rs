@@ -1,30 +1,42 @@
-//! `verify`: compare the live DNS with the plan.
+//! `verify`: compare the live DNS and the live SMTP answers with the plan.
 //!
-//! The work is split so that only one small module touches the network:
+//! The work is split so that only two small modules touch the network:
 //!
 //! ```text
 //!  Plan + Config ──expectations──▶ [Expected] ──resolve::observe──▶ [DomainObservation]
 //!                                        │                                │
-//!                                        └──────────check::domain─────────┘
-//!                                                        │
-//!                                                  Report ──report::{text,json}──▶ String
+//!                                        ├──────────check::domain─────────┤
+//!                                        │                                │
+//!                                        └──smtp::targets──▶ [Target] ◀───┘
+//!                                                               │
+//!                                            probes::run ──▶ [ProbeReport]
+//!                                                               │
+//!                                                          smtp::judge
+//!                                                               │
+//!                                 Report ──report::{text,json}──▶ String
 //! ```
 //!
 //! - [`expectations`] (pure) reads the plan: the MX RRset, the addresses of
-//!   every MX host, the NS set.
+//!   every MX host, the NS set, the responder mode.
 //! - `resolve` (private) is the hickory edge: it asks the resolver (the system's, or
 //!   only the `--nameserver`s; cache off, bounded timeouts and attempts, at
 //!   most `concurrency` queries in flight) and returns plain observations.
 //! - [`check`] (pure) turns expectations and observations into checks with a
 //!   stable id, a status and a sentence.
+//! - [`smtp`] (pure) picks the addresses to probe (every resolved address of
+//!   every MX host) and judges each probe against the host's role and the
+//!   configured `responder.mode`.
+//! - `probes` (private) is the SMTP edge: it runs [`crate::smtp::probe`]
+//!   against the targets, in parallel (bounded), one connection per address
+//!   at a time. Never sends DATA.
 //! - [`report`] (pure) renders the text table and the `nolist.verify/1` JSON.
-//!
-//! SMTP probes belong to a later issue; the report says they were not run.
 
 pub mod check;
 pub mod observe;
+mod probes;
 pub mod report;
 mod resolve;
+pub mod smtp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -32,9 +44,9 @@ use std::time::Duration;
 
 pub use check::{CHECKS, Check, CheckKind, Status};
 pub use observe::{Answer, DomainObservation, HostAnswer, LiveMx, QueryError};
-pub use report::{DomainReport, Report, Resolver, Smtp};
+pub use report::{DomainReport, ProbeEntry, Report, Resolver, Smtp, SmtpRun};
 
-use crate::config::{Config, Layout, Name};
+use crate::config::{Config, Layout, Mode, Name};
 use crate::plan::{Mx, Plan};
 
 /// What one domain should look like, read off the plan.
@@ -51,6 +63,8 @@ pub struct Expected {
     pub hosts: BTreeMap<String, Addresses>,
     /// The planned NS set (empty for a fragment: then `ns-records` is not checked).
     pub ns: Vec<Name>,
+    /// How the decoys answer (`responder.mode`), for `smtp-decoy`.
+    pub mode: Mode,
 }
 
 /// The planned addresses of one host.
@@ -124,6 +138,7 @@ pub fn expectations(plan: &Plan, config: &Config) -> Vec<Expected> {
                 })
                 .collect(),
             ns: zone.ns.clone(),
+            mode: config.responder.mode,
         })
         .collect()
 }
@@ -145,7 +160,43 @@ pub struct Options {
     pub concurrency: usize,
     /// `--dns-only`: SMTP was deliberately skipped.
     pub dns_only: bool,
+    /// How to probe the MX hosts (unless `dns_only`).
+    pub smtp: SmtpOptions,
 }
+
+/// How the SMTP probes are made.
+#[derive(Clone, Debug)]
+pub struct SmtpOptions {
+    /// The port every MX address is probed on (25).
+    pub port: u16,
+    /// Limit for the connect and for each reply.
+    pub timeout: Duration,
+    /// The EHLO/HELO name.
+    pub helo: String,
+    /// The RCPT TO address for every domain; `None`: `postmaster@<domain>`.
+    pub rcpt: Option<String>,
+    /// Addresses probed at once at most.
+    pub concurrency: usize,
+}
+
+impl Default for SmtpOptions {
+    fn default() -> Self {
+        SmtpOptions {
+            port: 25,
+            timeout: DEFAULT_SMTP_TIMEOUT,
+            helo: DEFAULT_HELO.into(),
+            rcpt: None,
+            concurrency: DEFAULT_SMTP_CONCURRENCY,
+        }
+    }
+}
+
+/// The default SMTP timeout (connect, and each reply).
+pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default number of addresses probed at once.
+pub const DEFAULT_SMTP_CONCURRENCY: usize = 16;
+/// The default EHLO name (the same as `nolist probe`'s).
+pub const DEFAULT_HELO: &str = "nolist-probe.invalid";
 
 impl Default for Options {
     fn default() -> Self {
@@ -157,6 +208,7 @@ impl Default for Options {
             tries: 2,
             concurrency: DEFAULT_CONCURRENCY,
             dns_only: false,
+            smtp: SmtpOptions::default(),
         }
     }
 }
@@ -178,13 +230,14 @@ pub enum VerifyError {
     Resolver(String),
 }
 
-/// Verifies every expected domain against the live DNS.
+/// Verifies every expected domain against the live DNS and, unless
+/// `dns_only`, probes every resolved address of every MX host.
 ///
 /// Runs on the caller's tokio runtime. Errors only when no query can be sent
 /// at all; every per-domain problem is a failed check in the report.
 pub async fn run(expected: &[Expected], options: &Options) -> Result<Report, VerifyError> {
     let (resolver, observations) = resolve::observe(expected, options).await?;
-    let domains = expected
+    let mut domains: Vec<DomainReport> = expected
         .iter()
         .zip(&observations)
         .map(|(exp, obs)| DomainReport {
@@ -196,16 +249,72 @@ pub async fn run(expected: &[Expected], options: &Options) -> Result<Report, Ver
                 r
             }),
             checks: check::domain(exp, obs),
+            probes: Vec::new(),
         })
         .collect();
+    if options.dns_only {
+        return Ok(Report {
+            resolver,
+            authoritative: options.authoritative,
+            smtp: Smtp::Skipped,
+            domains,
+        });
+    }
+
+    let smtp = &options.smtp;
+    let planned: Vec<Vec<smtp::Planned>> = expected
+        .iter()
+        .zip(&observations)
+        .map(|(exp, obs)| {
+            let rcpt = smtp.rcpt.clone().unwrap_or_else(|| smtp::postmaster(exp));
+            smtp::targets(exp, obs, smtp.port, &rcpt)
+        })
+        .collect();
+    let targets: Vec<smtp::Target> = planned
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            smtp::Planned::Probe(t) => Some(t.clone()),
+            smtp::Planned::Skip(_) => None,
+        })
+        .collect();
+    let probed = probes::run(&targets, smtp).await;
+    for ((domain, exp), planned) in domains.iter_mut().zip(expected).zip(planned) {
+        for step in planned {
+            let target = match step {
+                smtp::Planned::Skip(check) => {
+                    domain.checks.push(check);
+                    continue;
+                }
+                smtp::Planned::Probe(target) => target,
+            };
+            let key = (target.address, target.rcpt.clone());
+            let Some(report) = probed.reports.get(&key) else {
+                domain.checks.push(smtp::missing(&target));
+                continue;
+            };
+            domain
+                .checks
+                .extend(smtp::judge(&target, exp.mode, report, smtp.timeout));
+            domain.probes.push(ProbeEntry {
+                host: target.host,
+                role: target.role,
+                recipient: target.rcpt,
+                report: report.clone(),
+            });
+        }
+    }
     Ok(Report {
         resolver,
         authoritative: options.authoritative,
-        smtp: if options.dns_only {
-            Smtp::Skipped
-        } else {
-            Smtp::NotImplemented
-        },
+        smtp: Smtp::Probed(SmtpRun {
+            port: smtp.port,
+            timeout: smtp.timeout,
+            helo: smtp.helo.clone(),
+            rcpt: smtp.rcpt.clone(),
+            mode: expected.first().map_or(Mode::default(), |e| e.mode),
+            connections: probed.connections,
+        }),
         domains,
     })
 }

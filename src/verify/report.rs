@@ -1,15 +1,20 @@
-//! The verify report and its two renderings: a compact text table per domain,
-//! and versioned JSON (`nolist.verify/1`, documented in `docs/verify-json.md`).
-//! String building only; the CLI decides where the text goes.
+//! The verify report and its two renderings: a compact text table per domain
+//! (one line per check, DNS and SMTP alike, then a summary and one line on how
+//! SMTP was probed), and versioned JSON (`nolist.verify/1`, documented in
+//! `docs/verify-json.md`; it also carries every SMTP probe with its
+//! transcript). String building only; the CLI decides where the text goes.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::check::{Check, Status};
 use super::observe::LiveMx;
-use crate::config::{Layout, Name};
+use super::smtp::{Role, mode_name};
+use crate::config::{Layout, Mode, Name};
+use crate::smtp::probe::ProbeReport;
 
 /// The schema tag of the JSON report. Fields are only added within one
 /// version; a removal or rename bumps it.
@@ -41,34 +46,70 @@ pub struct Resolver {
     pub tries: usize,
 }
 
-/// Why SMTP was not checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What happened to the SMTP probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Smtp {
     /// `--dns-only` was given.
     Skipped,
-    /// SMTP probes do not exist yet.
-    NotImplemented,
+    /// Every resolved MX address was probed.
+    Probed(SmtpRun),
+}
+
+/// How the SMTP probes were made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpRun {
+    /// The port every address was probed on.
+    pub port: u16,
+    /// Limit for the connect and for each reply.
+    pub timeout: Duration,
+    /// The EHLO name.
+    pub helo: String,
+    /// `--rcpt`, when given; otherwise each domain's `postmaster@`.
+    pub rcpt: Option<String>,
+    /// The `responder.mode` the decoys were judged against.
+    pub mode: Mode,
+    /// SMTP connections attempted.
+    pub connections: usize,
 }
 
 impl Smtp {
-    /// The JSON `reason`.
-    pub fn reason(self) -> &'static str {
+    /// The JSON `reason`: why SMTP was not checked (`None` when it was).
+    pub fn reason(&self) -> Option<&'static str> {
         match self {
-            Smtp::Skipped => "dns_only",
-            Smtp::NotImplemented => "not_implemented",
+            Smtp::Skipped => Some("dns_only"),
+            Smtp::Probed(_) => None,
         }
     }
 
     /// One sentence for people.
-    pub fn message(self) -> &'static str {
+    pub fn message(&self) -> String {
         match self {
-            Smtp::Skipped => "SMTP not checked (--dns-only)",
-            Smtp::NotImplemented => {
-                "SMTP not checked: SMTP probes are not implemented yet, so only DNS was verified"
-            }
+            Smtp::Skipped => "SMTP not checked (--dns-only)".into(),
+            Smtp::Probed(run) => format!(
+                "SMTP checked: {} to port {} (timeout {}, RCPT TO {}), decoys judged as responder.mode {}",
+                plural(run.connections, "connection"),
+                run.port,
+                humantime::format_duration(run.timeout),
+                run.rcpt.as_deref().unwrap_or("postmaster@<domain>"),
+                mode_name(run.mode)
+            ),
         }
     }
+}
+
+/// One SMTP probe of one domain's MX address, as the JSON shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeEntry {
+    /// The MX host, absolute.
+    pub host: String,
+    /// What the plan says the host is.
+    pub role: Role,
+    /// The RCPT TO address used.
+    pub recipient: String,
+    /// The probe (schema as in `nolist.probe/1`).
+    #[serde(flatten)]
+    pub report: ProbeReport,
 }
 
 /// The checks of one domain.
@@ -83,6 +124,8 @@ pub struct DomainReport {
     pub mx: Option<Vec<LiveMx>>,
     /// The checks, in report order.
     pub checks: Vec<Check>,
+    /// The SMTP probes behind the `smtp-*` checks, in check order.
+    pub probes: Vec<ProbeEntry>,
 }
 
 impl DomainReport {
@@ -219,16 +262,22 @@ struct JsonReport<'a> {
     ok: bool,
     resolver: &'a Resolver,
     authoritative: bool,
-    smtp: JsonSmtp,
+    smtp: JsonSmtp<'a>,
     summary: JsonSummary,
     domains: Vec<JsonDomain<'a>>,
 }
 
 #[derive(Serialize)]
-struct JsonSmtp {
+struct JsonSmtp<'a> {
     checked: bool,
-    reason: &'static str,
-    message: &'static str,
+    reason: Option<&'static str>,
+    message: String,
+    port: Option<u16>,
+    timeout_ms: Option<u64>,
+    helo: Option<&'a str>,
+    rcpt: Option<&'a str>,
+    mode: Option<Mode>,
+    connections: usize,
 }
 
 #[derive(Serialize)]
@@ -247,6 +296,7 @@ struct JsonDomain<'a> {
     ok: bool,
     mx: Option<Vec<JsonMx<'a>>>,
     checks: &'a [Check],
+    probes: &'a [ProbeEntry],
 }
 
 #[derive(Serialize)]
@@ -262,10 +312,22 @@ pub fn json(report: &Report) -> String {
         ok: report.ok(),
         resolver: &report.resolver,
         authoritative: report.authoritative,
-        smtp: JsonSmtp {
-            checked: false,
-            reason: report.smtp.reason(),
-            message: report.smtp.message(),
+        smtp: {
+            let run = match &report.smtp {
+                Smtp::Probed(run) => Some(run),
+                Smtp::Skipped => None,
+            };
+            JsonSmtp {
+                checked: run.is_some(),
+                reason: report.smtp.reason(),
+                message: report.smtp.message(),
+                port: run.map(|r| r.port),
+                timeout_ms: run.map(|r| u64::try_from(r.timeout.as_millis()).unwrap_or(u64::MAX)),
+                helo: run.map(|r| r.helo.as_str()),
+                rcpt: run.and_then(|r| r.rcpt.as_deref()),
+                mode: run.map(|r| r.mode),
+                connections: run.map_or(0, |r| r.connections),
+            }
         },
         summary: JsonSummary {
             domains: report.domains.len(),
@@ -290,6 +352,7 @@ pub fn json(report: &Report) -> String {
                         .collect()
                 }),
                 checks: &d.checks,
+                probes: &d.probes,
             })
             .collect(),
     };

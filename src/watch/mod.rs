@@ -2,6 +2,7 @@
 //! turn log lines into evidence (deliveries and decoy hits).
 
 pub mod parse;
+pub mod tail;
 pub mod time;
 
 pub use parse::{DecoySpec, Kind, LineParser, LogEvent};

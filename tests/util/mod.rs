@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod nsd;
+pub mod postfix;
 pub mod serve;
+pub mod sink;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -60,7 +60,13 @@ fn out_of_order_and_odd_commands_never_accept_or_bounce() {
     expect(&mut d, "MAIL FROM:<>", 250);
     assert_eq!(d.mail_from.as_deref(), Some(""));
     expect(&mut d, "MAIL FROM:<again@example.net>", 250);
+    expect(&mut d, "HELO real.example", 250);
     expect(&mut d, "HELO", 250);
+    assert_eq!(
+        d.helo.as_deref(),
+        Some("real.example"),
+        "a bare HELO keeps the evidence"
+    );
     expect(&mut d, "MAIL FROM:<not an address", 451);
     expect(&mut d, "RCPT TO:garbage", 450);
     expect(&mut d, "STARTTLS", 454);

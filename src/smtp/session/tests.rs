@@ -103,6 +103,17 @@ async fn an_overlong_line_is_cut_off() {
 }
 
 #[tokio::test]
+async fn an_overlong_line_is_cut_off_even_when_its_newline_arrives_with_it() {
+    let (mut c, task, _) = start(Mode::Rcpt450, limits());
+    let mut long = vec![b'N'; 300];
+    long.extend_from_slice(b"\r\n");
+    c.write_all(&long).await.unwrap();
+    let t = read_all(&mut c).await;
+    assert_eq!(codes(&t), ["220", "421"], "{t}");
+    assert_eq!(task.await.unwrap().0, End::LineTooLong);
+}
+
+#[tokio::test]
 async fn the_command_budget_is_enforced() {
     let (mut c, task, _) = start(Mode::Rcpt450, limits());
     c.write_all(&b"NOOP\r\n".repeat(50)).await.unwrap();
