@@ -6,6 +6,7 @@
 pub mod bans;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dns;
 pub mod plan;
 pub mod smtp;

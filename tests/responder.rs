@@ -137,7 +137,12 @@ fn start_up_errors() {
         .unwrap()
         .replace("127.0.0.1:0", "192.0.2.10:2525");
     std::fs::write(&cfg, text).unwrap();
-    let out = util::nolist().args(["run", "-c", &cfg]).output().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let out = util::nolist()
+        .args(["run", "-c", &cfg, "--state-dir", state])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -149,8 +154,15 @@ fn start_up_errors() {
         .unwrap()
         .replace("preference: 10", "preference: 30");
     std::fs::write(&cfg, text).unwrap();
-    let out = util::nolist().args(["run", "-c", &cfg]).output().unwrap();
+    let out = util::nolist()
+        .args(["run", "-c", &cfg, "--state-dir", state])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !dir.path().join("state").exists(),
+        "nothing may be written before start-up succeeds"
+    );
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {

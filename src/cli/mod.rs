@@ -108,6 +108,51 @@ pub(crate) fn init_logging() {
         .try_init();
 }
 
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// SIGHUP.
+    Reload,
+    /// SIGTERM or SIGINT.
+    Stop,
+}
+
+/// SIGHUP, SIGTERM and SIGINT, installed before a daemon announces that it
+/// listens, so a signal sent right after that line is never lost to the
+/// default action (termination without draining).
+pub(crate) struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside a runtime).
+    pub(crate) fn install() -> Result<Signals, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let sig = |kind| {
+            signal(kind).map_err(|source| Failure::Io {
+                context: "installing signal handlers".into(),
+                source,
+            })
+        };
+        Ok(Signals {
+            hup: sig(SignalKind::hangup())?,
+            term: sig(SignalKind::terminate())?,
+            int: sig(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal.
+    pub(crate) async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.hup.recv() => Signal::Reload,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+        }
+    }
+}
+
 /// The async runtime for the networked commands.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()

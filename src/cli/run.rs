@@ -1,6 +1,6 @@
-//! `nolist run`: the daemon. Today it runs the decoy responder and collects
-//! its session events; the ban engine, enforcement and DNS serving join it
-//! in later issues.
+//! `nolist run`: the daemon. It runs the decoy responder, follows the MTA
+//! logs, and lets the ban engine record its decisions in the state store;
+//! enforcement (nftables) and DNS serving join it with the daemon issue.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILED, Failure, findings_text};
@@ -22,6 +21,9 @@ pub(crate) struct RunArgs {
     /// The nolist config file (YAML).
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Keep state here instead of the config's `state_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How long open sessions get to finish at shutdown.
@@ -89,7 +91,10 @@ fn raise_fd_limit() {
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     super::init_logging();
-    let config = config::load(&args.config)?;
+    let mut config = config::load(&args.config)?;
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
+    }
     let plan = Plan::build(&config);
     eprint!("{}", findings_text(&args.config, &plan.findings));
     if plan.has_errors() {
@@ -100,8 +105,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     let listen = listen_addrs(&config);
     let settings = Arc::new(settings(&config));
     super::runtime()?.block_on(async move {
+        let mut signals = super::Signals::install()?;
         let shutdown = CancellationToken::new();
-        let (events, mut received) = EventSink::channel(EVENT_BACKLOG);
+        let (events, received) = EventSink::channel(EVENT_BACKLOG);
         let responder = if config.responder.mode == Mode::Refuse {
             tracing::info!(
                 "responder mode refuse: nothing listens on the decoy addresses; the kernel answers every connection with a TCP reset"
@@ -130,15 +136,18 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
                 DRAIN,
             )))
         };
-        // The ban engine will consume these; until then they are counted.
-        let consumer = tokio::spawn(async move {
-            let mut sessions = 0u64;
-            while received.recv().await.is_some() {
-                sessions += 1;
-            }
-            sessions
-        });
-        wait_for_stop().await?;
+        // Bind first, so a bad address fails before any state is touched.
+        let (store, engine) = crate::daemon::restore(&config).map_err(|e| Failure::Usage(e.to_string()))?;
+        let (log_tx, log_rx) = tokio::sync::mpsc::channel(64);
+        let tailers = crate::daemon::spawn_tailers(&config, &store, log_tx, shutdown.clone())
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        for log in &config.mta.logs {
+            tracing::info!(format = ?config.mta.format, "following {}", log.display());
+        }
+        let engine = tokio::spawn(crate::daemon::run_engine(engine, store, received, log_rx, shutdown.clone()));
+        while signals.next().await == super::Signal::Reload {
+            tracing::warn!("SIGHUP: reloading `nolist run` is not supported yet; restart it to apply a new config");
+        }
         tracing::info!("shutting down");
         shutdown.cancel();
         if let Some(r) = responder {
@@ -146,32 +155,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         }
         let dropped = events.dropped();
         drop(events);
-        let sessions = consumer.await.unwrap_or(0);
-        tracing::info!(sessions, dropped_events = dropped, "stopped");
+        let _ = engine.await;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in tailers {
+                let _ = t.join();
+            }
+        })
+        .await;
+        tracing::info!(dropped_events = dropped, "stopped");
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Waits for SIGTERM or SIGINT. SIGHUP is logged: reloading the daemon
-/// comes with the daemon issue.
-async fn wait_for_stop() -> Result<(), Failure> {
-    let sig = |kind| {
-        signal(kind).map_err(|source| Failure::Io {
-            context: "installing signal handlers".into(),
-            source,
-        })
-    };
-    let (mut hup, mut term, mut int) = (
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-    );
-    loop {
-        tokio::select! {
-            _ = hup.recv() => tracing::warn!("SIGHUP: reloading `nolist run` is not supported yet; restart it to apply a new config"),
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-        }
-    }
 }

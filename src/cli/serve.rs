@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILED, Failure, findings_text};
@@ -106,6 +105,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
     );
     let runtime = super::runtime()?;
     runtime.block_on(async move {
+        let mut signals = super::Signals::install()?;
         let listeners = Listeners::bind(&listen)
             .await
             .map_err(|source| Failure::Io {
@@ -122,44 +122,27 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
         let shutdown = CancellationToken::new();
         let server =
             tokio::spawn(listeners.serve(authority.clone(), limits, shutdown.clone(), DRAIN));
-        let result = signals(&args.config, &authority).await;
+        reload_until_stopped(&args.config, &authority, &mut signals).await;
         tracing::info!("shutting down");
         shutdown.cancel();
         let _ = server.await;
-        result
+        Ok::<(), Failure>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
-async fn signals(path: &Path, authority: &Authority) -> Result<(), Failure> {
-    let sig = |kind| {
-        signal(kind).map_err(|source| Failure::Io {
-            context: "installing signal handlers".into(),
-            source,
-        })
-    };
-    let (mut hup, mut term, mut int) = (
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-    );
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                let current = authority.current();
-                match load(path, Some(&current)) {
-                    Ok((_, snapshot)) => {
-                        for zone in snapshot.zones() {
-                            tracing::info!(zone = %zone.origin, serial = zone.serial, "reloaded zone");
-                        }
-                        authority.swap(snapshot);
-                    }
-                    Err(e) => tracing::error!("reload failed, still serving the previous zones: {e}"),
+async fn reload_until_stopped(path: &Path, authority: &Authority, signals: &mut super::Signals) {
+    while signals.next().await == super::Signal::Reload {
+        let current = authority.current();
+        match load(path, Some(&current)) {
+            Ok((_, snapshot)) => {
+                for zone in snapshot.zones() {
+                    tracing::info!(zone = %zone.origin, serial = zone.serial, "reloaded zone");
                 }
+                authority.swap(snapshot);
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            Err(e) => tracing::error!("reload failed, still serving the previous zones: {e}"),
         }
     }
 }

@@ -257,33 +257,36 @@ impl Store {
 
     /// Records the engine's decisions in one transaction.
     pub fn apply(&mut self, decisions: &[Decision]) -> Result<(), StoreError> {
+        in_tx(&mut self.conn, |tx| apply_decisions(tx, decisions)).map_err(|e| self.err(e))
+    }
+
+    /// The daemon's write: decisions, remembered deliveries and a log
+    /// checkpoint, all in one transaction, so the checkpoint never runs
+    /// ahead of what was recorded.
+    pub fn commit(
+        &mut self,
+        decisions: &[Decision],
+        deliveries: &[(IpNet, i64)],
+        checkpoint: Option<(&str, &str)>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         in_tx(&mut self.conn, |tx| {
-            for d in decisions {
-                let target = IpNet::from(d.ip);
-                match d.action {
-                    Action::Ban => {
-                        let ban = BanRecord {
-                            target,
-                            since: d.at,
-                            until: d.until.unwrap_or(d.at),
-                            reason: d.reason.clone(),
-                            hits: d.hits,
-                            offence: d.offence,
-                            source: Source::Engine,
-                        };
-                        upsert_ban(tx, &ban)?;
-                        history(tx, d.at, "ban", &target.to_string(), d.until, &d.reason)?;
-                    }
-                    Action::Unban => {
-                        tx.execute(
-                            "DELETE FROM bans WHERE target = ?1 AND source = 'engine'",
-                            params![target.to_string()],
-                        )?;
-                        history(tx, d.at, "unban", &target.to_string(), None, &d.reason)?;
-                    }
-                }
+            apply_decisions(tx, decisions)?;
+            for (net, at) in deliveries {
+                tx.execute(
+                    "INSERT INTO deliveries (network, last) VALUES (?1, ?2)
+                     ON CONFLICT(network) DO UPDATE SET last = max(last, excluded.last)",
+                    params![net.to_string(), at],
+                )?;
             }
-            trim_history(tx)
+            if let Some((path, state)) = checkpoint {
+                tx.execute(
+                    "INSERT INTO checkpoints (path, state, updated) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(path) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+                    params![path, state, now],
+                )?;
+            }
+            Ok(())
         })
         .map_err(|e| self.err(e))
     }
@@ -447,6 +450,35 @@ impl Store {
         }
         Ok(status)
     }
+}
+
+fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> rusqlite::Result<()> {
+    for d in decisions {
+        let target = IpNet::from(d.ip);
+        match d.action {
+            Action::Ban => {
+                let ban = BanRecord {
+                    target,
+                    since: d.at,
+                    until: d.until.unwrap_or(d.at),
+                    reason: d.reason.clone(),
+                    hits: d.hits,
+                    offence: d.offence,
+                    source: Source::Engine,
+                };
+                upsert_ban(tx, &ban)?;
+                history(tx, d.at, "ban", &target.to_string(), d.until, &d.reason)?;
+            }
+            Action::Unban => {
+                tx.execute(
+                    "DELETE FROM bans WHERE target = ?1 AND source = 'engine'",
+                    params![target.to_string()],
+                )?;
+                history(tx, d.at, "unban", &target.to_string(), None, &d.reason)?;
+            }
+        }
+    }
+    trim_history(tx)
 }
 
 /// Runs `f` in one transaction: all of it is committed, or none.

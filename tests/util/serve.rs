@@ -15,6 +15,8 @@ pub struct Server {
     child: Child,
     /// Every stderr line so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The state directory of a `run` (removed on drop).
+    pub state: Option<tempfile::TempDir>,
     lines: mpsc::Receiver<String>,
     /// `(proto, addr)` of each listener, e.g. `("udp", 127.0.0.1:5353)`.
     pub listeners: Vec<(String, SocketAddr)>,
@@ -41,11 +43,15 @@ impl Server {
         args: &[&str],
         expect: usize,
     ) -> Result<Server, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nolist"))
-            .arg(subcommand)
-            .arg("-c")
-            .arg(config)
-            .args(args)
+        // `run` keeps state: give it a private directory, never the system's.
+        let state = (subcommand == "run" && !args.contains(&"--state-dir"))
+            .then(|| tempfile::tempdir().expect("state dir"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nolist"));
+        command.arg(subcommand).arg("-c").arg(config).args(args);
+        if let Some(dir) = &state {
+            command.arg("--state-dir").arg(dir.path());
+        }
+        let mut child = command
             .env("NOLIST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -64,6 +70,7 @@ impl Server {
         let mut server = Server {
             child,
             log,
+            state,
             lines,
             listeners: Vec::new(),
         };

@@ -1,0 +1,239 @@
+//! The ban engine at work inside `nolist run`: decoy sessions from the
+//! responder and evidence from the MTA logs go in, decisions come out and
+//! are recorded in the state store.
+//!
+//! Threads and tasks:
+//! - one tailer thread per log file (blocking file I/O off the runtime),
+//!   sending batches of evidence with the checkpoint that follows them;
+//! - the engine task (async), the only owner of the policy state;
+//! - one store thread, the only writer, committing each batch's decisions,
+//!   deliveries and checkpoint in one transaction.
+//!
+//! The checkpoint of a batch is written with the decisions that batch
+//! caused, so after a crash the tailer resumes exactly after the last
+//! recorded batch. Hit counts live in memory: a restart forgets pending
+//! hits, which can only delay a ban, never cause a wrong one.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bans::{Decision, Engine, Policy};
+use crate::config::Config;
+use crate::smtp::responder::SessionEvent;
+use crate::store::{Store, StoreError, host_of};
+use crate::watch::tail::{Checkpoint, Tailer};
+use crate::watch::{DecoySpec, Kind, LineParser};
+
+/// How often the tailers look for new lines.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the engine moves its clock.
+const TICK: Duration = Duration::from_secs(1);
+/// Evidence per batch from a tailer.
+const BATCH: usize = 4096;
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Evidence from one log, up to a checkpoint.
+#[derive(Debug)]
+pub struct LogBatch {
+    /// The log file.
+    pub path: String,
+    /// `(at, ip, kind)` in log order.
+    pub events: Vec<(i64, IpAddr, Kind)>,
+    /// Where the tailer stands after these lines (JSON).
+    pub checkpoint: Option<String>,
+}
+
+/// One write for the store thread.
+struct Write {
+    decisions: Vec<Decision>,
+    deliveries: Vec<(IpNet, i64)>,
+    checkpoint: Option<(String, String)>,
+}
+
+/// Opens the store and builds an engine that knows the bans and deliveries
+/// already recorded.
+pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
+    let store = Store::open(&config.state_dir)?;
+    let mut engine = Engine::new(Policy::from_config(config));
+    let now = unix_now();
+    for ban in store.bans(now)? {
+        if let Some(ip) = host_of(&ban.target) {
+            engine.restore_ban(ip, ban.until, ban.hits, ban.offence, ban.since);
+        }
+    }
+    for (net, at) in store.deliveries(now - engine.policy().remember)? {
+        engine.restore_delivery(net, at);
+    }
+    Ok((store, engine))
+}
+
+/// Starts one tailer thread per log in `config.mta.logs`, resuming from the
+/// store's checkpoints. Threads stop when `shutdown` is cancelled.
+pub fn spawn_tailers(
+    config: &Config,
+    store: &Store,
+    tx: mpsc::Sender<LogBatch>,
+    shutdown: CancellationToken,
+) -> Result<Vec<std::thread::JoinHandle<()>>, StoreError> {
+    let decoy = DecoySpec {
+        syslog_name: config.mta.decoy_syslog_name.clone(),
+        reply: config.mta.decoy_reply.clone(),
+    };
+    let mut handles = Vec::new();
+    for path in &config.mta.logs {
+        let key = path.display().to_string();
+        let checkpoint: Option<Checkpoint> = store
+            .checkpoint(&key)?
+            .and_then(|json| match serde_json::from_str(&json) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(log = %key, error = %e, "ignoring an unreadable checkpoint; reading the log from its start");
+                    None
+                }
+            });
+        let parser = LineParser::new(config.mta.format, &decoy, unix_now());
+        let tailer = Tailer::resume(path.clone(), checkpoint);
+        let tx = tx.clone();
+        let shutdown = shutdown.clone();
+        handles.push(std::thread::spawn(move || {
+            tail_loop(key, tailer, parser, tx, shutdown)
+        }));
+    }
+    Ok(handles)
+}
+
+fn tail_loop(
+    key: String,
+    mut tailer: Tailer,
+    mut parser: LineParser,
+    tx: mpsc::Sender<LogBatch>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let mut events = Vec::new();
+        let result = tailer.poll(&mut |line: &[u8]| {
+            if let Some(e) = parser.parse(line) {
+                events.push((e.at, e.ip, e.kind));
+            }
+        });
+        if let Err(e) = result {
+            tracing::warn!(log = %key, error = %e, "reading the MTA log failed");
+        }
+        let checkpoint = tailer
+            .checkpoint()
+            .and_then(|c| serde_json::to_string(&c).ok());
+        if !events.is_empty() || checkpoint.is_some() {
+            // Split big catch-ups; only the last part carries the checkpoint.
+            let mut chunks: Vec<Vec<(i64, IpAddr, Kind)>> =
+                events.chunks(BATCH).map(<[_]>::to_vec).collect();
+            let last = chunks.pop().unwrap_or_default();
+            for events in chunks {
+                if tx
+                    .blocking_send(LogBatch {
+                        path: key.clone(),
+                        events,
+                        checkpoint: None,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if tx
+                .blocking_send(LogBatch {
+                    path: key.clone(),
+                    events: last,
+                    checkpoint,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Starts the store writer thread; returns its queue.
+fn spawn_writer(
+    mut store: Store,
+) -> (
+    std::sync::mpsc::SyncSender<Write>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Write>(256);
+    let handle = std::thread::spawn(move || {
+        for w in rx {
+            let checkpoint = w.checkpoint.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
+            if let Err(e) = store.commit(&w.decisions, &w.deliveries, checkpoint, unix_now()) {
+                tracing::error!(error = %e, "recording decisions failed");
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// Runs the engine until `shutdown`, then lets the writer finish.
+pub async fn run_engine(
+    mut engine: Engine,
+    store: Store,
+    mut sessions: mpsc::Receiver<SessionEvent>,
+    mut logs: mpsc::Receiver<LogBatch>,
+    shutdown: CancellationToken,
+) {
+    let (writer, writer_thread) = spawn_writer(store);
+    let writer = Arc::new(writer);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let mut decisions = Vec::new();
+        let mut deliveries = Vec::new();
+        let mut checkpoint = None;
+        tokio::select! {
+            Some(s) = sessions.recv() => {
+                let at = s.started.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+                engine.hit(s.client.ip(), at, &mut decisions);
+            }
+            Some(batch) = logs.recv() => {
+                for (at, ip, kind) in batch.events {
+                    match kind {
+                        Kind::DecoyHit => engine.hit(ip, at, &mut decisions),
+                        Kind::Delivery => {
+                            engine.delivery(ip, at, &mut decisions);
+                            deliveries.push((engine.policy().network(ip), at));
+                        }
+                    }
+                }
+                checkpoint = batch.checkpoint.map(|c| (batch.path, c));
+            }
+            _ = ticker.tick() => engine.advance(unix_now(), &mut decisions),
+            () = shutdown.cancelled() => break,
+        }
+        for d in &decisions {
+            tracing::info!(action = ?d.action, ip = %d.ip, until = ?d.until, hits = d.hits, reason = %d.reason, "decision");
+        }
+        if !decisions.is_empty() || !deliveries.is_empty() || checkpoint.is_some() {
+            let write = Write {
+                decisions,
+                deliveries,
+                checkpoint,
+            };
+            let writer = writer.clone();
+            // The queue is bounded; wait off the runtime if the disk is slow.
+            let _ = tokio::task::spawn_blocking(move || writer.send(write)).await;
+        }
+    }
+    drop(writer);
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+}

@@ -1,0 +1,181 @@
+//! `nolist run` with the ban engine: it follows an MTA log, bans the bot,
+//! spares the real sender, records everything in the store, and resumes
+//! from its checkpoint after a restart.
+
+mod util;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use util::nolist;
+use util::serve::Server;
+
+fn stamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (days, secs) = (now.div_euclid(86_400), now.rem_euclid(86_400));
+    // Civil date from days (same algorithm as the crate, kept local to the test).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn reject(ip: &str) -> String {
+    format!(
+        "{} mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[{ip}]: 450 4.7.1 Try later; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x>\n",
+        stamp()
+    )
+}
+
+fn delivery(ip: &str) -> String {
+    format!(
+        "{} mx2 postfix/smtpd[10]: 3F2A1B2C3D: client=mail.example.net[{ip}]\n",
+        stamp()
+    )
+}
+
+fn append(log: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn banned(cfg: &Path) -> Vec<String> {
+    let out = nolist()
+        .args([
+            "bans",
+            "-c",
+            cfg.to_str().unwrap(),
+            "list",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| b["target"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_until(mut ok: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok()
+}
+
+#[test]
+fn bans_the_bot_from_the_log_spares_the_real_sender_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let state = dir.path().join("state");
+    std::fs::write(&log, "").unwrap();
+    let cfg = dir.path().join("nolist.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {}
+domains:
+  - name: example.org
+    decoy: {{ host: mx01.example.org, preference: 10, ipv4: [192.0.2.10] }}
+    real:
+      - {{ host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }}
+responder: {{ mode: refuse }}
+mta: {{ logs: [{}], format: postfix }}
+bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h }}
+",
+            state.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let mut server = Server::start_with("run", &cfg, &args, 0).unwrap();
+    assert!(
+        server.wait_for_log("following", Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
+
+    // A bot, and a real sender whose network delivers through the real MX.
+    append(&log, &reject("203.0.113.9").repeat(3));
+    append(
+        &log,
+        &(reject("198.51.100.7").repeat(3) + &delivery("198.51.100.8")),
+    );
+    assert!(
+        wait_until(
+            || banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
+            Duration::from_secs(15)
+        ),
+        "bot not banned:\n{}",
+        server.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(banned(&cfg), ["203.0.113.9/32"], "only the bot is banned");
+
+    // Two hits, a restart, one more hit: resuming exactly means 1 hit after
+    // the restart (no ban); re-reading the log would count 5 and ban.
+    append(&log, &reject("203.0.113.50").repeat(2));
+    std::thread::sleep(Duration::from_secs(2));
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+    let size = std::fs::metadata(&log).unwrap().len();
+    let out = nolist()
+        .args(["status", "-c", cfg.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(status["checkpoints"][0]["state"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        checkpoint["offset"].as_u64(),
+        Some(size),
+        "checkpoint at the end of the log"
+    );
+
+    let server = Server::start_with("run", &cfg, &args, 0).unwrap();
+    assert!(server.wait_for_log("following", Duration::from_secs(10)));
+    append(&log, &reject("203.0.113.50"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(banned(&cfg), ["203.0.113.9/32"], "{}", server.log_text());
+    // The restored ban is known to the engine: a delivery from its /24 lifts it.
+    append(&log, &delivery("203.0.113.77"));
+    assert!(
+        wait_until(|| banned(&cfg).is_empty(), Duration::from_secs(10)),
+        "delivery did not lift the restored ban:\n{}",
+        server.log_text()
+    );
+}
