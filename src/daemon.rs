@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bans::{Decision, Engine, Policy};
 use crate::config::Config;
 use crate::smtp::responder::SessionEvent;
-use crate::store::{Store, StoreError, host_of};
+use crate::store::{Source, Store, StoreError, host_of};
 use crate::watch::tail::{Checkpoint, Tailer};
 use crate::watch::{DecoySpec, Kind, LineParser};
 
@@ -54,6 +54,16 @@ pub struct LogBatch {
     pub checkpoint: Option<String>,
 }
 
+/// How often the writer reports the bans in the store, so the engine
+/// notices bans lifted by hand (`nolist bans remove`).
+const SYNC: Duration = Duration::from_secs(5);
+
+/// The engine's bans as the store holds them, after `applied` writes.
+struct BanSnapshot {
+    applied: u64,
+    engine_bans: std::collections::HashSet<IpAddr>,
+}
+
 /// One write for the store thread.
 struct Write {
     decisions: Vec<Decision>,
@@ -67,7 +77,12 @@ pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
     let store = Store::open(&config.state_dir)?;
     let mut engine = Engine::new(Policy::from_config(config));
     let now = unix_now();
-    for ban in store.bans(now)? {
+    // Operators' bans are enforced from the store; the engine manages its own.
+    for ban in store
+        .bans(now)?
+        .into_iter()
+        .filter(|b| b.source == Source::Engine)
+    {
         if let Some(ip) = host_of(&ban.target) {
             engine.restore_ban(ip, ban.until, ban.hits, ban.offence, ban.since);
         }
@@ -165,19 +180,49 @@ fn tail_loop(
     }
 }
 
-/// Starts the store writer thread; returns its queue.
+/// Starts the store writer thread; returns its queue. Every [`SYNC`] it
+/// reports the engine-made bans in the store to `snapshots`.
 fn spawn_writer(
     mut store: Store,
+    snapshots: mpsc::Sender<BanSnapshot>,
 ) -> (
     std::sync::mpsc::SyncSender<Write>,
     std::thread::JoinHandle<()>,
 ) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Write>(256);
     let handle = std::thread::spawn(move || {
-        for w in rx {
-            let checkpoint = w.checkpoint.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
-            if let Err(e) = store.commit(&w.decisions, &w.deliveries, checkpoint, unix_now()) {
-                tracing::error!(error = %e, "recording decisions failed");
+        let mut applied = 0u64;
+        let mut last_sync = std::time::Instant::now();
+        loop {
+            match rx.recv_timeout(SYNC) {
+                Ok(w) => {
+                    let checkpoint = w.checkpoint.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
+                    if let Err(e) =
+                        store.commit(&w.decisions, &w.deliveries, checkpoint, unix_now())
+                    {
+                        tracing::error!(error = %e, "recording decisions failed");
+                    }
+                    applied += 1;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if last_sync.elapsed() >= SYNC {
+                last_sync = std::time::Instant::now();
+                match store.bans(unix_now()) {
+                    Ok(bans) => {
+                        let engine_bans = bans
+                            .iter()
+                            .filter(|b| b.source == Source::Engine)
+                            .filter_map(|b| host_of(&b.target))
+                            .collect();
+                        let _ = snapshots.try_send(BanSnapshot {
+                            applied,
+                            engine_bans,
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading bans for the engine failed"),
+                }
             }
         }
     });
@@ -192,8 +237,12 @@ pub async fn run_engine(
     mut logs: mpsc::Receiver<LogBatch>,
     shutdown: CancellationToken,
 ) {
-    let (writer, writer_thread) = spawn_writer(store);
+    let (snap_tx, mut snapshots) = mpsc::channel(4);
+    let (writer, writer_thread) = spawn_writer(store, snap_tx);
     let writer = Arc::new(writer);
+    // Writes sent, and the write that carried each engine ban.
+    let mut sent = 0u64;
+    let mut ban_write: std::collections::HashMap<IpAddr, u64> = std::collections::HashMap::new();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -218,12 +267,33 @@ pub async fn run_engine(
                 checkpoint = batch.checkpoint.map(|c| (batch.path, c));
             }
             _ = ticker.tick() => engine.advance(unix_now(), &mut decisions),
+            Some(snapshot) = snapshots.recv() => {
+                // A ban missing from the store although its write was applied
+                // was lifted by hand: forget it, so the client is judged afresh.
+                let lifted: Vec<IpAddr> = engine
+                    .banned()
+                    .filter(|ip| !snapshot.engine_bans.contains(ip))
+                    .filter(|ip| ban_write.get(ip).is_none_or(|&w| w <= snapshot.applied))
+                    .collect();
+                for ip in lifted {
+                    engine.forget_ban(ip);
+                    ban_write.remove(&ip);
+                    tracing::info!(%ip, "ban lifted by hand; the engine forgets it");
+                }
+            }
             () = shutdown.cancelled() => break,
         }
         for d in &decisions {
             tracing::info!(action = ?d.action, ip = %d.ip, until = ?d.until, hits = d.hits, reason = %d.reason, "decision");
         }
         if !decisions.is_empty() || !deliveries.is_empty() || checkpoint.is_some() {
+            sent += 1;
+            for d in &decisions {
+                match d.action {
+                    crate::bans::Action::Ban => ban_write.insert(d.ip, sent),
+                    crate::bans::Action::Unban => ban_write.remove(&d.ip),
+                };
+            }
             let write = Write {
                 decisions,
                 deliveries,

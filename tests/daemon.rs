@@ -141,6 +141,27 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h }}
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(banned(&cfg), ["203.0.113.9/32"], "only the bot is banned");
 
+    // Lifted by hand while the daemon runs: the engine notices (within its
+    // store sync) and judges the client afresh, as a repeat offender.
+    nolist()
+        .args(["bans", "-c", cfg.to_str().unwrap(), "remove", "203.0.113.9"])
+        .assert()
+        .success();
+    assert!(
+        server.wait_for_log("ban lifted by hand", Duration::from_secs(15)),
+        "{}",
+        server.log_text()
+    );
+    append(&log, &reject("203.0.113.9").repeat(3));
+    assert!(
+        wait_until(
+            || banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
+            Duration::from_secs(15)
+        ),
+        "not banned again after a manual unban:\n{}",
+        server.log_text()
+    );
+
     // Two hits, a restart, one more hit: resuming exactly means 1 hit after
     // the restart (no ban); re-reading the log would count 5 and ban.
     append(&log, &reject("203.0.113.50").repeat(2));

@@ -226,6 +226,28 @@ impl Engine {
         self.due.push(Reverse((until, Due::Expire, ip)));
     }
 
+    /// Forgets a ban lifted outside the engine (`nolist bans remove`): the
+    /// client is judged afresh from its next hits. Returns whether it was banned.
+    pub fn forget_ban(&mut self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        let Some(_) = self.bans.remove(&ip) else {
+            return false;
+        };
+        let net = self.policy.network(ip);
+        if let Some(ips) = self.banned_nets.get_mut(&net) {
+            ips.retain(|b| *b != ip);
+            if ips.is_empty() {
+                self.banned_nets.remove(&net);
+            }
+        }
+        true
+    }
+
+    /// The clients the engine holds banned.
+    pub fn banned(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.bans.keys().copied()
+    }
+
     /// Restores the memory of a delivery from `network` at `at`.
     pub fn restore_delivery(&mut self, network: IpNet, at: i64) {
         let last = self.deliveries.entry(network).or_insert(at);
@@ -350,16 +372,9 @@ impl Engine {
     }
 
     fn expire(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
-        if self.bans.get(&ip).is_some_and(|b| b.until == at)
-            && let Some(ban) = self.bans.remove(&ip)
+        if let Some(ban) = self.bans.get(&ip).copied().filter(|b| b.until == at)
+            && self.forget_ban(ip)
         {
-            let net = self.policy.network(ip);
-            if let Some(ips) = self.banned_nets.get_mut(&net) {
-                ips.retain(|b| *b != ip);
-                if ips.is_empty() {
-                    self.banned_nets.remove(&net);
-                }
-            }
             out.push(Decision {
                 action: Action::Unban,
                 ip,

@@ -496,7 +496,8 @@ fn upsert_ban(tx: &rusqlite::Transaction<'_>, ban: &BanRecord) -> rusqlite::Resu
     tx.execute(
         "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(target) DO UPDATE SET since = excluded.since, until = excluded.until, reason = excluded.reason,
-             hits = excluded.hits, offence = excluded.offence, source = excluded.source",
+             hits = excluded.hits, offence = excluded.offence, source = excluded.source
+         WHERE bans.source <> 'manual' OR excluded.source = 'manual'",
         params![
             ban.target.to_string(),
             ban.since,

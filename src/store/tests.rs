@@ -97,6 +97,36 @@ fn manual_bans_survive_engine_unbans_and_can_be_removed() {
     assert!(parse_target("198.51.100.7/24").is_err(), "host bits set");
     assert!(parse_target("not-an-ip").is_err());
     assert_eq!(store.bans(T0).unwrap()[0].source, Source::Manual);
+    // The engine never overwrites an operator's ban on the same target.
+    let host = parse_target("203.0.113.9").unwrap();
+    store
+        .add_ban(&BanRecord {
+            target: host,
+            since: T0,
+            until: T0 + 60,
+            reason: "operator".into(),
+            hits: 0,
+            offence: 1,
+            source: Source::Manual,
+        })
+        .unwrap();
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    let kept = store
+        .bans(T0)
+        .unwrap()
+        .into_iter()
+        .find(|b| b.target == host)
+        .unwrap();
+    assert_eq!((kept.source, kept.until), (Source::Manual, T0 + 60));
+    store
+        .apply(&[decision(Action::Unban, "203.0.113.9", T0 + 1)])
+        .unwrap();
+    assert!(
+        store.bans(T0 + 2).unwrap().iter().any(|b| b.target == host),
+        "engine unbans leave manual bans alone"
+    );
     assert!(store.remove_ban(&target, T0 + 1, "operator").unwrap());
     assert!(!store.remove_ban(&target, T0 + 2, "operator").unwrap());
 }

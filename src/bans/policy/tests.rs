@@ -302,3 +302,27 @@ fn restored_bans_expire_and_lift_and_restored_deliveries_clear() {
         "the restored delivery clears the network: {out:?}"
     );
 }
+
+#[test]
+fn a_ban_forgotten_by_hand_is_judged_afresh() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    let bot = ip("203.0.113.9");
+    for k in 0..3 {
+        engine.hit(bot, T0 + k, &mut out);
+    }
+    engine.advance(T0 + HOUR, &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(engine.forget_ban(bot));
+    assert!(!engine.forget_ban(bot));
+    assert_eq!(engine.banned().count(), 0);
+    for k in 0..3 {
+        engine.hit(bot, T0 + HOUR + k, &mut out);
+    }
+    engine.advance(T0 + 2 * HOUR, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        out[1].offence, 2,
+        "the earlier ban still counts for escalation"
+    );
+}
