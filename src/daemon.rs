@@ -23,7 +23,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bans::{Decision, Engine, Policy};
-use crate::config::Config;
+use crate::config::{Backend, Config};
+use crate::enforce::Target;
+use crate::enforce::nft::Nft;
 use crate::smtp::responder::SessionEvent;
 use crate::store::{Source, Store, StoreError, host_of};
 use crate::watch::tail::{Checkpoint, Tailer};
@@ -69,6 +71,76 @@ struct Write {
     decisions: Vec<Decision>,
     deliveries: Vec<(IpNet, i64)>,
     checkpoint: Option<(String, String)>,
+}
+
+/// How often enforcement reconciles the firewall with the store.
+pub const ENFORCE_TICK: Duration = Duration::from_secs(2);
+
+/// The enforcement backend of `config`, checked (it runs and may change the
+/// ruleset); `None` for `backend: none`.
+pub fn enforcer(config: &Config) -> Result<Option<Nft>, String> {
+    match config.bans.enforce.backend {
+        Backend::None => Ok(None),
+        Backend::Nftables => {
+            let nft = Nft::new(config.bans.enforce.ports.clone());
+            nft.check()
+                .map_err(|e| format!("enforcement (nftables): {e}"))?;
+            Ok(Some(nft))
+        }
+        other => Err(format!(
+            "enforcement backend {other:?} is not implemented yet; use `nftables` or `none`"
+        )),
+    }
+}
+
+/// Starts the enforcement thread: every [`ENFORCE_TICK`] it makes the
+/// firewall hold exactly the bans in force in the store (engine and manual).
+pub fn spawn_enforcer(
+    nft: Nft,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let store = Store::open(&config.state_dir)?;
+    Ok(std::thread::spawn(move || {
+        let mut failing = false;
+        while !shutdown.is_cancelled() {
+            let now = unix_now();
+            let targets: Vec<Target> = match store.bans(now) {
+                Ok(bans) => bans
+                    .iter()
+                    .map(|b| Target {
+                        net: b.target,
+                        remaining: u64::try_from(b.until - now).unwrap_or(1).max(1),
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading bans for enforcement failed");
+                    Vec::new()
+                }
+            };
+            match nft.reconcile(&targets) {
+                Ok(r) if r.added + r.removed > 0 || r.rebuilt => {
+                    failing = false;
+                    tracing::info!(
+                        added = r.added,
+                        removed = r.removed,
+                        rebuilt = r.rebuilt,
+                        "firewall reconciled"
+                    );
+                }
+                Ok(_) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(error = %e, "enforcement failed; retrying");
+                }
+                Err(_) => {}
+            }
+            let deadline = std::time::Instant::now() + ENFORCE_TICK;
+            while std::time::Instant::now() < deadline && !shutdown.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }))
 }
 
 /// Opens the store and builds an engine that knows the bans and deliveries

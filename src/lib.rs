@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod enforce;
 pub mod plan;
 pub mod smtp;
 pub mod store;

@@ -109,7 +109,7 @@ domains:
       - {{ host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }}
 responder: {{ mode: refuse }}
 mta: {{ logs: [{}], format: postfix }}
-bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h }}
+bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend: none }} }}
 ",
             state.display(),
             log.display()

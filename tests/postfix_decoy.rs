@@ -88,6 +88,7 @@ fn nolist_rcpt_450(dir: &Path) -> Server {
 responder:
   mode: rcpt-450
   listen: [\"127.0.0.1:0\"]
+bans: { enforce: { backend: none } }
 ",
     )
     .unwrap();

@@ -22,7 +22,8 @@ fn config(dir: &Path, mode: &str, extra: &str) -> PathBuf {
 responder:
   mode: {mode}
   listen: [\"127.0.0.1:0\"]
-{extra}"
+{extra}bans: {{ enforce: {{ backend: none }} }}
+"
     );
     let path = dir.join("nolist.yaml");
     std::fs::write(&path, text).unwrap();

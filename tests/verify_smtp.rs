@@ -54,6 +54,7 @@ impl Setup {
              real:\n      - {{ host: mx02.example.org, preference: 20, ipv4: [127.0.0.2] }}\n\
              {tail}\
              responder:\n  mode: {mode}\n  listen: [{listen}]\n\
+             bans: {{ enforce: {{ backend: none }} }}\n\
              dns:\n  soa: {{ mname: ns1.example.org, rname: hostmaster@example.org }}\n  \
              ns: [ns1.example.net]\n"
         );

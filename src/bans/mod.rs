@@ -1,5 +1,6 @@
 //! The ban engine: the pure policy that turns evidence into decisions.
 
 pub mod policy;
+pub mod spf;
 
 pub use policy::{Action, Decision, Engine, Policy};

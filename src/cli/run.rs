@@ -138,6 +138,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         };
         // Bind first, so a bad address fails before any state is touched.
         let (store, engine) = crate::daemon::restore(&config).map_err(|e| Failure::Usage(e.to_string()))?;
+        let enforcer = match crate::daemon::enforcer(&config).map_err(Failure::Usage)? {
+            Some(nft) => {
+                tracing::info!(ports = ?config.bans.enforce.ports, "enforcing bans with nftables (table inet nolist)");
+                Some(
+                    crate::daemon::spawn_enforcer(nft, &config, shutdown.clone())
+                        .map_err(|e| Failure::Usage(e.to_string()))?,
+                )
+            }
+            None => {
+                tracing::info!("bans.enforce.backend none: decisions are recorded and logged, not enforced");
+                None
+            }
+        };
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(64);
         let tailers = crate::daemon::spawn_tailers(&config, &store, log_tx, shutdown.clone())
             .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -157,7 +170,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         drop(events);
         let _ = engine.await;
         let _ = tokio::task::spawn_blocking(move || {
-            for t in tailers {
+            for t in tailers.into_iter().chain(enforcer) {
                 let _ = t.join();
             }
         })
