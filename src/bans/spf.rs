@@ -33,9 +33,13 @@
 //!   RFC's `permerror`/`temperror`: that domain contributes nothing. Other
 //!   domains are unaffected.
 //! - Terms whose addresses cannot be listed (macros `%{…}`, `ptr`) are
-//!   skipped and reported. They still count against the lookup limit. When
-//!   such a term is *not* `+`, it might decide any address, so nothing after
-//!   it is trusted: the rest of that record is ignored.
+//!   skipped and reported; they still count against the lookup limit. Such
+//!   a term may match anything from nothing to everything, so evaluation
+//!   keeps two bounds — what certainly passes and what possibly passes (and
+//!   the same for refusals) — and only lists what certainly passes. After a
+//!   skipped `+` term later terms still count; after a refusing one
+//!   (`-exists:%{i}…`, or `-include:` of a record with a skipped pass or
+//!   `+all`) no later term of that record allows anything.
 //! - A network wider than `/8` (IPv4) or `/32` (IPv6) — `+all`,
 //!   `ip4:0.0.0.0/0`, a hostile include — would turn banning off; it is
 //!   ignored and reported, also when it only appears once networks are
@@ -217,7 +221,7 @@ enum Term {
     Unknown,
 }
 
-fn parse_term(term: &str) -> Result<Term, SpfError> {
+fn parse_term<'a>(term: &'a str) -> Result<Term, SpfError> {
     let invalid = |reason| SpfError::InvalidTerm {
         term: shown(term),
         reason,
@@ -249,14 +253,8 @@ fn parse_term(term: &str) -> Result<Term, SpfError> {
         };
     }
     let qualifier = qualifier.unwrap_or(Qualifier::Pass);
-    let argument = |tail: &str| -> Result<Option<&str>, SpfError> {
-        match tail.strip_prefix(':') {
-            Some(value) => Ok(Some(value)),
-            None if tail.is_empty() => Ok(None),
-            None => Err(invalid("unexpected text after the mechanism")),
-        }
-    };
-    let required = |value: Option<&str>| value.ok_or_else(|| invalid("a domain is required"));
+    let argument = |tail| argument(tail, term);
+    let required = |value: Option<&'a str>| value.ok_or_else(|| invalid("an argument is required"));
     let mechanism = match name.to_ascii_lowercase().as_str() {
         "all" if tail.is_empty() => Mechanism::All,
         "all" => return Err(invalid("`all` takes no argument")),
@@ -288,8 +286,7 @@ fn parse_term(term: &str) -> Result<Term, SpfError> {
         }
         "ip6" => {
             let value = required(argument(tail)?)?;
-            let (address, len) =
-                split_len(value, 128).ok_or_else(|| invalid("bad CIDR length"))?;
+            let (address, len) = split_len(value, 128).ok_or_else(|| invalid("bad CIDR length"))?;
             let address: Ipv6Addr = address
                 .parse()
                 .map_err(|_| invalid("not an IPv6 address"))?;
@@ -302,6 +299,18 @@ fn parse_term(term: &str) -> Result<Term, SpfError> {
         qualifier,
         mechanism,
     }))
+}
+
+/// The `:value` after a mechanism's name, if any.
+fn argument<'t>(tail: &'t str, term: &str) -> Result<Option<&'t str>, SpfError> {
+    match tail.strip_prefix(':') {
+        Some(value) => Ok(Some(value)),
+        None if tail.is_empty() => Ok(None),
+        None => Err(SpfError::InvalidTerm {
+            term: shown(term),
+            reason: "unexpected text after the mechanism",
+        }),
+    }
 }
 
 /// `address[/len]`, `len` defaulting to `max`.
@@ -564,7 +573,7 @@ async fn expand_one<L: SpfLookup>(
     match eval.check_host(domain, &mut stack).await {
         Ok(pass) => {
             let (kept, wide): (Vec<IpNet>, Vec<IpNet>) =
-                pass.into_iter().partition(|n| !limits.too_wide(n));
+                pass.certain.into_iter().partition(|n| !limits.too_wide(n));
             for net in wide {
                 eval.problems.push(format!(
                     "{domain}: its networks merge into {net}, {}: ignored",
@@ -615,11 +624,41 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The addresses decided so far in one record, and those that pass.
-/// Both are aggregated lists of networks.
+/// A set of addresses known within bounds: `certain` ⊆ the true set ⊆
+/// `possible`, both aggregated. What listed terms match is exact; what an
+/// unlisted term (macros, `ptr`) matches is anything from nothing to
+/// everything.
+#[derive(Clone, Debug, Default)]
+struct Bounds {
+    certain: Vec<IpNet>,
+    possible: Vec<IpNet>,
+}
+
+impl Bounds {
+    fn exact(nets: &[IpNet]) -> Self {
+        let nets = IpNet::aggregate(&nets.to_vec());
+        Bounds {
+            certain: nets.clone(),
+            possible: nets,
+        }
+    }
+
+    fn unknown() -> Self {
+        Bounds {
+            certain: Vec::new(),
+            possible: everything(),
+        }
+    }
+}
+
+/// What the terms of one record decided so far.
 #[derive(Default)]
 struct Sets {
-    pass: Vec<IpNet>,
+    /// Addresses whose result is `pass`.
+    pass: Bounds,
+    /// Addresses whose result is `fail`, `softfail` or `neutral`.
+    refused: Bounds,
+    /// Addresses some term certainly matched: later terms never see them.
     decided: Vec<IpNet>,
 }
 
@@ -641,7 +680,7 @@ impl<L: SpfLookup> Eval<'_, L> {
         &'a mut self,
         domain: &'a str,
         stack: &'a mut Vec<String>,
-    ) -> Boxed<'a, Result<Vec<IpNet>, Failure>> {
+    ) -> Boxed<'a, Result<Bounds, Failure>> {
         Box::pin(async move {
             let record = self.record(domain).await?;
             stack.push(domain.to_owned());
@@ -679,7 +718,7 @@ impl<L: SpfLookup> Eval<'_, L> {
         domain: &str,
         record: &SpfRecord,
         stack: &mut Vec<String>,
-    ) -> Result<Vec<IpNet>, Failure> {
+    ) -> Result<Bounds, Failure> {
         let mut sets = Sets::default();
         for directive in &record.directives {
             if covers_everything(&sets.decided) {
@@ -692,46 +731,58 @@ impl<L: SpfLookup> Eval<'_, L> {
                 self.count_term(domain, &term)?;
             }
             match &directive.mechanism {
-                Mechanism::All => self.apply(domain, &term, q, everything(), &mut sets)?,
+                Mechanism::All => {
+                    self.apply(domain, &term, q, Bounds::exact(&everything()), &mut sets)?;
+                }
                 Mechanism::Ip4(net) => {
-                    self.apply(domain, &term, q, vec![IpNet::V4(*net)], &mut sets)?;
+                    let matched = Bounds::exact(&[IpNet::V4(*net)]);
+                    self.apply(domain, &term, q, matched, &mut sets)?;
                 }
                 Mechanism::Ip6(net) => {
-                    self.apply(domain, &term, q, vec![IpNet::V6(*net)], &mut sets)?;
+                    let matched = Bounds::exact(&[IpNet::V6(*net)]);
+                    self.apply(domain, &term, q, matched, &mut sets)?;
                 }
                 Mechanism::Include(DomainSpec::Name(target)) => {
                     let matched = self.follow(domain, "include", target, stack).await?;
                     self.apply(domain, &term, q, matched, &mut sets)?;
                 }
-                Mechanism::A { domain: spec, v4, v6 } => {
-                    let Some(name) = self.target(domain, spec.as_ref(), &term, q, &mut sets)
+                Mechanism::A {
+                    domain: spec,
+                    v4,
+                    v6,
+                } => {
+                    let Some(name) = self.target(domain, spec.as_ref(), &term, q, &mut sets)?
                     else {
                         continue;
                     };
                     let addresses = self.addresses(&name, true).await?;
-                    let matched = widen(&addresses, *v4, *v6);
+                    let matched = Bounds::exact(&widen(&addresses, *v4, *v6));
                     self.apply(domain, &term, q, matched, &mut sets)?;
                 }
-                Mechanism::Mx { domain: spec, v4, v6 } => {
-                    let Some(name) = self.target(domain, spec.as_ref(), &term, q, &mut sets)
+                Mechanism::Mx {
+                    domain: spec,
+                    v4,
+                    v6,
+                } => {
+                    let Some(name) = self.target(domain, spec.as_ref(), &term, q, &mut sets)?
                     else {
                         continue;
                     };
-                    let matched = self.mx(domain, &name, &term, *v4, *v6).await?;
+                    let matched = Bounds::exact(&self.mx(domain, &name, &term, *v4, *v6).await?);
                     self.apply(domain, &term, q, matched, &mut sets)?;
                 }
                 Mechanism::Exists(DomainSpec::Name(name)) => {
                     let exists = !self.addresses(name, true).await?.is_empty();
                     if exists {
-                        self.apply(domain, &term, q, everything(), &mut sets)?;
+                        self.apply(domain, &term, q, Bounds::exact(&everything()), &mut sets)?;
                     }
                 }
                 Mechanism::Include(DomainSpec::Macro(_))
                 | Mechanism::Exists(DomainSpec::Macro(_)) => {
-                    self.unlisted(domain, &term, "uses macros", q, &mut sets);
+                    self.unlisted(domain, &term, "uses macros", q, &mut sets)?;
                 }
                 Mechanism::Ptr(_) => {
-                    self.unlisted(domain, &term, "is ptr", q, &mut sets);
+                    self.unlisted(domain, &term, "is ptr", q, &mut sets)?;
                 }
             }
         }
@@ -777,7 +828,7 @@ impl<L: SpfLookup> Eval<'_, L> {
         how: &str,
         target: &str,
         stack: &mut Vec<String>,
-    ) -> Result<Vec<IpNet>, Failure> {
+    ) -> Result<Bounds, Failure> {
         if stack.iter().any(|d| d == target) {
             return Err(Failure::Perm(format!(
                 "{domain}: {how} of {target} loops ({} -> {target})",
@@ -796,32 +847,39 @@ impl<L: SpfLookup> Eval<'_, L> {
         term: &str,
         q: Qualifier,
         sets: &mut Sets,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, Failure> {
         match spec {
-            None => Some(domain.to_owned()),
-            Some(DomainSpec::Name(name)) => Some(name.clone()),
+            None => Ok(Some(domain.to_owned())),
+            Some(DomainSpec::Name(name)) => Ok(Some(name.clone())),
             Some(DomainSpec::Macro(_)) => {
-                self.unlisted(domain, term, "uses macros", q, sets);
-                None
+                self.unlisted(domain, term, "uses macros", q, sets)?;
+                Ok(None)
             }
         }
     }
 
-    /// A term whose addresses cannot be listed. Skipping a `+` term can
-    /// only allow less; any other one might decide any address, so nothing
-    /// after it in this record is trusted.
-    fn unlisted(&mut self, domain: &str, term: &str, why: &str, q: Qualifier, sets: &mut Sets) {
+    /// A term whose addresses cannot be listed: it may match anything from
+    /// nothing to everything. A skipped `+` term only allows less; after a
+    /// refusing one, no later term of this record can be trusted to allow.
+    fn unlisted(
+        &mut self,
+        domain: &str,
+        term: &str,
+        why: &str,
+        q: Qualifier,
+        sets: &mut Sets,
+    ) -> Result<(), Failure> {
         if q == Qualifier::Pass {
             self.problems.push(format!(
                 "{domain}: `{term}` {why} and cannot be listed: skipped"
             ));
         } else {
             self.problems.push(format!(
-                "{domain}: `{term}` {why} and cannot be listed; it may match any \
-                 address, so the rest of the record is ignored"
+                "{domain}: `{term}` {why} and cannot be listed; it may refuse any \
+                 address, so no later term of this record allows anything"
             ));
-            sets.decided = everything();
         }
+        self.apply(domain, term, q, Bounds::unknown(), sets)
     }
 
     /// The addresses of `name`; NXDOMAIN and NODATA count as void lookups
@@ -895,58 +953,64 @@ impl<L: SpfLookup> Eval<'_, L> {
         Ok(matched)
     }
 
-    /// Records that a term with qualifier `q` matched `matched`: where no
-    /// earlier term decided, `+` passes. Too-wide networks never pass.
+    /// Records that a term with qualifier `q` matched `matched`. Terms are
+    /// first-match: a `+` term certainly passes what it certainly matches
+    /// and no earlier term may have refused, and may pass what it may match
+    /// and no earlier term certainly refused; the other qualifiers refuse
+    /// likewise. Too-wide networks are never counted as certainly passing.
     fn apply(
         &mut self,
         domain: &str,
         term: &str,
         q: Qualifier,
-        matched: Vec<IpNet>,
+        matched: Bounds,
         sets: &mut Sets,
     ) -> Result<(), Failure> {
-        let matched = IpNet::aggregate(&matched);
+        let max = self.limits.max_networks;
+        let too_many = || Failure::Perm(format!("{domain}: more than {max} networks"));
+        let mut certain = matched.certain.clone();
         if q == Qualifier::Pass {
-            let mut allowed = Vec::new();
-            for net in &matched {
-                if self.limits.too_wide(net) {
+            certain.retain(|net| {
+                let wide = self.limits.too_wide(net);
+                if wide {
                     self.problems.push(format!(
                         "{domain}: `{term}` authorises {net}, {}: ignored",
                         self.limits.wider_than(net)
                     ));
-                } else {
-                    allowed.push(*net);
                 }
-            }
-            let fresh = subtract(&allowed, &sets.decided, self.limits.max_networks)
-                .ok_or_else(|| self.too_many(domain))?;
-            sets.pass.extend(fresh);
-            sets.pass = IpNet::aggregate(&sets.pass);
+                !wide
+            });
         }
-        sets.decided.extend(matched);
+        let (grown, against) = if q == Qualifier::Pass {
+            (&mut sets.pass, &sets.refused)
+        } else {
+            (&mut sets.refused, &sets.pass)
+        };
+        let certain = subtract(&certain, &against.possible, max).ok_or_else(too_many)?;
+        let possible = subtract(&matched.possible, &against.certain, max).ok_or_else(too_many)?;
+        grown.certain.extend(certain);
+        grown.certain = IpNet::aggregate(&grown.certain);
+        grown.possible.extend(possible);
+        grown.possible = IpNet::aggregate(&grown.possible);
+        sets.decided.extend(matched.certain);
         sets.decided = IpNet::aggregate(&sets.decided);
-        if sets.pass.len() > self.limits.max_networks
-            || sets.decided.len() > self.limits.max_networks
-        {
-            return Err(self.too_many(domain));
+        let sizes = [
+            sets.pass.certain.len(),
+            sets.pass.possible.len(),
+            sets.refused.certain.len(),
+            sets.refused.possible.len(),
+            sets.decided.len(),
+        ];
+        if sizes.iter().any(|&n| n > max) {
+            return Err(too_many());
         }
         Ok(())
-    }
-
-    fn too_many(&self, domain: &str) -> Failure {
-        Failure::Perm(format!(
-            "{domain}: more than {} networks",
-            self.limits.max_networks
-        ))
     }
 }
 
 /// Every IPv4 and IPv6 address.
 fn everything() -> Vec<IpNet> {
-    vec![
-        IpNet::V4(Ipv4Net::default()),
-        IpNet::V6(Ipv6Net::default()),
-    ]
+    vec![IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())]
 }
 
 fn covers_everything(aggregated: &[IpNet]) -> bool {
@@ -1018,7 +1082,9 @@ impl DnsLookup {
         let mut config = ResolverConfig::default();
         if nameservers.is_empty() {
             let (system, _) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
-                LookupError::Failed(format!("cannot read the system resolver configuration: {e}"))
+                LookupError::Failed(format!(
+                    "cannot read the system resolver configuration: {e}"
+                ))
             })?;
             if system.name_servers.is_empty() {
                 return Err(LookupError::Failed(
@@ -1101,7 +1167,12 @@ impl SpfLookup for DnsLookup {
             .iter()
             .filter_map(|d| match d {
                 RData::TXT(txt) => {
-                    let bytes: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter()).copied().collect();
+                    let bytes: Vec<u8> = txt
+                        .txt_data
+                        .iter()
+                        .flat_map(|s| s.iter())
+                        .copied()
+                        .collect();
                     Some(String::from_utf8_lossy(&bytes).into_owned())
                 }
                 _ => None,

@@ -158,11 +158,30 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
             tracing::info!(format = ?config.mta.format, "following {}", log.display());
         }
         let engine = tokio::spawn(crate::daemon::run_engine(engine, store, received, log_rx, shutdown.clone()));
+        let notifier = crate::notify::Notifier::from_env();
+        notifier.send("READY=1\nSTATUS=serving");
+        let watchdog = crate::notify::Notifier::watchdog_interval().map(|every| {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let notifier = crate::notify::Notifier::from_env();
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => notifier.send("WATCHDOG=1"),
+                        () = stop.cancelled() => return,
+                    }
+                }
+            })
+        });
         while signals.next().await == super::Signal::Reload {
             tracing::warn!("SIGHUP: reloading `nolist run` is not supported yet; restart it to apply a new config");
         }
         tracing::info!("shutting down");
+        notifier.send("STOPPING=1");
         shutdown.cancel();
+        if let Some(w) = watchdog {
+            let _ = w.await;
+        }
         if let Some(r) = responder {
             let _ = r.await;
         }
