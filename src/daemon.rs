@@ -143,6 +143,64 @@ pub fn spawn_enforcer(
     }))
 }
 
+/// Resolves the SPF records of `bans.allow.spf` now and every
+/// `bans.allow.refresh`, sending the allowed networks to the engine. A
+/// temporary DNS failure never shrinks the list: until a domain resolves
+/// again, the networks it had stay allowed (allowing more only means
+/// banning less).
+pub async fn refresh_spf(
+    config: Config,
+    tx: mpsc::Sender<Vec<IpNet>>,
+    shutdown: CancellationToken,
+) {
+    use crate::bans::spf::{DnsLookup, Limits, expand};
+    let domains: Vec<String> = config
+        .bans
+        .allow
+        .spf
+        .iter()
+        .map(|n| n.as_str().to_owned())
+        .collect();
+    if domains.is_empty() {
+        return;
+    }
+    let every = config.bans.allow.refresh.0.max(Duration::from_secs(60));
+    let mut previous: std::collections::HashMap<String, Vec<IpNet>> =
+        std::collections::HashMap::new();
+    loop {
+        match DnsLookup::new(&[], Duration::from_secs(5)) {
+            Ok(lookup) => {
+                for domain in &domains {
+                    let result =
+                        expand(std::slice::from_ref(domain), &lookup, Limits::default()).await;
+                    let temporary = result.per_domain.iter().any(|(_, _, problems)| {
+                        problems.iter().any(|p| p.starts_with("temperror"))
+                    });
+                    for (_, _, problems) in &result.per_domain {
+                        for p in problems {
+                            tracing::warn!(domain = %domain, "SPF allow list: {p}");
+                        }
+                    }
+                    if !temporary || !previous.contains_key(domain) {
+                        tracing::info!(domain = %domain, networks = result.networks.len(), "SPF allow list resolved");
+                        previous.insert(domain.clone(), result.networks);
+                    }
+                }
+                let mut all: Vec<IpNet> = previous.values().flatten().copied().collect();
+                all = IpNet::aggregate(&all);
+                if tx.send(all).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "SPF allow list: no resolver"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Opens the store and builds an engine that knows the bans and deliveries
 /// already recorded.
 pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
@@ -307,6 +365,7 @@ pub async fn run_engine(
     store: Store,
     mut sessions: mpsc::Receiver<SessionEvent>,
     mut logs: mpsc::Receiver<LogBatch>,
+    mut allowed: mpsc::Receiver<Vec<IpNet>>,
     shutdown: CancellationToken,
 ) {
     let (snap_tx, mut snapshots) = mpsc::channel(4);
@@ -339,6 +398,7 @@ pub async fn run_engine(
                 checkpoint = batch.checkpoint.map(|c| (batch.path, c));
             }
             _ = ticker.tick() => engine.advance(unix_now(), &mut decisions),
+            Some(networks) = allowed.recv() => engine.set_allowed(networks),
             Some(snapshot) = snapshots.recv() => {
                 // A ban missing from the store although its write was applied
                 // was lifted by hand: forget it, so the client is judged afresh.

@@ -48,6 +48,7 @@ impl Policy {
     pub fn from_config(config: &Config) -> Policy {
         let b = &config.bans;
         let mut exempt = b.ignore.clone();
+        exempt.extend(b.allow.networks.iter().copied());
         exempt.extend(
             ["127.0.0.0/8", "::1/128", "::ffff:127.0.0.0/104"]
                 .iter()
@@ -173,6 +174,7 @@ pub struct Engine {
     deliveries: HashMap<IpNet, i64>,
     bans: HashMap<IpAddr, Ban>,
     banned_nets: HashMap<IpNet, Vec<IpAddr>>,
+    allowed: Vec<IpNet>,
     offences: HashMap<IpAddr, (u32, i64)>,
     due: BinaryHeap<Reverse<(i64, Due, IpAddr)>>,
     now: i64,
@@ -201,6 +203,7 @@ impl Engine {
             deliveries: HashMap::new(),
             bans: HashMap::new(),
             banned_nets: HashMap::new(),
+            allowed: Vec::new(),
             offences: HashMap::new(),
             due: BinaryHeap::new(),
             now: i64::MIN,
@@ -224,6 +227,15 @@ impl Engine {
             .push(ip);
         self.offences.insert(ip, (offence, at));
         self.due.push(Reverse((until, Due::Expire, ip)));
+    }
+
+    /// Replaces the dynamic allow list (networks from big senders' SPF
+    /// records): clients in it are never banned from now on.
+    pub fn set_allowed(&mut self, networks: Vec<IpNet>) {
+        self.allowed = networks;
+        let allowed = &self.allowed;
+        self.clients
+            .retain(|ip, _| !allowed.iter().any(|n| n.contains(ip)));
     }
 
     /// Forgets a ban lifted outside the engine (`nolist bans remove`): the
@@ -258,7 +270,10 @@ impl Engine {
     pub fn hit(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
         self.advance(at, out);
         let ip = canonical(ip);
-        if self.policy.is_exempt(ip) || self.bans.contains_key(&ip) {
+        if self.policy.is_exempt(ip)
+            || self.bans.contains_key(&ip)
+            || self.allowed.iter().any(|n| n.contains(&ip))
+        {
             return;
         }
         let max = self.policy.maxretry as usize;

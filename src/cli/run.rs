@@ -157,7 +157,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         for log in &config.mta.logs {
             tracing::info!(format = ?config.mta.format, "following {}", log.display());
         }
-        let engine = tokio::spawn(crate::daemon::run_engine(engine, store, received, log_rx, shutdown.clone()));
+        let (allow_tx, allow_rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(crate::daemon::refresh_spf(config.clone(), allow_tx, shutdown.clone()));
+        let engine = tokio::spawn(crate::daemon::run_engine(
+            engine,
+            store,
+            received,
+            log_rx,
+            allow_rx,
+            shutdown.clone(),
+        ));
         let notifier = crate::notify::Notifier::from_env();
         notifier.send("READY=1\nSTATUS=serving");
         let watchdog = crate::notify::Notifier::watchdog_interval().map(|every| {

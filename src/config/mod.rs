@@ -287,10 +287,35 @@ pub struct Bans {
     pub ignore: Vec<Cidr>,
     /// How long a delivery through a real MX clears its client and network.
     pub remember: Duration,
+    /// Senders never banned: static networks, and the networks the SPF
+    /// records of big senders authorise.
+    pub allow: Allow,
     /// Longer bans for repeat offenders.
     pub escalation: Escalation,
     /// How bans are enforced.
     pub enforce: Enforce,
+}
+
+/// `bans.allow`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Allow {
+    /// Networks never banned.
+    pub networks: Vec<Cidr>,
+    /// Sender domains (e.g. `gmail.com`) whose SPF networks are never banned.
+    pub spf: Vec<Name>,
+    /// How often the SPF records are resolved again.
+    pub refresh: Duration,
+}
+
+impl Default for Allow {
+    fn default() -> Self {
+        Allow {
+            networks: Vec::new(),
+            spf: Vec::new(),
+            refresh: Duration::from_secs(86_400),
+        }
+    }
 }
 
 /// `bans.escalation`: the n-th ban of a client lasts `bantime × factor^(n−1)`, at most `max`.
@@ -325,6 +350,7 @@ impl Default for Bans {
                 "::1".parse().expect("valid literal"),
             ],
             remember: Duration::from_secs(30 * 86_400),
+            allow: Allow::default(),
             escalation: Escalation::default(),
             enforce: Enforce::default(),
         }

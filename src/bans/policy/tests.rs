@@ -326,3 +326,17 @@ fn a_ban_forgotten_by_hand_is_judged_afresh() {
         "the earlier ban still counts for escalation"
     );
 }
+
+#[test]
+fn allowed_networks_are_never_banned() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    let big = ip("198.51.100.33");
+    engine.hit(big, T0, &mut out);
+    engine.set_allowed(vec!["198.51.100.0/24".parse().unwrap()]);
+    for k in 1..5 {
+        engine.hit(big, T0 + k, &mut out);
+    }
+    engine.advance(T0 + DAY, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+}
