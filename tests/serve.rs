@@ -481,3 +481,38 @@ fn tcp_connection_flood_is_bounded() {
     let reply = ask(Duration::from_secs(5)).expect("TCP recovers after the flood");
     assert_eq!(&reply[..2], &9u16.to_be_bytes());
 }
+
+/// serve → verify end to end, over UDP and over TCP only.
+#[test]
+fn verify_passes_against_serve_over_udp_and_tcp() {
+    let server = Server::start(&util::root().join("examples/sandwich.yaml"));
+    for (addr, extra) in [
+        (server.addr("udp", false), None),
+        (server.addr("tcp", false), Some("--tcp")),
+        (server.addr("udp", true), None),
+        (server.addr("tcp", true), Some("--tcp")),
+    ] {
+        let mut cmd = util::nolist();
+        cmd.args([
+            "verify",
+            "-c",
+            "examples/sandwich.yaml",
+            "--dns-only",
+            "--format",
+            "json",
+        ])
+        .args(["--nameserver", &addr.to_string()]);
+        if let Some(flag) = extra {
+            cmd.arg(flag);
+        }
+        let out = cmd.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{addr} {extra:?}: {report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(report["ok"], true, "{report}");
+    }
+}

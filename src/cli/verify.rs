@@ -26,6 +26,9 @@ pub(crate) struct VerifyArgs {
     /// Ask only this nameserver (repeatable); default: the system resolver.
     #[arg(long, value_name = "IP:PORT")]
     pub nameserver: Vec<SocketAddr>,
+    /// Ask the nameservers over TCP only (default: UDP, TCP when truncated).
+    #[arg(long)]
+    pub tcp: bool,
     /// Also discover each zone's NS set and ask every authoritative server directly.
     #[arg(long)]
     pub authoritative: bool,
@@ -159,6 +162,7 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<ExitCode, Failure> {
         ns_port: args.ns_port,
         timeout: args.timeout,
         dns_only: args.dns_only,
+        tcp: args.tcp,
         smtp: SmtpOptions {
             port: args.smtp_port,
             timeout: args.smtp_timeout,

@@ -160,6 +160,8 @@ pub struct Options {
     pub concurrency: usize,
     /// `--dns-only`: SMTP was deliberately skipped.
     pub dns_only: bool,
+    /// `--tcp`: ask the given nameservers over TCP only.
+    pub tcp: bool,
     /// How to probe the MX hosts (unless `dns_only`).
     pub smtp: SmtpOptions,
 }
@@ -208,6 +210,7 @@ impl Default for Options {
             tries: 2,
             concurrency: DEFAULT_CONCURRENCY,
             dns_only: false,
+            tcp: false,
             smtp: SmtpOptions::default(),
         }
     }

@@ -277,13 +277,13 @@ fn resolver_options(options: &Options, recursion: bool) -> ResolverOpts {
     o
 }
 
-fn server_config(address: SocketAddr) -> NameServerConfig {
+fn server_config(address: SocketAddr, tcp_only: bool) -> NameServerConfig {
     let mut udp = ConnectionConfig::udp();
     udp.port = address.port();
     let mut tcp = ConnectionConfig::tcp();
     tcp.port = address.port();
     let mut config = NameServerConfig::udp_and_tcp(address.ip());
-    config.connections = vec![udp, tcp];
+    config.connections = if tcp_only { vec![tcp] } else { vec![udp, tcp] };
     config
 }
 
@@ -323,7 +323,7 @@ fn main_resolver(
             .nameservers
             .iter()
             .copied()
-            .map(server_config)
+            .map(|a| server_config(a, options.tcp))
             .collect();
         (config, false)
     };
@@ -499,7 +499,7 @@ async fn authoritative(
             let address = SocketAddr::new(ip, options.ns_port);
             if let Entry::Vacant(slot) = servers.entry(address) {
                 let mut config = ResolverConfig::default();
-                config.name_servers = vec![server_config(address)];
+                config.name_servers = vec![server_config(address, options.tcp)];
                 slot.insert(Arc::new(build(config, options, false, permits)?));
             }
         }
