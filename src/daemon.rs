@@ -341,11 +341,10 @@ fn spawn_writer(
                 last_sync = std::time::Instant::now();
                 match store.bans(unix_now()) {
                     Ok(bans) => {
-                        let engine_bans = bans
-                            .iter()
-                            .filter(|b| b.source == Source::Engine)
-                            .filter_map(|b| host_of(&b.target))
-                            .collect();
+                        // Any ban on the address counts: an engine ban on an
+                        // address an operator already banned is kept as the
+                        // operator's, and is not "lifted by hand".
+                        let engine_bans = bans.iter().filter_map(|b| host_of(&b.target)).collect();
                         let _ = snapshots.try_send(BanSnapshot {
                             applied,
                             engine_bans,

@@ -183,6 +183,10 @@ pub fn plan_batch(ports: &[u16], desired: &[Target], actual: &[IpNet], rebuild: 
         let e = want.entry(net).or_insert(0);
         *e = (*e).max(t.remaining.max(1));
     }
+    // Interval sets refuse overlapping elements: a ban inside a wider ban is
+    // already enforced by the wider one.
+    let nets: Vec<IpNet> = want.keys().copied().collect();
+    want.retain(|net, _| !nets.iter().any(|other| other != net && other.contains(net)));
     let have: std::collections::BTreeSet<IpNet> = actual.iter().map(IpNet::trunc).collect();
     let mut batch = Batch {
         rebuild,
@@ -294,6 +298,20 @@ mod tests {
         );
         assert_eq!((b.added, b.removed), (1, 1));
         assert!(!plan_batch(&[25], &[t("203.0.113.9/32", 60)], &actual[..1], false).changed());
+    }
+
+    #[test]
+    fn bans_inside_wider_bans_are_left_to_them() {
+        let b = plan_batch(
+            &[25],
+            &[t("198.51.100.7/32", 60), t("198.51.100.0/24", 600)],
+            &[],
+            false,
+        );
+        assert_eq!(
+            b.text,
+            "add element inet nolist banned4 { 198.51.100.0/24 timeout 600s }\n"
+        );
     }
 
     #[test]

@@ -81,7 +81,12 @@ impl LineParser {
         LineParser {
             format,
             decoy_tag: tag,
-            decoy_reply: decoy.reply.as_ref().map(|r| r.as_bytes().to_vec()),
+            // An empty reply text would match every reject line.
+            decoy_reply: decoy
+                .reply
+                .as_ref()
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| r.as_bytes().to_vec()),
             guess: YearGuess::new(now),
             zone,
             last_at: None,
