@@ -60,6 +60,9 @@ pub struct LogBatch {
 /// notices bans lifted by hand (`nolist bans remove`).
 const SYNC: Duration = Duration::from_secs(5);
 
+/// How often expired bans and old deliveries are removed from the store.
+const PRUNE: Duration = Duration::from_secs(600);
+
 /// The engine's bans as the store holds them, after `applied` writes.
 struct BanSnapshot {
     applied: u64,
@@ -265,6 +268,7 @@ fn tail_loop(
     tx: mpsc::Sender<LogBatch>,
     shutdown: CancellationToken,
 ) {
+    let mut saved: Option<String> = None;
     while !shutdown.is_cancelled() {
         let mut events = Vec::new();
         let result = tailer.poll(&mut |line: &[u8]| {
@@ -275,9 +279,14 @@ fn tail_loop(
         if let Err(e) = result {
             tracing::warn!(log = %key, error = %e, "reading the MTA log failed");
         }
+        // Only a moved checkpoint is written: an idle log leaves the store idle.
         let checkpoint = tailer
             .checkpoint()
-            .and_then(|c| serde_json::to_string(&c).ok());
+            .and_then(|c| serde_json::to_string(&c).ok())
+            .filter(|c| saved.as_ref() != Some(c));
+        if checkpoint.is_some() {
+            saved.clone_from(&checkpoint);
+        }
         if !events.is_empty() || checkpoint.is_some() {
             // Split big catch-ups; only the last part carries the checkpoint.
             let mut chunks: Vec<Vec<(i64, IpAddr, Kind)>> =
@@ -315,6 +324,7 @@ fn tail_loop(
 fn spawn_writer(
     mut store: Store,
     snapshots: mpsc::Sender<BanSnapshot>,
+    remember: i64,
 ) -> (
     std::sync::mpsc::SyncSender<Write>,
     std::thread::JoinHandle<()>,
@@ -323,6 +333,7 @@ fn spawn_writer(
     let handle = std::thread::spawn(move || {
         let mut applied = 0u64;
         let mut last_sync = std::time::Instant::now();
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
             match rx.recv_timeout(SYNC) {
                 Ok(w) => {
@@ -336,6 +347,17 @@ fn spawn_writer(
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            // Retention: expired bans and deliveries past `remember` go.
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE) {
+                last_prune = Some(std::time::Instant::now());
+                let now = unix_now();
+                if let Err(e) = store
+                    .expire(now)
+                    .and_then(|_| store.prune_deliveries(now - remember))
+                {
+                    tracing::warn!(error = %e, "pruning the store failed");
+                }
             }
             if last_sync.elapsed() >= SYNC {
                 last_sync = std::time::Instant::now();
@@ -368,7 +390,8 @@ pub async fn run_engine(
     shutdown: CancellationToken,
 ) {
     let (snap_tx, mut snapshots) = mpsc::channel(4);
-    let (writer, writer_thread) = spawn_writer(store, snap_tx);
+    let remember = engine.policy().remember;
+    let (writer, writer_thread) = spawn_writer(store, snap_tx, remember);
     let writer = Arc::new(writer);
     // Writes sent, and the write that carried each engine ban.
     let mut sent = 0u64;

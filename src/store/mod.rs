@@ -344,6 +344,13 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Forgets deliveries older than `before` (they no longer clear anyone).
+    pub fn prune_deliveries(&mut self, before: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM deliveries WHERE last < ?1", params![before])
+            .map_err(|e| self.err(e))
+    }
+
     /// Remembers that `network` delivered at `at`.
     pub fn record_delivery(&mut self, network: &IpNet, at: i64) -> Result<(), StoreError> {
         self.conn
