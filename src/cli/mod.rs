@@ -34,9 +34,9 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Serve the planned zones authoritatively over UDP and TCP.
     Serve(serve::ServeArgs),
-    /// Check live DNS (and, later, SMTP) against the plan.
+    /// Check live DNS and the MX hosts' SMTP answers against the plan.
     Verify(verify::VerifyArgs),
-    /// Run the daemon: the decoy responder (ban engine and enforcement come later).
+    /// Run the daemon: decoy responder, log watcher, ban engine and nftables enforcement.
     Run(run::RunArgs),
     /// One SMTP dialogue up to RCPT (never DATA), like `swaks --quit-after RCPT`.
     Probe(probe::ProbeArgs),
