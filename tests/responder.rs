@@ -383,3 +383,50 @@ fn probe_reports_the_decoy_dialogue_and_refusals() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Connection refused"));
 }
+
+/// Regression: the per-session log line went to stderr synchronously, so a
+/// stderr pipe nobody reads stalled the responder after ~64 KiB of logs.
+/// Logging must never block the decoy.
+#[test]
+fn a_stalled_stderr_never_stalls_the_responder() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(dir.path(), "rcpt-450", "")
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nolist"))
+        .args(["run", "-c", &cfg, "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env("NOLIST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped()) // never read
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        TcpStream::connect(addr).is_ok()
+    });
+    assert!(up, "nolist run did not come up");
+    // Far more log output than a pipe buffer holds.
+    for _ in 0..1500 {
+        let mut s = connect(addr);
+        assert!(
+            read_reply(&mut s).starts_with("220 "),
+            "the decoy stopped answering"
+        );
+        s.write_all(b"QUIT\r\n").unwrap();
+        let _ = read_reply(&mut s);
+    }
+    assert_eq!(probe(addr), ["220", "250", "250", "450", "221"]);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -94,18 +94,47 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `NOLIST_LOG` (tracing's env-filter syntax) overrides the default.
-pub(crate) fn init_logging() {
+/// Logs go to stderr through a bounded, lossy queue drained by a thread of
+/// its own: a stalled stderr (a full pipe, a hung log collector) drops log
+/// lines instead of blocking the responder or the DNS workers. `NOLIST_LOG`
+/// (tracing's env-filter syntax) overrides the default filter. Keep the
+/// returned guard alive: dropping it flushes the queue.
+pub(crate) fn init_logging() -> Logging {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOLIST_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_resolver=warn",
         )
     });
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE)
+        .finish(io::stderr());
+    let dropped = writer.error_counter();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
+        .with_writer(writer)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .try_init();
+    Logging {
+        _guard: guard,
+        dropped,
+    }
+}
+
+/// Log lines queued for stderr at most; more are dropped and counted.
+const LOG_QUEUE: usize = 16_384;
+
+/// Keeps the log writer alive; knows how many lines were dropped.
+pub(crate) struct Logging {
+    _guard: tracing_appender::non_blocking::WorkerGuard,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+impl Logging {
+    /// Log lines dropped because stderr did not keep up.
+    pub(crate) fn dropped(&self) -> usize {
+        self.dropped.dropped_lines()
+    }
 }
 
 /// What a signal asks for.

@@ -90,7 +90,7 @@ fn raise_fd_limit() {
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
-    super::init_logging();
+    let logging = super::init_logging();
     let mut config = config::load(&args.config)?;
     if let Some(dir) = &args.state_dir {
         config.state_dir = dir.clone();
@@ -203,7 +203,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
             }
         })
         .await;
-        tracing::info!(dropped_events = dropped, "stopped");
+        tracing::info!(dropped_events = dropped, dropped_log_lines = logging.dropped(), "stopped");
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -72,7 +72,7 @@ fn load(path: &Path, previous: Option<&Snapshot>) -> Result<(Config, Snapshot), 
 }
 
 pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
-    super::init_logging();
+    let _logging = super::init_logging();
     let (config, snapshot) = match load(&args.config, None) {
         Ok(loaded) => loaded,
         Err(LoadError::Config(e)) => return Err(e.into()),

@@ -1,0 +1,409 @@
+//! The load generator of `bench/responder`: drives an SMTP decoy (nolist's
+//! responder or the classic Postfix decoy) with the same client, so the two
+//! are compared under identical load on the same machine.
+//!
+//! ```text
+//! nolist-load rate --target ADDR [--concurrency 50] [--seconds 10] [--warmup 1]
+//!                  [--sources IP,IP,...] [--threads 1]
+//! nolist-load hold --target ADDR --count N [--sources IP,...] [--in-flight 256]
+//!                  [--hold 10] [--threads 1]
+//! ```
+//!
+//! `rate` runs `--concurrency` clients, each repeating one decoy session
+//! (banner → EHLO → MAIL → RCPT → QUIT, then read until the server closes)
+//! and checking each reply's class (2, 2, 2, 4, 2); sessions completed
+//! inside the measured window count. `hold` opens `--count` connections,
+//! reads each banner, prints `held=N`, and keeps them open and silent for
+//! `--hold` seconds. Both print one `key=value` line at the end, including
+//! the generator's own CPU time (`cpu_s`), because it shares the cores with
+//! the server under test.
+//!
+//! Clients bind to the `--sources` loopback addresses in turn, with
+//! `IP_BIND_ADDRESS_NO_PORT` so that the ephemeral port is picked at
+//! connect time per destination (tens of thousands of connections do not
+//! exhaust one address's port range).
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout};
+
+const USAGE: &str = "usage: nolist-load rate|hold --target ADDR [--concurrency N] [--seconds S] \
+[--warmup S] [--count N] [--hold S] [--in-flight N] [--sources IP,...] [--threads N]";
+
+/// The command line, validated.
+struct Args {
+    mode: Mode,
+    target: SocketAddr,
+    sources: Vec<IpAddr>,
+    threads: usize,
+    concurrency: usize,
+    seconds: f64,
+    warmup: f64,
+    count: usize,
+    in_flight: usize,
+    hold: f64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Rate,
+    Hold,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let mode = match it.next().as_deref() {
+        Some("rate") => Mode::Rate,
+        Some("hold") => Mode::Hold,
+        _ => return Err(USAGE.into()),
+    };
+    let mut args = Args {
+        mode,
+        target: SocketAddr::from(([127, 0, 0, 1], 25)),
+        sources: Vec::new(),
+        threads: 1,
+        concurrency: 50,
+        seconds: 10.0,
+        warmup: 1.0,
+        count: 1000,
+        in_flight: 256,
+        hold: 10.0,
+    };
+    let mut target = None;
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--target" => target = Some(value.parse().map_err(|e| bad(&e))?),
+            "--sources" => {
+                args.sources = value
+                    .split(',')
+                    .map(|s| s.parse::<IpAddr>().map_err(|e| bad(&e)))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--threads" => args.threads = value.parse().map_err(|e| bad(&e))?,
+            "--concurrency" => args.concurrency = value.parse().map_err(|e| bad(&e))?,
+            "--seconds" => args.seconds = value.parse().map_err(|e| bad(&e))?,
+            "--warmup" => args.warmup = value.parse().map_err(|e| bad(&e))?,
+            "--count" => args.count = value.parse().map_err(|e| bad(&e))?,
+            "--in-flight" => args.in_flight = value.parse().map_err(|e| bad(&e))?,
+            "--hold" => args.hold = value.parse().map_err(|e| bad(&e))?,
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+        }
+    }
+    args.target = target.ok_or_else(|| format!("--target is required\n{USAGE}"))?;
+    if args.threads == 0 || args.concurrency == 0 || args.in_flight == 0 {
+        return Err("--threads, --concurrency and --in-flight must be > 0".into());
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("nolist-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nolist-load: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = Arc::new(args);
+    let line = match args.mode {
+        Mode::Rate => runtime.block_on(rate(args.clone())),
+        Mode::Hold => runtime.block_on(hold(args.clone())),
+    };
+    println!("{line} cpu_s={:.2}", cpu_seconds());
+    // `hold` exits with thousands of sockets open: the kernel closes them.
+    std::process::exit(0)
+}
+
+/// Why a session failed.
+#[derive(Clone, Copy)]
+enum Fail {
+    Connect = 0,
+    Io = 1,
+    Closed = 2,
+    Timeout = 3,
+    Unexpected = 4,
+}
+
+const FAIL_NAMES: [&str; 5] = ["connect", "io", "closed", "timeout", "unexpected"];
+
+/// One worker's results.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: [u64; 5],
+    latency_us: Vec<u32>,
+}
+
+async fn rate(args: Arc<Args>) -> String {
+    let start = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let end = start + Duration::from_secs_f64(args.seconds);
+    let mut workers = Vec::new();
+    for i in 0..args.concurrency {
+        let args = args.clone();
+        let source = pick(&args.sources, i);
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut buf = Vec::with_capacity(1024);
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                let result = timeout(
+                    Duration::from_secs(10),
+                    session(args.target, source, &mut buf),
+                )
+                .await
+                .unwrap_or(Err(Fail::Timeout));
+                let t1 = Instant::now();
+                if t0 < start || t1 > end {
+                    continue;
+                }
+                match result {
+                    Ok(()) => {
+                        tally.ok += 1;
+                        let us = (t1 - t0).as_micros();
+                        tally.latency_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    }
+                    Err(f) => {
+                        tally.failed[f as usize] += 1;
+                        // A refusing or broken server: do not spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for w in workers {
+        if let Ok(t) = w.await {
+            total.ok += t.ok;
+            for (a, b) in total.failed.iter_mut().zip(t.failed) {
+                *a += b;
+            }
+            total.latency_us.extend(t.latency_us);
+        }
+    }
+    total.latency_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        let v = &total.latency_us;
+        if v.is_empty() {
+            return 0.0;
+        }
+        let i = ((v.len() - 1) as f64 * p).round() as usize;
+        f64::from(v[i]) / 1000.0
+    };
+    let failed: u64 = total.failed.iter().sum();
+    format!(
+        "sessions={} seconds={:.2} rate={:.0} failed={} fail_detail={} p50_ms={:.2} p99_ms={:.2}",
+        total.ok,
+        args.seconds,
+        total.ok as f64 / args.seconds,
+        failed,
+        fail_detail(&total.failed),
+        pct(0.5),
+        pct(0.99),
+    )
+}
+
+/// One decoy session: banner 2xx, EHLO 2xx, MAIL 2xx, RCPT 4xx, QUIT 2xx,
+/// then read until the server closes (the server closes first, so the
+/// TIME_WAIT state stays on its side, not on the client's ports).
+async fn session(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    buf: &mut Vec<u8>,
+) -> Result<(), Fail> {
+    buf.clear();
+    let mut s = connect(target, source).await?;
+    expect(&mut s, buf, b'2').await?;
+    let steps: [(&[u8], u8); 4] = [
+        (b"EHLO load.example\r\n", b'2'),
+        (b"MAIL FROM:<load@spam.example>\r\n", b'2'),
+        (b"RCPT TO:<user@example.org>\r\n", b'4'),
+        (b"QUIT\r\n", b'2'),
+    ];
+    for (command, class) in steps {
+        s.write_all(command).await.map_err(|_| Fail::Io)?;
+        expect(&mut s, buf, class).await?;
+    }
+    let mut rest = [0u8; 64];
+    loop {
+        match s.read(&mut rest).await {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Fail> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|_| Fail::Connect)?;
+    if let Some(ip) = source {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` (a c_int) for the length given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|_| Fail::Connect)?;
+    }
+    // No TCP_NODELAY: each command goes out when the previous one has been
+    // answered (and so acknowledged), so Nagle never holds it back.
+    socket.connect(target).await.map_err(|_| Fail::Connect)
+}
+
+/// Reads one (possibly multi-line) reply and checks its class.
+async fn expect(s: &mut TcpStream, buf: &mut Vec<u8>, class: u8) -> Result<(), Fail> {
+    let mut scanned = 0;
+    loop {
+        while let Some(nl) = buf[scanned..].iter().position(|&b| b == b'\n') {
+            let line = &buf[scanned..scanned + nl + 1];
+            scanned += nl + 1;
+            // A final line: "NNN " or "NNN\r\n".
+            if line.len() >= 4 && (line[3] == b' ' || line[3] == b'\r') {
+                let got = line[0];
+                buf.drain(..scanned);
+                return if got == class {
+                    Ok(())
+                } else {
+                    Err(Fail::Unexpected)
+                };
+            }
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(Fail::Unexpected);
+        }
+        buf.reserve(512);
+        match s.read_buf(buf).await {
+            Ok(0) => return Err(Fail::Closed),
+            Ok(_) => {}
+            Err(_) => return Err(Fail::Io),
+        }
+    }
+}
+
+async fn hold(args: Arc<Args>) -> String {
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.in_flight));
+    let held = Arc::new(AtomicU64::new(0));
+    let failed: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    for i in 0..args.count {
+        let permit = gate.clone().acquire_owned().await.expect("semaphore");
+        let (held, failed, done) = (held.clone(), failed.clone(), done_tx.clone());
+        let mut release = release_rx.clone();
+        let source = pick(&args.sources, i);
+        let target = args.target;
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(256);
+            let opened = timeout(Duration::from_secs(20), async {
+                let mut s = connect(target, source).await?;
+                expect(&mut s, &mut buf, b'2').await?;
+                Ok::<_, Fail>(s)
+            })
+            .await
+            .unwrap_or(Err(Fail::Timeout));
+            drop(permit);
+            drop(buf);
+            match opened {
+                Ok(stream) => {
+                    held.fetch_add(1, Ordering::Relaxed);
+                    drop(done);
+                    let _ = release.wait_for(|r| *r).await;
+                    drop(stream);
+                }
+                Err(f) => {
+                    failed[f as usize].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    drop(done_tx);
+    // Every task has either failed or holds its session when all senders are gone.
+    let _ = done_rx.recv().await;
+    let counts: Vec<u64> = failed.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+    let line = format!(
+        "held={} failed={} fail_detail={} open_s={:.2}",
+        held.load(Ordering::Relaxed),
+        counts.iter().sum::<u64>(),
+        fail_detail(&counts),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+    let _ = release_tx.send(true);
+    line
+}
+
+/// `connect:3,timeout:1`, or `-` when nothing failed.
+fn fail_detail(counts: &[u64]) -> String {
+    let parts: Vec<String> = FAIL_NAMES
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| **n > 0)
+        .map(|(name, n)| format!("{name}:{n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn pick(sources: &[IpAddr], i: usize) -> Option<IpAddr> {
+    (!sources.is_empty()).then(|| sources[i % sources.len()])
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
