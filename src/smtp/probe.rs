@@ -131,24 +131,31 @@ pub struct ProbeReport {
     pub transcript: Vec<Line>,
 }
 
+impl ProbeReport {
+    /// A report for `address` that has learned nothing yet.
+    pub fn new(address: SocketAddr) -> ProbeReport {
+        ProbeReport {
+            address,
+            outcome: Outcome::Completed,
+            step: Step::Connect,
+            banner: None,
+            ehlo: None,
+            helo_fallback: false,
+            extensions: Vec::new(),
+            starttls: false,
+            mail: None,
+            rcpt: None,
+            error: None,
+            elapsed_ms: 0,
+            transcript: Vec::new(),
+        }
+    }
+}
+
 /// Probes `address`.
 pub async fn probe(address: SocketAddr, options: &ProbeOptions) -> ProbeReport {
     let started = Instant::now();
-    let mut report = ProbeReport {
-        address,
-        outcome: Outcome::Completed,
-        step: Step::Connect,
-        banner: None,
-        ehlo: None,
-        helo_fallback: false,
-        extensions: Vec::new(),
-        starttls: false,
-        mail: None,
-        rcpt: None,
-        error: None,
-        elapsed_ms: 0,
-        transcript: Vec::new(),
-    };
+    let mut report = ProbeReport::new(address);
     match tokio::time::timeout(options.timeout, TcpStream::connect(address)).await {
         Err(_) => report.outcome = Outcome::Timeout,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

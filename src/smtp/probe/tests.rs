@@ -17,21 +17,7 @@ fn options() -> ProbeOptions {
 }
 
 fn empty_report() -> ProbeReport {
-    ProbeReport {
-        address: "127.0.0.1:25".parse().unwrap(),
-        outcome: Outcome::Completed,
-        step: Step::Connect,
-        banner: None,
-        ehlo: None,
-        helo_fallback: false,
-        extensions: Vec::new(),
-        starttls: false,
-        mail: None,
-        rcpt: None,
-        error: None,
-        elapsed_ms: 0,
-        transcript: Vec::new(),
-    }
+    ProbeReport::new("127.0.0.1:25".parse().unwrap())
 }
 
 /// Runs the probe's dialogue against a server that answers each line we

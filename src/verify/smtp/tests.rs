@@ -38,19 +38,9 @@ fn expected(yaml: &str) -> Expected {
 /// sent), ending with `outcome` at the step the script reached.
 fn probe(outcome: Outcome, script: &[&str]) -> ProbeReport {
     let mut r = ProbeReport {
-        address: "192.0.2.10:25".parse().unwrap(),
         outcome,
-        step: Step::Connect,
-        banner: None,
-        ehlo: None,
-        helo_fallback: false,
-        extensions: Vec::new(),
-        starttls: false,
-        mail: None,
-        rcpt: None,
-        error: None,
         elapsed_ms: 1,
-        transcript: Vec::new(),
+        ..ProbeReport::new("192.0.2.10:25".parse().unwrap())
     };
     let mut verb = None::<String>;
     let at_connect = matches!(
