@@ -98,6 +98,25 @@ pub struct HostAnswer {
     pub alias: Option<String>,
 }
 
+impl HostAnswer {
+    /// Every address found, IPv4 first (none for a failed lookup).
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        let v4 = self
+            .ipv4
+            .records()
+            .unwrap_or(&[])
+            .iter()
+            .map(|a| std::net::IpAddr::V4(*a));
+        let v6 = self
+            .ipv6
+            .records()
+            .unwrap_or(&[])
+            .iter()
+            .map(|a| std::net::IpAddr::V6(*a));
+        v4.chain(v6)
+    }
+}
+
 /// Everything observed about one domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainObservation {

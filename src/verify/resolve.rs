@@ -13,7 +13,7 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hickory_resolver::config::{
@@ -483,19 +483,7 @@ async fn authoritative(
     // One direct resolver per server address, shared by every domain.
     let mut servers: BTreeMap<SocketAddr, Arc<Dns>> = BTreeMap::new();
     for answer in ns_hosts.values() {
-        let v4 = answer
-            .ipv4
-            .records()
-            .unwrap_or(&[])
-            .iter()
-            .map(|a| IpAddr::V4(*a));
-        let v6 = answer
-            .ipv6
-            .records()
-            .unwrap_or(&[])
-            .iter()
-            .map(|a| IpAddr::V6(*a));
-        for ip in v4.chain(v6) {
+        for ip in answer.addresses() {
             let address = SocketAddr::new(ip, options.ns_port);
             if let Entry::Vacant(slot) = servers.entry(address) {
                 let mut config = ResolverConfig::default();
@@ -517,19 +505,7 @@ async fn authoritative(
             let Some(addrs) = ns_hosts.get(host) else {
                 continue;
             };
-            let v4 = addrs
-                .ipv4
-                .records()
-                .unwrap_or(&[])
-                .iter()
-                .map(|a| IpAddr::V4(*a));
-            let v6 = addrs
-                .ipv6
-                .records()
-                .unwrap_or(&[])
-                .iter()
-                .map(|a| IpAddr::V6(*a));
-            for ip in v4.chain(v6) {
+            for ip in addrs.addresses() {
                 jobs.push((
                     origin.clone(),
                     host.clone(),
@@ -580,6 +556,7 @@ async fn authoritative(
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
     use std::str::FromStr;
 
     use hickory_resolver::net::NoRecords;
