@@ -200,3 +200,52 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
         server.log_text()
     );
 }
+
+/// `nolist run` also serves the planned zones when `dns.serve` is set.
+#[test]
+fn run_serves_dns_when_configured() {
+    let Some(dig) = util::require_tool("dig", "bind9-dnsutils") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("nolist.yaml");
+    let text = util::read_example("sandwich.yaml")
+        .replace("mode: greet-421", "mode: refuse")
+        .replace(
+            "listen: [\"127.0.0.1:5353\", \"[::1]:5353\"]",
+            "listen: [\"127.0.0.1:0\"]",
+        )
+        .replace(
+            "base_zone: base/",
+            &format!("base_zone: {}/examples/base/", util::root().display()),
+        )
+        .replace("bans:\n", "bans:\n  enforce: { backend: none }\n");
+    std::fs::write(&cfg, text).unwrap();
+    let server = Server::start_with("run", &cfg, &[], 2).unwrap_or_else(|log| panic!("{log}"));
+    let udp = server.addr("udp", false);
+    let out = std::process::Command::new(dig)
+        .args([
+            &format!("@{}", udp.ip()),
+            "-p",
+            &udp.port().to_string(),
+            "+short",
+            "example.com",
+            "MX",
+        ])
+        .output()
+        .unwrap();
+    let mut mx: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    mx.sort();
+    assert_eq!(
+        mx,
+        [
+            "10 mx01.example.com.",
+            "20 mx02.example.com.",
+            "30 mx03.example.com.",
+            "90 mx99.example.com."
+        ]
+    );
+}

@@ -136,6 +136,27 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
                 DRAIN,
             )))
         };
+        // DNS, when the config asks for it: the same zones `nolist serve` serves.
+        let dns_listen = config.dns.serve.as_ref().map(|s| s.listen.clone()).unwrap_or_default();
+        let dns = if dns_listen.is_empty() {
+            None
+        } else {
+            let snapshot = super::serve::snapshot(&config, &plan, None).map_err(Failure::Usage)?;
+            let listeners = crate::dns::Listeners::bind(&dns_listen).await.map_err(|source| Failure::Io {
+                context: format!("binding the DNS listeners {dns_listen:?}"),
+                source,
+            })?;
+            for (proto, addr) in listeners.local_addrs() {
+                tracing::info!("listening on {proto} {addr}");
+            }
+            let authority = std::sync::Arc::new(crate::dns::Authority::new(snapshot));
+            Some(tokio::spawn(listeners.serve(
+                authority,
+                super::serve::tcp_limits(&config),
+                shutdown.clone(),
+                DRAIN,
+            )))
+        };
         // Bind first, so a bad address fails before any state is touched.
         let (store, engine) = crate::daemon::restore(&config).map_err(|e| Failure::Usage(e.to_string()))?;
         let enforcer = match crate::daemon::enforcer(&config).map_err(Failure::Usage)? {
@@ -193,6 +214,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         }
         if let Some(r) = responder {
             let _ = r.await;
+        }
+        if let Some(d) = dns {
+            let _ = d.await;
         }
         let dropped = events.dropped();
         drop(events);

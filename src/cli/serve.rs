@@ -54,10 +54,19 @@ fn load(path: &Path, previous: Option<&Snapshot>) -> Result<(Config, Snapshot), 
     if plan.has_errors() {
         return Err(LoadError::Lint(findings_text(path, &plan.findings)));
     }
+    let snapshot = snapshot(&config, &plan, previous).map_err(LoadError::Zone)?;
+    Ok((config, snapshot))
+}
+
+/// The zones of `plan` (with their base zones) ready to serve.
+pub(crate) fn snapshot(
+    config: &Config,
+    plan: &Plan,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, String> {
     let mut zones = Vec::with_capacity(plan.zones.len());
     for (zone, domain) in plan.zones.iter().zip(&config.domains) {
-        let data = ZoneData::build(zone, domain.base_zone.as_deref())
-            .map_err(|e| LoadError::Zone(e.to_string()))?;
+        let data = ZoneData::build(zone, domain.base_zone.as_deref()).map_err(|e| e.to_string())?;
         let before = previous.and_then(|p| p.zones().iter().find(|z| z.origin == data.origin));
         zones.push(data.succeed(before));
     }
@@ -67,8 +76,21 @@ fn load(path: &Path, previous: Option<&Snapshot>) -> Result<(Config, Snapshot), 
         .as_ref()
         .map(|s| s.axfr_allow.clone())
         .unwrap_or_default();
-    let snapshot = Snapshot::new(zones, axfr_allow).map_err(LoadError::Zone)?;
-    Ok((config, snapshot))
+    Snapshot::new(zones, axfr_allow)
+}
+
+/// The TCP limits of `dns.serve` (defaults without it).
+pub(crate) fn tcp_limits(config: &Config) -> TcpLimits {
+    config.dns.serve.as_ref().map_or(
+        TcpLimits {
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(10),
+        },
+        |s| TcpLimits {
+            max_connections: s.tcp_max_connections.get(),
+            idle_timeout: s.tcp_idle_timeout.0,
+        },
+    )
 }
 
 pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
@@ -93,16 +115,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
             "serve: no listen address: set dns.serve.listen or pass --listen ADDR:PORT".into(),
         ));
     }
-    let limits = serve.map_or(
-        TcpLimits {
-            max_connections: 256,
-            idle_timeout: Duration::from_secs(10),
-        },
-        |s| TcpLimits {
-            max_connections: s.tcp_max_connections.get(),
-            idle_timeout: s.tcp_idle_timeout.0,
-        },
-    );
+    let limits = tcp_limits(&config);
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let mut signals = super::Signals::install()?;
