@@ -289,29 +289,24 @@ fn tail_loop(
         }
         if !events.is_empty() || checkpoint.is_some() {
             // Split big catch-ups; only the last part carries the checkpoint.
-            let mut chunks: Vec<Vec<(i64, IpAddr, Kind)>> =
-                events.chunks(BATCH).map(<[_]>::to_vec).collect();
-            let last = chunks.pop().unwrap_or_default();
-            for events in chunks {
-                if tx
-                    .blocking_send(LogBatch {
-                        path: key.clone(),
-                        events,
-                        checkpoint: None,
-                    })
-                    .is_err()
-                {
+            while events.len() > BATCH {
+                let rest = events.split_off(BATCH);
+                let head = std::mem::replace(&mut events, rest);
+                let batch = LogBatch {
+                    path: key.clone(),
+                    events: head,
+                    checkpoint: None,
+                };
+                if tx.blocking_send(batch).is_err() {
                     return;
                 }
             }
-            if tx
-                .blocking_send(LogBatch {
-                    path: key.clone(),
-                    events: last,
-                    checkpoint,
-                })
-                .is_err()
-            {
+            let batch = LogBatch {
+                path: key.clone(),
+                events,
+                checkpoint,
+            };
+            if tx.blocking_send(batch).is_err() {
                 return;
             }
         }

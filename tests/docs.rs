@@ -5,31 +5,9 @@ mod util;
 
 use util::{nolist, root};
 
-/// The fenced blocks of `lang` in a Markdown file, each preceded by the
-/// closest backticked `nolist …` command above it.
-fn documented_runs(file: &str, lang: &str) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(root().join(file)).unwrap();
-    let mut runs = Vec::new();
-    let mut command = None;
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some(start) = line.find("`nolist ") {
-            let rest = &line[start + 1..];
-            command = rest.find('`').map(|end| rest[..end].to_owned());
-        }
-        if line.trim() == format!("```{lang}") {
-            let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
-            if let Some(cmd) = command.take() {
-                runs.push((cmd, body.join("\n") + "\n"));
-            }
-        }
-    }
-    runs
-}
-
 #[test]
 fn plan_json_doc_example_is_real_output() {
-    let runs = documented_runs("docs/plan-json.md", "json");
+    let runs = util::documented_runs(&root().join("docs/plan-json.md"));
     assert!(
         !runs.is_empty(),
         "docs/plan-json.md shows no command + JSON example"

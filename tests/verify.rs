@@ -7,7 +7,6 @@ mod util;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::path::Path;
 
 use serde_json::Value;
 use util::nsd::{Nsd, free_port};
@@ -58,14 +57,7 @@ fn verify_json(config: &str, ns: SocketAddr, extra: &[&str]) -> (i32, Value) {
         .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}):\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), report)
+    util::exit_and_json(&out)
 }
 
 /// (id, subject) of every check with `status`.
@@ -658,33 +650,11 @@ fn usage_and_config_errors_exit_2() {
         .code(2);
 }
 
-/// The fenced JSON blocks of `file`, each with the backticked `nolist …`
-/// command above it (as `tests/docs.rs` reads `docs/plan-json.md`).
-fn documented_runs(file: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(file).unwrap();
-    let mut runs = Vec::new();
-    let mut command = None;
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some(start) = line.find("`nolist ") {
-            let rest = &line[start + 1..];
-            command = rest.find('`').map(|end| rest[..end].to_owned());
-        }
-        if line.trim() == "```json" {
-            let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
-            if let Some(cmd) = command.take() {
-                runs.push((cmd, body.join("\n") + "\n"));
-            }
-        }
-    }
-    runs
-}
-
 /// The docs show `--nameserver 127.0.0.1:5353`; the test's NSD is on a free
 /// port, which is swapped in for the run and back in the output.
 #[test]
 fn verify_json_doc_example_is_real_output() {
-    let runs = documented_runs(&root().join("docs/verify-json.md"));
+    let runs = util::documented_runs(&root().join("docs/verify-json.md"));
     assert!(
         !runs.is_empty(),
         "docs/verify-json.md shows no command + JSON example"

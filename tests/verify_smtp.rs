@@ -97,14 +97,7 @@ impl Setup {
             .verify(&[extra, &["--format", "json"]].concat())
             .output()
             .unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}):\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code().unwrap(), report)
+        util::exit_and_json(&out)
     }
 }
 

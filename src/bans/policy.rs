@@ -49,8 +49,9 @@ impl Policy {
         let b = &config.bans;
         let mut exempt = b.ignore.clone();
         exempt.extend(b.allow.networks.iter().copied());
+        // IPv4-mapped addresses are checked as IPv4 (see `canonical`).
         exempt.extend(
-            ["127.0.0.0/8", "::1/128", "::ffff:127.0.0.0/104"]
+            ["127.0.0.0/8", "::1/128"]
                 .iter()
                 .filter_map(|c| c.parse::<Cidr>().ok()),
         );

@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 
 use super::{EXIT_FAILED, Failure, print};
 use crate::config;
+use crate::daemon::unix_now;
 use crate::store::{self, BanRecord, Source, Store};
 use crate::watch::time::rfc3339;
 
@@ -66,12 +66,6 @@ pub(crate) enum Format {
     Json,
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn open(config: Option<&PathBuf>) -> Result<Store, Failure> {
     let Some(path) = config else {
         return Err(Failure::Usage(
@@ -100,7 +94,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
         BansAction::List { format } => {
             let store = open(args.config.as_ref())?;
             let bans = store
-                .bans(now())
+                .bans(unix_now())
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             let text = match format {
                 Format::Json => {
@@ -151,7 +145,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
         } => {
             let target = target(text)?;
             let mut store = open(args.config.as_ref())?;
-            let now = now();
+            let now = unix_now();
             let until = now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
             store
                 .add_ban(&BanRecord {
@@ -171,7 +165,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             let target = target(text)?;
             let mut store = open(args.config.as_ref())?;
             let removed = store
-                .remove_ban(&target, now(), "removed by hand")
+                .remove_ban(&target, unix_now(), "removed by hand")
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             if removed {
                 print(&format!("unbanned {target}\n"))?;
@@ -187,7 +181,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
 pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
     let store = open(Some(&args.config))?;
     let status = store
-        .status(now(), 10)
+        .status(unix_now(), 10)
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let text = match args.format {
         Format::Json => format!(

@@ -209,10 +209,16 @@ pub(crate) fn findings_text(config: &Path, findings: &[Finding]) -> String {
 /// Writes to stdout; a closed pipe (`nolist plan | head`) is not an error.
 pub(crate) fn print(text: &str) -> Result<(), Failure> {
     let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    stdout_result(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    )
+}
+
+/// The outcome of a write to stdout: a closed pipe is success.
+pub(crate) fn stdout_result(result: io::Result<()>) -> Result<(), Failure> {
+    match result {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::Io {
             context: "writing to standard output".into(),
             source: e,

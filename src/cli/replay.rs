@@ -11,7 +11,7 @@ use std::time::{Instant, UNIX_EPOCH};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::Failure;
+use super::{Failure, stdout_result};
 use crate::bans::{Action, Decision, Engine, Policy};
 use crate::config;
 use crate::watch::time::rfc3339;
@@ -195,7 +195,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<ExitCode, Failure> {
             summary.lines_per_second
         ),
     };
-    finish(written.and_then(|()| out.flush()))?;
+    stdout_result(written.and_then(|()| out.flush()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -214,18 +214,7 @@ fn emit(
             ReplayFormat::Json => json_line(&d),
             ReplayFormat::Text => text_line(&d),
         };
-        finish(writeln!(out, "{text}"))?;
+        stdout_result(writeln!(out, "{text}"))?;
     }
     Ok(())
-}
-
-/// A closed pipe (`nolist replay … | head`) is not an error.
-fn finish(result: io::Result<()>) -> Result<(), Failure> {
-    match result {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::Io {
-            context: "writing to standard output".into(),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
 }

@@ -153,10 +153,12 @@ impl Dialogue {
     /// The reply to one command line (with or without its CRLF).
     pub fn command(&mut self, line: &[u8]) -> Reply {
         self.commands = self.commands.saturating_add(1);
-        let mut framed = line.to_vec();
-        if !framed.ends_with(b"\n") {
-            framed.extend_from_slice(b"\r\n");
-        }
+        // The session hands over whole lines; only other callers need framing.
+        let framed: Cow<'_, [u8]> = if line.ends_with(b"\n") {
+            Cow::Borrowed(line)
+        } else {
+            Cow::Owned([line, b"\r\n"].concat())
+        };
         match Request::parse(&mut framed.iter()) {
             Ok(request) => self.request(request),
             Err(e) => self.syntax_error(line, matches!(e, smtp_proto::Error::UnknownCommand)),

@@ -189,6 +189,12 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // A listener on a specific address knows every connection's local
+    // address; only a wildcard listener has to ask the kernel per connection.
+    let fixed_local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -203,7 +209,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let local = stream.local_addr().unwrap_or(client);
+        let local = fixed_local.unwrap_or_else(|| stream.local_addr().unwrap_or(client));
         let slot = slots.clone().try_acquire_owned().ok();
         let ip_slot = per_ip.acquire(client.ip(), settings.max_per_ip);
         let (Some(slot), Some(ip_slot)) = (slot, ip_slot) else {

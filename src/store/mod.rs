@@ -351,18 +351,6 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Remembers that `network` delivered at `at`.
-    pub fn record_delivery(&mut self, network: &IpNet, at: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO deliveries (network, last) VALUES (?1, ?2)
-                 ON CONFLICT(network) DO UPDATE SET last = max(last, excluded.last)",
-                params![network.to_string(), at],
-            )
-            .map(drop)
-            .map_err(|e| self.err(e))
-    }
-
     /// Networks that delivered at or after `since`, with their latest delivery.
     pub fn deliveries(&self, since: i64) -> Result<Vec<(IpNet, i64)>, StoreError> {
         let mut stmt = self
@@ -382,18 +370,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Saves the checkpoint of one log file.
-    pub fn save_checkpoint(&mut self, path: &str, state: &str, now: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO checkpoints (path, state, updated) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(path) DO UPDATE SET state = excluded.state, updated = excluded.updated",
-                params![path, state, now],
-            )
-            .map(drop)
-            .map_err(|e| self.err(e))
     }
 
     /// The checkpoint of one log file.

@@ -136,19 +136,20 @@ fn checkpoints_and_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     assert_eq!(store.checkpoint("/var/log/mail.log").unwrap(), None);
+    let log = "/var/log/mail.log";
     store
-        .save_checkpoint("/var/log/mail.log", "{\"offset\":10}", T0)
+        .commit(&[], &[], Some((log, "{\"offset\":10}")), T0)
         .unwrap();
     store
-        .save_checkpoint("/var/log/mail.log", "{\"offset\":20}", T0 + 1)
+        .commit(&[], &[], Some((log, "{\"offset\":20}")), T0 + 1)
         .unwrap();
     assert_eq!(
         store.checkpoint("/var/log/mail.log").unwrap().as_deref(),
         Some("{\"offset\":20}")
     );
     let net = "198.51.100.0/24".parse().unwrap();
-    store.record_delivery(&net, T0).unwrap();
-    store.record_delivery(&net, T0 - 100).unwrap();
+    store.commit(&[], &[(net, T0)], None, T0).unwrap();
+    store.commit(&[], &[(net, T0 - 100)], None, T0).unwrap();
     let last: i64 = store
         .conn
         .query_row("SELECT last FROM deliveries", [], |r| r.get(0))

@@ -74,3 +74,39 @@ pub fn named_checkzone(tool: &Path, origin: &str, file: &Path) {
 pub fn read_example(name: &str) -> String {
     std::fs::read_to_string(root().join("examples").join(name)).expect("example")
 }
+
+/// The fenced ```` ```json ```` blocks of a Markdown file, each with the
+/// closest backticked `nolist …` command above it: documented runs whose
+/// output the tests compare with the real one.
+pub fn documented_runs(file: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(file).expect("doc file");
+    let mut runs = Vec::new();
+    let mut command = None;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(start) = line.find("`nolist ") {
+            let rest = &line[start + 1..];
+            command = rest.find('`').map(|end| rest[..end].to_owned());
+        }
+        if line.trim() == "```json" {
+            let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            if let Some(cmd) = command.take() {
+                runs.push((cmd, body.join("\n") + "\n"));
+            }
+        }
+    }
+    runs
+}
+
+/// The exit code and JSON stdout of a finished command; panics with both
+/// streams when stdout is not JSON.
+pub fn exit_and_json(out: &std::process::Output) -> (i32, serde_json::Value) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), value)
+}
