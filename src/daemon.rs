@@ -23,9 +23,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bans::{Decision, Engine, Policy};
-use crate::config::{Backend, Config};
-use crate::enforce::Target;
-use crate::enforce::nft::Nft;
+use crate::config::Config;
+use crate::enforce::{Enforcer, SynCounts, Target};
 use crate::smtp::responder::SessionEvent;
 use crate::store::{Source, Store, StoreError, host_of};
 use crate::watch::tail::{Checkpoint, Tailer};
@@ -80,32 +79,39 @@ struct Write {
 pub const ENFORCE_TICK: Duration = Duration::from_secs(2);
 
 /// The enforcement backend of `config`, checked (it runs and may change the
-/// ruleset); `None` for `backend: none`.
-pub fn enforcer(config: &Config) -> Result<Option<Nft>, String> {
-    match config.bans.enforce.backend {
-        Backend::None => Ok(None),
-        Backend::Nftables => {
-            let nft = Nft::new(config.bans.enforce.ports.clone());
-            nft.check()
-                .map_err(|e| format!("enforcement (nftables): {e}"))?;
-            Ok(Some(nft))
-        }
-        other => Err(format!(
-            "enforcement backend {other:?} is not implemented yet; use `nftables` or `none`"
-        )),
-    }
+/// firewall); `None` for `backend: none`.
+pub fn enforcer(config: &Config) -> Result<Option<Box<dyn Enforcer>>, String> {
+    let Some(mut backend) = crate::enforce::backend(config) else {
+        return Ok(None);
+    };
+    backend
+        .check()
+        .map_err(|e| format!("enforcement ({}): {e}", backend.name()))?;
+    Ok(Some(backend))
 }
 
+/// The name under which refuse-mode evidence reaches the engine.
+pub const EVIDENCE_SOURCE: &str = "firewall:refused";
+
 /// Starts the enforcement thread: every [`ENFORCE_TICK`] it makes the
-/// firewall hold exactly the bans in force in the store (engine and manual).
+/// firewall hold exactly the bans in force in the store (engine and
+/// manual), and in refuse mode it sends the refused connections the
+/// firewall counted to the engine as decoy hits.
 pub fn spawn_enforcer(
-    nft: Nft,
+    mut backend: Box<dyn Enforcer>,
     config: &Config,
+    evidence: mpsc::Sender<LogBatch>,
     shutdown: CancellationToken,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let store = Store::open(&config.state_dir)?;
+    let mut store = Store::open(&config.state_dir)?;
+    let name = backend.name();
+    if backend.applied().is_some() {
+        backend.restore_applied(store.enforced(name)?);
+    }
     Ok(std::thread::spawn(move || {
         let mut failing = false;
+        let mut counts = SynCounts::default();
+        let mut saved = backend.applied();
         while !shutdown.is_cancelled() {
             let now = unix_now();
             let targets: Vec<Target> = match store.bans(now) {
@@ -121,10 +127,11 @@ pub fn spawn_enforcer(
                     Vec::new()
                 }
             };
-            match nft.reconcile(&targets) {
+            match crate::enforce::reconcile(backend.as_mut(), &targets) {
                 Ok(r) if r.added + r.removed > 0 || r.rebuilt => {
                     failing = false;
                     tracing::info!(
+                        backend = name,
                         added = r.added,
                         removed = r.removed,
                         rebuilt = r.rebuilt,
@@ -134,9 +141,36 @@ pub fn spawn_enforcer(
                 Ok(_) => failing = false,
                 Err(e) if !failing => {
                     failing = true;
-                    tracing::error!(error = %e, "enforcement failed; retrying");
+                    tracing::error!(backend = name, error = %e, "enforcement failed; retrying");
                 }
                 Err(_) => {}
+            }
+            let applied = backend.applied();
+            if applied != saved {
+                if let Err(e) = store.set_enforced(name, applied.as_deref().unwrap_or_default()) {
+                    tracing::warn!(error = %e, "saving what enforcement applied failed");
+                }
+                saved = applied;
+            }
+            match backend.evidence() {
+                Ok(reading) => {
+                    let events: Vec<(i64, IpAddr, Kind)> = counts
+                        .update(&reading)
+                        .into_iter()
+                        .flat_map(|(ip, n)| (0..n).map(move |_| (now, ip, Kind::DecoyHit)))
+                        .collect();
+                    if !events.is_empty() {
+                        let batch = LogBatch {
+                            path: EVIDENCE_SOURCE.into(),
+                            events,
+                            checkpoint: None,
+                        };
+                        if evidence.blocking_send(batch).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading refuse-mode evidence failed"),
             }
             let deadline = std::time::Instant::now() + ENFORCE_TICK;
             while std::time::Instant::now() < deadline && !shutdown.is_cancelled() {

@@ -103,12 +103,7 @@ fn bot_is_dropped_real_sender_is_not() {
             return;
         }
     }
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs root"
-        );
-        eprintln!("\n*** SKIPPED: needs root for a network namespace ***\n");
+    if !util::require_root("a network namespace") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,6 @@
 //! logs, and lets the ban engine record its decisions in the state store;
 //! enforcement (nftables) and DNS serving join it with the daemon issue.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,24 +29,6 @@ pub(crate) struct RunArgs {
 const DRAIN: Duration = Duration::from_secs(5);
 /// Undelivered session events held for the ban engine.
 const EVENT_BACKLOG: usize = 65_536;
-
-/// The responder's listen addresses: `responder.listen`, or every decoy
-/// address of every domain on port 25.
-fn listen_addrs(config: &Config) -> Vec<SocketAddr> {
-    if !config.responder.listen.is_empty() {
-        return config.responder.listen.clone();
-    }
-    let mut addrs: Vec<SocketAddr> = config
-        .domains
-        .iter()
-        .flat_map(|d| std::iter::once(&d.decoy).chain(d.tail_decoy.iter()))
-        .flat_map(|h| h.addresses())
-        .map(|ip| SocketAddr::new(ip, 25))
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    addrs
-}
 
 /// The responder's settings from the config.
 fn settings(config: &Config) -> Settings {
@@ -102,7 +83,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     raise_fd_limit();
-    let listen = listen_addrs(&config);
+    let listen = config.decoy_addrs();
     let settings = Arc::new(settings(&config));
     super::runtime()?.block_on(async move {
         let mut signals = super::Signals::install()?;
@@ -110,8 +91,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         let (events, received) = EventSink::channel(EVENT_BACKLOG);
         let responder = if config.responder.mode == Mode::Refuse {
             tracing::info!(
-                "responder mode refuse: nothing listens on the decoy addresses; the kernel answers every connection with a TCP reset"
+                "responder mode refuse: nothing listens on the decoy addresses; every connection is answered with a TCP reset"
             );
+            if config.bans.enforce.backend == crate::config::Backend::Nftables {
+                tracing::info!(decoys = ?listen, "refuse mode: nftables counts the refused connections as decoy hits");
+            } else {
+                tracing::warn!(
+                    "refuse mode collects decoy hits from the firewall only with bans.enforce.backend nftables; hits come from the MTA logs alone"
+                );
+            }
             None
         } else {
             if listen.is_empty() {
@@ -159,11 +147,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         };
         // Bind first, so a bad address fails before any state is touched.
         let (store, engine) = crate::daemon::restore(&config).map_err(|e| Failure::Usage(e.to_string()))?;
+        let (log_tx, log_rx) = tokio::sync::mpsc::channel(64);
         let enforcer = match crate::daemon::enforcer(&config).map_err(Failure::Usage)? {
-            Some(nft) => {
-                tracing::info!(ports = ?config.bans.enforce.ports, "enforcing bans with nftables (table inet nolist)");
+            Some(backend) => {
+                tracing::info!(backend = backend.name(), ports = ?config.bans.enforce.ports, "enforcing bans");
                 Some(
-                    crate::daemon::spawn_enforcer(nft, &config, shutdown.clone())
+                    crate::daemon::spawn_enforcer(backend, &config, log_tx.clone(), shutdown.clone())
                         .map_err(|e| Failure::Usage(e.to_string()))?,
                 )
             }
@@ -172,7 +161,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
                 None
             }
         };
-        let (log_tx, log_rx) = tokio::sync::mpsc::channel(64);
         let tailers = crate::daemon::spawn_tailers(&config, &store, log_tx, shutdown.clone())
             .map_err(|e| Failure::Usage(e.to_string()))?;
         for log in &config.mta.logs {

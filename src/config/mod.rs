@@ -50,6 +50,26 @@ pub struct Config {
     pub dns: Dns,
 }
 
+impl Config {
+    /// Where the decoy listens: `responder.listen`, or every decoy and
+    /// tail-decoy address of every domain on port 25 (sorted, no duplicates).
+    pub fn decoy_addrs(&self) -> Vec<SocketAddr> {
+        if !self.responder.listen.is_empty() {
+            return self.responder.listen.clone();
+        }
+        let mut addrs: Vec<SocketAddr> = self
+            .domains
+            .iter()
+            .flat_map(|d| std::iter::once(&d.decoy).chain(d.tail_decoy.iter()))
+            .flat_map(MxHost::addresses)
+            .map(|ip| SocketAddr::new(ip, 25))
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+}
+
 /// One mail domain and its MX layout.
 #[derive(Clone, Debug)]
 pub struct Domain {
@@ -394,13 +414,16 @@ pub enum Backend {
 }
 
 /// `bans.enforce`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone, Debug)]
 pub struct Enforce {
     /// The backend.
     pub backend: Backend,
     /// TCP ports closed to banned clients.
     pub ports: Vec<u16>,
+    /// `backend: command`: the programs that ban and unban.
+    pub command: Option<CommandSpec>,
+    /// `backend: fail2ban`: the jail.
+    pub fail2ban: Fail2banSpec,
 }
 
 impl Default for Enforce {
@@ -408,6 +431,133 @@ impl Default for Enforce {
         Enforce {
             backend: Backend::default(),
             ports: vec![25],
+            command: None,
+            fail2ban: Fail2banSpec::default(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Enforce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default)]
+            backend: Backend,
+            #[serde(default = "default_ports")]
+            ports: Vec<u16>,
+            #[serde(default)]
+            command: Option<CommandSpec>,
+            #[serde(default)]
+            fail2ban: Fail2banSpec,
+        }
+        let raw = Raw::deserialize(d)?;
+        if raw.backend == Backend::Command && raw.command.is_none() {
+            return Err(serde::de::Error::custom(
+                "backend `command` needs `command: { ban: [...], unban: [...] }`",
+            ));
+        }
+        if raw.ports.is_empty() || raw.ports.contains(&0) || raw.ports.len() > 15 {
+            return Err(serde::de::Error::custom(
+                "`ports` needs 1 to 15 TCP ports, none of them 0",
+            ));
+        }
+        Ok(Enforce {
+            backend: raw.backend,
+            ports: raw.ports,
+            command: raw.command,
+            fail2ban: raw.fail2ban,
+        })
+    }
+}
+
+fn default_ports() -> Vec<u16> {
+    vec![25]
+}
+
+/// `bans.enforce.command`: argv templates run without a shell.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// Bans one target: `{ip}` (address or CIDR network) and `{seconds}`.
+    pub ban: ArgvTemplate,
+    /// Lifts one ban: `{ip}`.
+    pub unban: ArgvTemplate,
+    /// Optional: prints the targets in force, one per line, so the firewall
+    /// can be read back. Without it nolist remembers what it applied.
+    #[serde(default)]
+    pub list: Option<ArgvTemplate>,
+    /// A call running longer is killed and counts as failed.
+    #[serde(default = "default_command_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// An argv template: an absolute program path, then arguments in which
+/// `{ip}` and `{seconds}` are replaced. Any other `{` or `}` is an error, so
+/// a typo never reaches the program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgvTemplate(pub Vec<String>);
+
+impl ArgvTemplate {
+    /// The argv with the placeholders filled in.
+    pub fn render(&self, ip: &str, seconds: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|a| a.replace("{ip}", ip).replace("{seconds}", seconds))
+            .collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for ArgvTemplate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let argv = Vec::<String>::deserialize(d)?;
+        let Some(program) = argv.first() else {
+            return Err(serde::de::Error::custom(
+                "a command needs at least the program: [\"/path/to/program\", \"{ip}\", ...]",
+            ));
+        };
+        if !program.starts_with('/') {
+            return Err(serde::de::Error::custom(format!(
+                "the program must be an absolute path (no PATH lookup), not {program:?}"
+            )));
+        }
+        for arg in &argv {
+            if arg.contains('\0') {
+                return Err(serde::de::Error::custom("an argument contains a NUL byte"));
+            }
+            let rest = arg.replace("{ip}", "").replace("{seconds}", "");
+            if rest.contains('{') || rest.contains('}') {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown placeholder in {arg:?}: only {{ip}} and {{seconds}} are replaced"
+                )));
+            }
+        }
+        Ok(ArgvTemplate(argv))
+    }
+}
+
+/// `bans.enforce.fail2ban`: the jail that enforces nolist's bans.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fail2banSpec {
+    /// The jail's name.
+    pub jail: String,
+    /// The server socket (`fail2ban-client -s`); default: fail2ban's own.
+    pub socket: Option<PathBuf>,
+    /// The client program.
+    pub client: String,
+}
+
+impl Default for Fail2banSpec {
+    fn default() -> Self {
+        Fail2banSpec {
+            jail: "nolist".into(),
+            socket: None,
+            client: "fail2ban-client".into(),
         }
     }
 }

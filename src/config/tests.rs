@@ -391,6 +391,11 @@ bans:
     ipv4: 24 #BOGUS
   enforce:
     backend: none #BOGUS
+    command:
+      ban: [/bin/true, \"{ip}\"] #BOGUS
+      unban: [/bin/true]
+    fail2ban:
+      jail: nolist #BOGUS
 dns:
   serve:
     listen: [\"127.0.0.1:5353\"] #BOGUS
@@ -418,7 +423,7 @@ fn every_table_rejects_unknown_keys() {
         .filter(|(_, l)| l.contains("#BOGUS"))
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(marked.len(), 16, "one marker per table");
+    assert_eq!(marked.len(), 18, "one marker per table");
     for &target in &marked {
         let mut expected_line = 0;
         let mut text = String::new();
@@ -485,4 +490,53 @@ fn regression_large_configs_fit_the_yaml_budget() {
 fn multiple_documents_are_rejected() {
     let (_, _, m) = err(&format!("{MINIMAL}---\n{MINIMAL}"));
     assert!(!m.is_empty());
+}
+
+#[test]
+fn enforcement_backends_are_checked_where_they_are_written() {
+    let with = |enforce: &str| format!("{MINIMAL}bans:\n  enforce:\n{enforce}");
+    // `backend: command` needs its commands.
+    let (l, _, m) = err(&with("    backend: command\n"));
+    assert!(m.contains("needs `command:"), "{m}");
+    assert_eq!(l, 8, "the table's first key: {m}");
+    assert_err(
+        &with(
+            "    backend: command\n    command:\n      ban: [ban, \"{ip}\"]\n      unban: [/sbin/unban, \"{ip}\"]\n",
+        ),
+        10,
+        12,
+        "absolute path",
+    );
+    assert_err(
+        &with(
+            "    backend: command\n    command:\n      ban: [/sbin/ban, \"{ip}\", \"{secs}\"]\n      unban: [/sbin/unban, \"{ip}\"]\n",
+        ),
+        10,
+        12,
+        "unknown placeholder in \"{secs}\"",
+    );
+    assert_err(
+        &with("    backend: command\n    command:\n      ban: []\n      unban: [/sbin/unban]\n"),
+        10,
+        12,
+        "at least the program",
+    );
+    let (l, _, m) = err(&with("    ports: []\n"));
+    assert!(m.contains("1 to 15 TCP ports"), "{m}");
+    assert_eq!(l, 8, "{m}");
+    let c = ok(&with(
+        "    backend: command\n    command:\n      ban: [/sbin/ban, \"--ip={ip}\", \"{seconds}\"]\n      unban: [/sbin/unban, \"{ip}\"]\n      timeout: 3s\n",
+    ));
+    let spec = c.bans.enforce.command.unwrap();
+    assert_eq!(
+        spec.ban.render("198.18.0.9", "60"),
+        ["/sbin/ban", "--ip=198.18.0.9", "60"]
+    );
+    assert_eq!(spec.timeout.as_secs(), 3);
+    assert!(spec.list.is_none());
+    let c = ok(&with(
+        "    backend: fail2ban\n    fail2ban: { jail: postfix-nolist, socket: /run/f2b.sock }\n",
+    ));
+    assert_eq!(c.bans.enforce.fail2ban.jail, "postfix-nolist");
+    assert_eq!(c.bans.enforce.fail2ban.client, "fail2ban-client");
 }

@@ -1,11 +1,22 @@
 //! Enforcement: makes the firewall match the bans in the store. The store
-//! is the truth; each reconcile adds what is missing, removes what is
-//! stray, and rebuilds nolist's own table if someone flushed it. Only this
-//! module runs system commands.
+//! is the truth; each reconcile reads what the firewall holds, adds what is
+//! missing, removes what is stray, and rebuilds nolist's own part of the
+//! firewall if someone flushed it. Every backend gets the same semantics
+//! from one function, [`reconcile`]; a backend only knows how to read, set
+//! up and change its firewall. Only this module runs system commands.
 
+pub mod command;
+pub mod exec;
+pub mod fail2ban;
+pub mod ipset;
 pub mod nft;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
 use ipnet::IpNet;
+
+use crate::config::{Backend, Config, Mode};
 
 /// One ban to enforce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -23,7 +34,7 @@ pub struct Report {
     pub added: usize,
     /// Stray elements removed.
     pub removed: usize,
-    /// True when nolist's table had to be (re)created.
+    /// True when nolist's part of the firewall had to be (re)created.
     pub rebuilt: bool,
 }
 
@@ -49,6 +60,14 @@ pub enum EnforceError {
         /// Its error output.
         stderr: String,
     },
+    /// The tool did not finish in time and was killed.
+    #[error("{tool} did not finish within {seconds} s and was killed")]
+    Timeout {
+        /// The command.
+        tool: String,
+        /// The limit.
+        seconds: u64,
+    },
     /// Its output was not what we expected.
     #[error("cannot read {tool}'s output: {message}")]
     Output {
@@ -57,4 +76,303 @@ pub enum EnforceError {
         /// What was wrong.
         message: String,
     },
+}
+
+/// The change that turns what the firewall holds into what the store says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Set up nolist's part of the firewall first (it was missing).
+    pub rebuild: bool,
+    /// Targets to add, each with its timeout in seconds.
+    pub add: Vec<(IpNet, u64)>,
+    /// Targets to remove.
+    pub remove: Vec<IpNet>,
+}
+
+impl Change {
+    /// The change from `actual` (`None`: nolist's part is missing) to
+    /// `desired` (pure). Desired targets are folded first: duplicates keep
+    /// the longest timeout, and a target inside a wider one is left to it.
+    pub fn between(desired: &[Target], actual: Option<&[IpNet]>) -> Change {
+        let want = fold(desired);
+        let have: BTreeSet<IpNet> = actual
+            .unwrap_or_default()
+            .iter()
+            .map(IpNet::trunc)
+            .collect();
+        Change {
+            rebuild: actual.is_none(),
+            remove: have
+                .iter()
+                .filter(|n| !want.contains_key(n))
+                .copied()
+                .collect(),
+            add: want
+                .into_iter()
+                .filter(|(n, _)| !have.contains(n))
+                .collect(),
+        }
+    }
+
+    /// True when nothing needs doing.
+    pub fn is_empty(&self) -> bool {
+        !self.rebuild && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Desired targets as `network → timeout`: networks truncated, duplicates
+/// merged with the longest timeout (at least 1 s), and every target inside
+/// a wider target dropped (interval sets refuse overlaps, and the wider ban
+/// already covers it). `O(n log n)`: CIDR blocks are nested or disjoint, so
+/// in address order a block is covered exactly when the last kept block
+/// contains it.
+pub fn fold(desired: &[Target]) -> BTreeMap<IpNet, u64> {
+    let mut merged: BTreeMap<IpNet, u64> = BTreeMap::new();
+    for t in desired {
+        let e = merged.entry(t.net.trunc()).or_insert(0);
+        *e = (*e).max(t.remaining.max(1));
+    }
+    let mut out = BTreeMap::new();
+    let mut last: Option<IpNet> = None;
+    // `IpNet` orders by family, then network address, then prefix length:
+    // a wider block comes before the blocks it contains.
+    for (net, secs) in merged {
+        if last.is_some_and(|l| l.contains(&net)) {
+            continue;
+        }
+        last = Some(net);
+        out.insert(net, secs);
+    }
+    out
+}
+
+/// A firewall that nolist can fill with bans.
+pub trait Enforcer: Send {
+    /// A short name for logs (`nftables`, `iptables`, …).
+    fn name(&self) -> &'static str;
+
+    /// Checks that the tool runs and may change the firewall, and sets up
+    /// nolist's part of it (tables, sets, chains) where the backend has one.
+    fn check(&mut self) -> Result<(), EnforceError>;
+
+    /// The targets the firewall holds now; `None` when nolist's part of it
+    /// is gone and must be rebuilt.
+    fn read(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError>;
+
+    /// Applies `change` (rebuild first, then remove, then add), in one
+    /// transaction where the tool has them.
+    fn apply(&mut self, change: &Change) -> Result<(), EnforceError>;
+
+    /// For a backend that cannot read the firewall back: the targets it
+    /// applied, which the daemon keeps in the store across restarts.
+    fn applied(&self) -> Option<Vec<IpNet>> {
+        None
+    }
+
+    /// Gives a backend without read-back what it applied before a restart.
+    fn restore_applied(&mut self, _applied: Vec<IpNet>) {}
+
+    /// Refuse mode: the sources of refused connections to the decoy and how
+    /// many each made so far (backends that cannot count them: none).
+    fn evidence(&mut self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Most hits taken from one source per reading of the evidence counters: a
+/// SYN flood must not become millions of engine events (the engine needs
+/// `maxretry` of them).
+const MAX_HITS_PER_READ: u64 = 16;
+
+/// Turns readings of per-source SYN counters into new decoy hits (pure).
+#[derive(Debug, Default)]
+pub struct SynCounts {
+    last: HashMap<IpAddr, u64>,
+}
+
+impl SynCounts {
+    /// The new hits per source since the previous reading. A source whose
+    /// count went down was forgotten by the kernel and counted afresh; a
+    /// source missing from `reading` is forgotten here too.
+    pub fn update(&mut self, reading: &[(IpAddr, u64)]) -> Vec<(IpAddr, u64)> {
+        let mut next = HashMap::with_capacity(reading.len());
+        let mut hits = Vec::new();
+        for &(ip, count) in reading {
+            let before = self.last.get(&ip).copied().unwrap_or(0);
+            let new = if count >= before {
+                count - before
+            } else {
+                count
+            };
+            if new > 0 {
+                hits.push((ip, new.min(MAX_HITS_PER_READ)));
+            }
+            next.insert(ip, count);
+        }
+        self.last = next;
+        hits
+    }
+}
+
+/// Makes `backend` hold exactly `desired`: read, compute the change, apply.
+pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Report, EnforceError> {
+    let actual = backend.read()?;
+    let change = Change::between(desired, actual.as_deref());
+    if change.is_empty() {
+        return Ok(Report::default());
+    }
+    backend.apply(&change)?;
+    Ok(Report {
+        added: change.add.len(),
+        removed: change.remove.len(),
+        rebuilt: change.rebuild,
+    })
+}
+
+/// The backend `bans.enforce` asks for (not yet checked); `None` for
+/// `backend: none`. In refuse mode the nftables backend also counts the
+/// refused connections to the decoy addresses.
+pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
+    let enforce = &config.bans.enforce;
+    match enforce.backend {
+        Backend::None => None,
+        Backend::Nftables => {
+            let mut nft = nft::Nft::new(enforce.ports.clone());
+            if config.responder.mode == Mode::Refuse {
+                // Sources stay counted for as long as their hits can matter.
+                let window = config.bans.findtime.0 + config.bans.grace.0;
+                nft = nft.with_evidence(config.decoy_addrs(), window);
+            }
+            Some(Box::new(nft))
+        }
+        Backend::Iptables => Some(Box::new(ipset::Ipset::new(enforce.ports.clone()))),
+        Backend::Fail2ban => Some(Box::new(fail2ban::Fail2ban::new(&enforce.fail2ban))),
+        Backend::Command => Some(Box::new(command::Commands::new(enforce.command.clone()?))),
+    }
+}
+
+/// The text of a target as firewall tools write it: a bare address for a
+/// single host, CIDR notation for a network.
+pub fn element(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// Parses an address or CIDR network as firewall tools print it.
+pub fn parse_element(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{text:?} is not an address or network"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn t(net: &str, remaining: u64) -> Target {
+        Target {
+            net: net.parse().unwrap(),
+            remaining,
+        }
+    }
+
+    fn nets(v: &[&str]) -> Vec<IpNet> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn change_adds_missing_and_removes_stray() {
+        let actual = nets(&["203.0.113.9/32", "198.51.100.0/24"]);
+        let c = Change::between(
+            &[t("203.0.113.9/32", 60), t("2001:db8::bad/128", 3600)],
+            Some(&actual),
+        );
+        assert_eq!(c.remove, nets(&["198.51.100.0/24"]));
+        assert_eq!(c.add, vec![("2001:db8::bad/128".parse().unwrap(), 3600)]);
+        assert!(!c.rebuild);
+        assert!(Change::between(&[t("203.0.113.9/32", 60)], Some(&actual[..1])).is_empty());
+    }
+
+    #[test]
+    fn a_missing_firewall_is_rebuilt_with_everything() {
+        let c = Change::between(&[t("203.0.113.9/32", 60)], None);
+        assert!(c.rebuild && !c.is_empty());
+        assert_eq!(c.add.len(), 1);
+        assert!(!Change::between(&[], None).is_empty());
+    }
+
+    #[test]
+    fn fold_keeps_the_widest_and_the_longest() {
+        let f = fold(&[
+            t("198.51.100.7/32", 60),
+            t("198.51.100.0/24", 600),
+            t("198.51.100.128/25", 60),
+            t("198.51.101.1/32", 5),
+            t("198.51.101.1/32", 50),
+            t("198.51.101.2/32", 0),
+            t("198.51.100.77/16", 1), // host bits set: truncated to 198.51.0.0/16
+            t("2001:db8::/64", 9),
+            t("2001:db8::1/128", 9),
+            t("2001:db9::1/128", 9),
+        ]);
+        let got: Vec<(String, u64)> = f.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+        assert_eq!(
+            got,
+            [
+                ("198.51.0.0/16".to_owned(), 1),
+                ("2001:db8::/64".to_owned(), 9),
+                ("2001:db9::1/128".to_owned(), 9)
+            ]
+        );
+    }
+
+    #[test]
+    fn fold_is_fast_enough_for_a_hundred_thousand_bans() {
+        // Not a timing test: a quadratic fold would take minutes here.
+        let many: Vec<Target> = (0..100_000u32)
+            .map(|i| Target {
+                net: IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                    0xc612_0000 + i * 3,
+                ))),
+                remaining: 60,
+            })
+            .collect();
+        assert_eq!(fold(&many).len(), 100_000);
+    }
+
+    #[test]
+    fn syn_counts_become_hits_once() {
+        let a: IpAddr = "198.18.0.9".parse().unwrap();
+        let b: IpAddr = "2001:db8::9".parse().unwrap();
+        let mut c = SynCounts::default();
+        assert_eq!(c.update(&[(a, 2)]), [(a, 2)]);
+        assert_eq!(c.update(&[(a, 2)]), []);
+        assert_eq!(c.update(&[(a, 3), (b, 1)]), [(a, 1), (b, 1)]);
+        // The kernel forgot `a` and counted it again from zero.
+        assert_eq!(c.update(&[(a, 1), (b, 1)]), [(a, 1)]);
+        // A flood is capped per reading.
+        assert_eq!(c.update(&[(a, 1_000_001), (b, 1)]), [(a, 16)]);
+        // Gone from the set, forgotten here: it counts from zero when back.
+        assert_eq!(c.update(&[(b, 1)]), []);
+        assert_eq!(c.update(&[(a, 2), (b, 1)]), [(a, 2)]);
+    }
+
+    #[test]
+    fn elements_print_and_parse_like_the_tools() {
+        assert_eq!(element(&"192.0.2.1/32".parse().unwrap()), "192.0.2.1");
+        assert_eq!(element(&"192.0.2.0/24".parse().unwrap()), "192.0.2.0/24");
+        assert_eq!(
+            parse_element("192.0.2.1").unwrap().to_string(),
+            "192.0.2.1/32"
+        );
+        assert_eq!(
+            parse_element("2001:db8::/64").unwrap().to_string(),
+            "2001:db8::/64"
+        );
+        assert!(parse_element("192.0.2.1; rm -rf /").is_err());
+    }
 }

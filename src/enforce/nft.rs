@@ -4,21 +4,30 @@
 //! connections to the enforced ports from banned sources. Every change is
 //! one `nft -f -` batch (one transaction); the state is read back with
 //! `nft -j`. No other table is ever touched.
+//!
+//! In refuse mode the same table also holds the decoy's evidence: a rule
+//! per decoy address answers SYNs with a TCP reset and counts them per
+//! source in a dynamic set (`seen4`/`seen6`, with counters and timeouts),
+//! which the daemon reads back as decoy hits. Banned sources are dropped
+//! before that rule, so they stop counting.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{EnforceError, Report, Target};
+use super::{Change, EnforceError, Enforcer, element, exec};
 
 /// The table nolist owns.
 pub const TABLE: &str = "nolist";
 const SET4: &str = "banned4";
 const SET6: &str = "banned6";
+/// Refuse-mode evidence: the sources of SYNs to the decoy, with counters.
+const SEEN4: &str = "seen4";
+const SEEN6: &str = "seen6";
+/// Most sources remembered per family in the evidence sets.
+const SEEN_SIZE: u32 = 65_536;
 
 /// The nftables backend.
 #[derive(Clone, Debug)]
@@ -27,6 +36,11 @@ pub struct Nft {
     pub binary: String,
     /// TCP ports closed to banned sources.
     pub ports: Vec<u16>,
+    /// Refuse mode: the decoy addresses whose SYNs are answered with a TCP
+    /// reset and counted per source (empty: no evidence rules).
+    pub decoys: Vec<SocketAddr>,
+    /// How long a quiet source stays in the evidence sets.
+    pub seen_timeout: Duration,
 }
 
 impl Nft {
@@ -35,130 +49,152 @@ impl Nft {
         Nft {
             binary: "nft".into(),
             ports,
+            decoys: Vec::new(),
+            seen_timeout: Duration::from_secs(3600),
         }
+    }
+
+    /// Also answers SYNs to `decoys` with a TCP reset and counts them per
+    /// source (refuse mode's evidence); sources stay counted while they
+    /// come back within `timeout`.
+    pub fn with_evidence(mut self, decoys: Vec<SocketAddr>, timeout: Duration) -> Nft {
+        self.decoys = decoys;
+        self.seen_timeout = timeout.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Every source counted in the evidence sets with its SYN count.
+    pub fn read_seen(&self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
+        let mut out = Vec::new();
+        for set in [SEEN4, SEEN6] {
+            if let Some(json) = self.list_set(set)? {
+                out.extend(
+                    parse_counters(&json).map_err(|message| EnforceError::Output {
+                        tool: self.binary.clone(),
+                        message,
+                    })?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// `nft -j list set` of one of nolist's sets; `None` when it is missing.
+    fn list_set(&self, set: &str) -> Result<Option<Vec<u8>>, EnforceError> {
+        match exec::run(
+            &self.binary,
+            &["-j", "list", "set", "inet", TABLE, set],
+            None,
+            exec::TIMEOUT,
+        ) {
+            Ok(json) => Ok(Some(json)),
+            Err(EnforceError::Failed { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn run_batch(&self, batch: &str) -> Result<(), EnforceError> {
+        exec::run(
+            &self.binary,
+            &["-f", "-"],
+            Some(batch.as_bytes()),
+            exec::TIMEOUT,
+        )
+        .map(|_| ())
+    }
+
+    /// Table, sets and chain, created if missing; the chain's rules replaced.
+    pub fn skeleton(&self) -> String {
+        let ports = if self.ports.is_empty() {
+            vec![25]
+        } else {
+            self.ports.clone()
+        };
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let ports = ports.join(", ");
+        let mut text = format!(
+            "add table inet {TABLE}\n\
+             add set inet {TABLE} {SET4} {{ type ipv4_addr; flags interval, timeout; }}\n\
+             add set inet {TABLE} {SET6} {{ type ipv6_addr; flags interval, timeout; }}\n\
+             add chain inet {TABLE} input {{ type filter hook input priority -10; policy accept; }}\n\
+             flush chain inet {TABLE} input\n\
+             add rule inet {TABLE} input tcp dport {{ {ports} }} ct state new ip saddr @{SET4} drop\n\
+             add rule inet {TABLE} input tcp dport {{ {ports} }} ct state new ip6 saddr @{SET6} drop\n"
+        );
+        if !self.decoys.is_empty() {
+            let secs = self.seen_timeout.as_secs();
+            for (set, ty) in [(SEEN4, "ipv4_addr"), (SEEN6, "ipv6_addr")] {
+                let _ = writeln!(
+                    text,
+                    "add set inet {TABLE} {set} {{ type {ty}; size {SEEN_SIZE}; flags dynamic, timeout; timeout {secs}s; counter; }}"
+                );
+            }
+            for decoy in &self.decoys {
+                let (family, set) = if decoy.is_ipv4() {
+                    ("ip", SEEN4)
+                } else {
+                    ("ip6", SEEN6)
+                };
+                let _ = writeln!(
+                    text,
+                    "add rule inet {TABLE} input {family} daddr {} tcp dport {} tcp flags & (syn | ack) == syn update @{set} {{ {family} saddr counter }} reject with tcp reset",
+                    decoy.ip(),
+                    decoy.port()
+                );
+            }
+        }
+        text
+    }
+}
+
+impl Enforcer for Nft {
+    fn name(&self) -> &'static str {
+        "nftables"
     }
 
     /// Checks that nft runs and may change the ruleset, by (re)creating
     /// nolist's table and chain.
-    pub fn check(&self) -> Result<(), EnforceError> {
-        self.apply(&skeleton(&self.ports))
+    fn check(&mut self) -> Result<(), EnforceError> {
+        self.run_batch(&self.skeleton())
     }
 
-    /// Makes the sets hold exactly `desired`.
-    pub fn reconcile(&self, desired: &[Target]) -> Result<Report, EnforceError> {
-        let actual = self.read()?;
-        let rebuilt = actual.is_none();
-        let actual = actual.unwrap_or_default();
-        let batch = plan_batch(&self.ports, desired, &actual, rebuilt);
-        if !batch.changed() {
-            return Ok(Report::default());
-        }
-        self.apply(&batch.text)?;
-        Ok(Report {
-            added: batch.added,
-            removed: batch.removed,
-            rebuilt,
-        })
-    }
-
-    /// The elements of both sets; `None` when the table or a set is missing.
-    pub fn read(&self) -> Result<Option<Vec<IpNet>>, EnforceError> {
+    /// The elements of both ban sets; `None` when the table or a set is missing.
+    fn read(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
         let mut out = Vec::new();
         for set in [SET4, SET6] {
-            let result = Command::new(&self.binary)
-                .args(["-j", "list", "set", "inet", TABLE, set])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|source| EnforceError::Spawn {
-                    tool: self.binary.clone(),
-                    source,
-                })?;
-            if !result.status.success() {
-                let stderr = String::from_utf8_lossy(&result.stderr);
-                if stderr.contains("No such file or directory") {
+            let Some(json) = self.list_set(set)? else {
+                return Ok(None);
+            };
+            out.extend(parse_set(&json).map_err(|message| EnforceError::Output {
+                tool: self.binary.clone(),
+                message,
+            })?);
+        }
+        // The evidence sets are part of the skeleton too.
+        if !self.decoys.is_empty() {
+            for set in [SEEN4, SEEN6] {
+                if self.list_set(set)?.is_none() {
                     return Ok(None);
                 }
-                return Err(EnforceError::Failed {
-                    tool: format!("{} -j list set", self.binary),
-                    stderr: stderr.trim().to_owned(),
-                });
             }
-            out.extend(
-                parse_set(&result.stdout).map_err(|message| EnforceError::Output {
-                    tool: self.binary.clone(),
-                    message,
-                })?,
-            );
         }
         Ok(Some(out))
     }
 
-    fn apply(&self, batch: &str) -> Result<(), EnforceError> {
-        let mut child = Command::new(&self.binary)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| EnforceError::Spawn {
-                tool: self.binary.clone(),
-                source,
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(batch.as_bytes());
-        }
-        let result = child
-            .wait_with_output()
-            .map_err(|source| EnforceError::Spawn {
-                tool: self.binary.clone(),
-                source,
-            })?;
-        if result.status.success() {
-            Ok(())
-        } else {
-            Err(EnforceError::Failed {
-                tool: format!("{} -f -", self.binary),
-                stderr: String::from_utf8_lossy(&result.stderr).trim().to_owned(),
-            })
-        }
+    /// One `nft -f -` batch: one transaction.
+    fn apply(&mut self, change: &Change) -> Result<(), EnforceError> {
+        self.run_batch(&batch_text(&self.skeleton(), change))
     }
-}
 
-/// Table, sets and chain, created if missing; the chain's rules replaced.
-pub fn skeleton(ports: &[u16]) -> String {
-    let ports = if ports.is_empty() {
-        vec![25]
-    } else {
-        ports.to_vec()
-    };
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    let ports = ports.join(", ");
-    format!(
-        "add table inet {TABLE}\n\
-         add set inet {TABLE} {SET4} {{ type ipv4_addr; flags interval, timeout; }}\n\
-         add set inet {TABLE} {SET6} {{ type ipv6_addr; flags interval, timeout; }}\n\
-         add chain inet {TABLE} input {{ type filter hook input priority -10; policy accept; }}\n\
-         flush chain inet {TABLE} input\n\
-         add rule inet {TABLE} input tcp dport {{ {ports} }} ct state new ip saddr @{SET4} drop\n\
-         add rule inet {TABLE} input tcp dport {{ {ports} }} ct state new ip6 saddr @{SET6} drop\n"
-    )
-}
-
-/// One nft batch and what it changes.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Batch {
-    /// The `nft -f -` input.
-    pub text: String,
-    /// Elements added.
-    pub added: usize,
-    /// Elements removed.
-    pub removed: usize,
-    rebuild: bool,
-}
-
-impl Batch {
-    fn changed(&self) -> bool {
-        self.rebuild || self.added > 0 || self.removed > 0
+    fn evidence(&mut self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
+        if self.decoys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read_seen()
     }
 }
 
@@ -166,76 +202,62 @@ fn set_of(net: &IpNet) -> &'static str {
     if net.addr().is_ipv4() { SET4 } else { SET6 }
 }
 
-fn element(net: &IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
+/// The `nft -f -` input for `change` (pure): the skeleton first when it
+/// must be rebuilt, then deletions, then additions with their timeouts.
+pub fn batch_text(skeleton: &str, change: &Change) -> String {
+    let mut text = String::new();
+    if change.rebuild {
+        text.push_str(skeleton);
     }
-}
-
-/// The batch that turns `actual` into `desired` (pure). With `rebuild`,
-/// the skeleton is recreated first.
-pub fn plan_batch(ports: &[u16], desired: &[Target], actual: &[IpNet], rebuild: bool) -> Batch {
-    let mut want: BTreeMap<IpNet, u64> = BTreeMap::new();
-    for t in desired {
-        let net = t.net.trunc();
-        let e = want.entry(net).or_insert(0);
-        *e = (*e).max(t.remaining.max(1));
-    }
-    // Interval sets refuse overlapping elements: a ban inside a wider ban is
-    // already enforced by the wider one.
-    let nets: Vec<IpNet> = want.keys().copied().collect();
-    want.retain(|net, _| !nets.iter().any(|other| other != net && other.contains(net)));
-    let have: std::collections::BTreeSet<IpNet> = actual.iter().map(IpNet::trunc).collect();
-    let mut batch = Batch {
-        rebuild,
-        ..Batch::default()
-    };
-    if rebuild {
-        batch.text.push_str(&skeleton(ports));
-    }
-    for net in have.iter().filter(|n| !want.contains_key(n)) {
+    for net in &change.remove {
         let _ = writeln!(
-            batch.text,
+            text,
             "delete element inet {TABLE} {} {{ {} }}",
             set_of(net),
             element(net)
         );
-        batch.removed += 1;
     }
-    for (net, secs) in want.iter().filter(|(n, _)| !have.contains(n)) {
+    for (net, secs) in &change.add {
         let _ = writeln!(
-            batch.text,
+            text,
             "add element inet {TABLE} {} {{ {} timeout {secs}s }}",
             set_of(net),
             element(net)
         );
-        batch.added += 1;
     }
-    batch
+    text
+}
+
+/// Every set element in `nft -j list set` output.
+fn set_elements(json: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+    let mut doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let items = doc["nftables"]
+        .as_array_mut()
+        .ok_or("no `nftables` array")?;
+    Ok(items
+        .iter_mut()
+        .filter_map(|item| match item["set"]["elem"].take() {
+            serde_json::Value::Array(elems) => Some(elems),
+            _ => None,
+        })
+        .flatten()
+        .collect())
 }
 
 /// The elements of `nft -j list set` output.
 pub fn parse_set(json: &[u8]) -> Result<Vec<IpNet>, String> {
-    let doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    let items = doc["nftables"].as_array().ok_or("no `nftables` array")?;
-    let mut out = Vec::new();
-    for item in items {
-        let Some(elems) = item["set"]["elem"].as_array() else {
-            continue;
-        };
-        for elem in elems {
+    set_elements(json)?
+        .iter()
+        .map(|elem| {
             // Either a bare value, or {"elem": {"val": …, "timeout": …}}.
             let val = if elem.get("elem").is_some() {
                 &elem["elem"]["val"]
             } else {
                 elem
             };
-            out.push(parse_value(val)?);
-        }
-    }
-    Ok(out)
+            parse_value(val)
+        })
+        .collect()
 }
 
 fn parse_value(val: &serde_json::Value) -> Result<IpNet, String> {
@@ -268,64 +290,80 @@ fn parse_value(val: &serde_json::Value) -> Result<IpNet, String> {
     Err(format!("unexpected set element {val}"))
 }
 
+/// The sources and SYN counts of an evidence set's `nft -j list set` output.
+pub fn parse_counters(json: &[u8]) -> Result<Vec<(IpAddr, u64)>, String> {
+    set_elements(json)?
+        .iter()
+        .map(|elem| {
+            let ip = elem["elem"]["val"]
+                .as_str()
+                .ok_or_else(|| format!("unexpected evidence element {elem}"))?
+                .parse::<IpAddr>()
+                .map_err(|e| e.to_string())?;
+            Ok((ip, elem["elem"]["counter"]["packets"].as_u64().unwrap_or(0)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::enforce::Target;
+    use crate::enforce::tests::t;
 
-    fn t(net: &str, remaining: u64) -> Target {
-        Target {
-            net: net.parse().unwrap(),
-            remaining,
-        }
+    fn batch(desired: &[Target], actual: Option<&[IpNet]>) -> String {
+        let nft = Nft::new(vec![25, 587]);
+        batch_text(&nft.skeleton(), &Change::between(desired, actual))
     }
 
     #[test]
-    fn batch_adds_missing_and_removes_stray() {
+    fn batch_deletes_stray_and_adds_missing_with_timeouts() {
         let actual: Vec<IpNet> = vec![
             "203.0.113.9/32".parse().unwrap(),
             "198.51.100.0/24".parse().unwrap(),
         ];
-        let b = plan_batch(
-            &[25],
-            &[t("203.0.113.9/32", 60), t("2001:db8::bad/128", 3600)],
-            &actual,
-            false,
-        );
         assert_eq!(
-            b.text,
+            batch(
+                &[t("203.0.113.9/32", 60), t("2001:db8::bad/128", 3600)],
+                Some(&actual)
+            ),
             "delete element inet nolist banned4 { 198.51.100.0/24 }\n\
              add element inet nolist banned6 { 2001:db8::bad timeout 3600s }\n"
-        );
-        assert_eq!((b.added, b.removed), (1, 1));
-        assert!(!plan_batch(&[25], &[t("203.0.113.9/32", 60)], &actual[..1], false).changed());
-    }
-
-    #[test]
-    fn bans_inside_wider_bans_are_left_to_them() {
-        let b = plan_batch(
-            &[25],
-            &[t("198.51.100.7/32", 60), t("198.51.100.0/24", 600)],
-            &[],
-            false,
-        );
-        assert_eq!(
-            b.text,
-            "add element inet nolist banned4 { 198.51.100.0/24 timeout 600s }\n"
         );
     }
 
     #[test]
     fn rebuild_starts_with_the_skeleton() {
-        let b = plan_batch(&[25, 587], &[t("203.0.113.9/32", 60)], &[], true);
-        assert!(b.text.starts_with("add table inet nolist\n"), "{}", b.text);
+        let b = batch(&[t("203.0.113.9/32", 60)], None);
+        assert!(b.starts_with("add table inet nolist\n"), "{b}");
+        assert!(b.contains("tcp dport { 25, 587 } ct state new ip saddr @banned4 drop"));
+        assert!(b.ends_with("add element inet nolist banned4 { 203.0.113.9 timeout 60s }\n"));
         assert!(
-            b.text
-                .contains("tcp dport { 25, 587 } ct state new ip saddr @banned4 drop")
+            !b.contains("seen4"),
+            "no evidence rules outside refuse mode: {b}"
         );
+    }
+
+    #[test]
+    fn refuse_evidence_rules_follow_the_drop_rules() {
+        let nft = Nft::new(vec![25]).with_evidence(
+            vec![
+                "198.18.0.1:25".parse().unwrap(),
+                "[2001:db8::1]:2525".parse().unwrap(),
+            ],
+            Duration::from_secs(600),
+        );
+        let s = nft.skeleton();
+        let drop = s.find("@banned4 drop").unwrap();
+        let seen = s
+            .find("ip daddr 198.18.0.1 tcp dport 25 tcp flags & (syn | ack) == syn update @seen4 { ip saddr counter } reject with tcp reset")
+            .unwrap_or_else(|| panic!("{s}"));
         assert!(
-            b.text
-                .ends_with("add element inet nolist banned4 { 203.0.113.9 timeout 60s }\n")
+            drop < seen,
+            "banned sources are dropped before they count: {s}"
         );
+        assert!(s.contains("ip6 daddr 2001:db8::1 tcp dport 2525"), "{s}");
+        assert!(s.contains("add set inet nolist seen6 { type ipv6_addr; size 65536; flags dynamic, timeout; timeout 600s; counter; }"), "{s}");
     }
 
     #[test]
@@ -338,6 +376,24 @@ mod tests {
         assert_eq!(
             parse_set(br#"{"nftables": [{"set": {"name": "banned4"}}]}"#).unwrap(),
             vec![]
+        );
+    }
+
+    #[test]
+    fn parses_evidence_counters() {
+        // As `nft -j list set inet nolist seen4` prints it (nft 1.0.6).
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "seen4", "table": "nolist", "type": "ipv4_addr", "handle": 2, "size": 65536, "flags": ["timeout"], "timeout": 3600, "elem": [{"elem": {"val": "198.18.0.9", "expires": 3599, "counter": {"packets": 3, "bytes": 180}}}], "stmt": [{"counter": null}]}}]}"#;
+        assert_eq!(
+            parse_counters(json).unwrap(),
+            vec![("198.18.0.9".parse().unwrap(), 3)]
+        );
+        assert_eq!(
+            parse_counters(br#"{"nftables": [{"set": {"name": "seen4"}}]}"#).unwrap(),
+            vec![]
+        );
+        assert!(
+            parse_counters(br#"{"nftables": [{"set": {"elem": [{"elem": {"val": "x; drop"}}]}}]}"#)
+                .is_err()
         );
     }
 }

@@ -139,7 +139,8 @@ pub struct Store {
 }
 
 /// Schema migrations; entry `i` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE bans (
         target  TEXT PRIMARY KEY,
         since   INTEGER NOT NULL,
@@ -167,7 +168,16 @@ const MIGRATIONS: &[&str] = &["
         until   INTEGER,
         reason  TEXT NOT NULL
     );
-"];
+",
+    "
+    -- What a backend without read-back (bans.enforce.command) applied.
+    CREATE TABLE enforced (
+        backend TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        PRIMARY KEY (backend, target)
+    );
+",
+];
 
 impl Store {
     /// Opens (creating and migrating as needed) the store in `state_dir`.
@@ -382,6 +392,39 @@ impl Store {
             )
             .optional()
             .map_err(|e| self.err(e))
+    }
+
+    /// What the enforcement backend `backend` applied, as last saved.
+    pub fn enforced(&self, backend: &str) -> Result<Vec<IpNet>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT target FROM enforced WHERE backend = ?1 ORDER BY target")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![backend], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            // A row this nolist cannot read is skipped, never guessed at.
+            if let Ok(net) = row.map_err(|e| self.err(e))?.parse() {
+                out.push(net);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces what `backend` applied, in one transaction.
+    pub fn set_enforced(&mut self, backend: &str, targets: &[IpNet]) -> Result<(), StoreError> {
+        in_tx(&mut self.conn, |tx| {
+            tx.execute("DELETE FROM enforced WHERE backend = ?1", params![backend])?;
+            let mut insert =
+                tx.prepare("INSERT OR IGNORE INTO enforced (backend, target) VALUES (?1, ?2)")?;
+            for t in targets {
+                insert.execute(params![backend, t.to_string()])?;
+            }
+            Ok(())
+        })
+        .map_err(|e| self.err(e))
     }
 
     /// Counts and recent history.

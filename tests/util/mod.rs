@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod fail2ban;
 pub mod nsd;
 pub mod postfix;
 pub mod serve;
@@ -52,6 +53,99 @@ pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
         eprintln!("\n*** SKIPPED: {msg} ***\n");
     }
     found
+}
+
+/// A loud skip for a missing prerequisite, or a failure under `CI=true`.
+pub fn skip<T>(msg: &str) -> Option<T> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true: {msg}");
+    }
+    eprintln!("\n*** SKIPPED: {msg} ***\n");
+    None
+}
+
+/// True when the test runs as root; otherwise a loud skip (a failure under
+/// `CI=true`). `why` says what needs root.
+pub fn require_root(why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    skip::<()>(&format!("needs root ({why})"));
+    false
+}
+
+/// Moves the calling thread (and the processes it starts from now on) into
+/// a fresh network namespace with `lo` up, so nothing the test does can
+/// touch the host's network or firewall. Panics if that fails: a test that
+/// changes the firewall must never fall back to the host's.
+pub fn enter_private_netns() {
+    // SAFETY: unshare only changes the calling thread's namespaces.
+    let ok = unsafe { libc::unshare(libc::CLONE_NEWNET) == 0 };
+    assert!(
+        ok,
+        "unshare(CLONE_NEWNET) failed: refusing to touch the host's network"
+    );
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("run ip");
+    assert!(up.success(), "ip link set lo up");
+}
+
+/// Adds `addr` (e.g. `198.18.0.9/32`) to `lo` in the current namespace.
+pub fn add_lo_address(addr: &str) {
+    let ok = Command::new("ip")
+        .args(["addr", "add", addr, "dev", "lo"])
+        .status()
+        .expect("run ip")
+        .success();
+    assert!(ok, "ip addr add {addr} dev lo");
+}
+
+/// Runs `program args` and returns its stdout; panics with stderr on failure.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a TCP connection attempt from one local address to another got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connect {
+    /// The handshake completed.
+    Open,
+    /// Refused (RST, or an ICMP reject).
+    Refused,
+    /// No answer within the timeout (dropped).
+    Dropped,
+}
+
+/// Connects from `source` (an address on `lo`) to `target`, waiting at most 1.5 s.
+pub fn connect_from(source: std::net::IpAddr, target: std::net::SocketAddr) -> Connect {
+    let domain = socket2::Domain::for_address(target);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&std::net::SocketAddr::new(source, 0).into())
+        .expect("bind source");
+    match s.connect_timeout(&target.into(), std::time::Duration::from_millis(1500)) {
+        Ok(()) => Connect::Open,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Connect::Refused,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::TimedOut
+                || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            Connect::Dropped
+        }
+        Err(e) => panic!("connect {source} -> {target}: {e}"),
+    }
 }
 
 /// Runs `named-checkzone ORIGIN FILE`; panics with its output unless it accepts the zone.

@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::nsd::free_port;
-use super::require_tool;
+use super::{require_tool, skip};
 
 /// The reply text of the pcre map (after the code).
 pub const DECOY_REPLY: &str = "4.7.1 Service temporarily unavailable, try again later";
@@ -189,16 +189,6 @@ impl Drop for Postfix {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-/// `require_tool`'s rule for other prerequisites: a loud skip, or a
-/// failure under `CI=true`.
-fn skip<T>(msg: &str) -> Option<T> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true: {msg}");
-    }
-    eprintln!("\n*** SKIPPED: {msg} ***\n");
-    None
 }
 
 fn main_cf(root: &Path) -> String {
