@@ -90,29 +90,78 @@ pub fn enforcer(config: &Config) -> Result<Option<Box<dyn Enforcer>>, String> {
     Ok(Some(backend))
 }
 
+/// The parts of a reloaded config that only a restart applies (SIGHUP
+/// applies everything else). Pure.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let dns_listen = |c: &Config| {
+        c.dns
+            .serve
+            .as_ref()
+            .map(|s| (s.listen.clone(), s.tcp_max_connections, s.tcp_idle_timeout))
+    };
+    let enforce = |c: &Config| {
+        let e = &c.bans.enforce;
+        (e.backend, e.command.clone(), e.fail2ban.clone())
+    };
+    let mut out = Vec::new();
+    if old.state_dir != new.state_dir {
+        out.push("state_dir");
+    }
+    if old.mta != new.mta {
+        out.push("mta");
+    }
+    if enforce(old) != enforce(new) {
+        out.push("bans.enforce (backend, command, fail2ban)");
+    }
+    if dns_listen(old) != dns_listen(new) {
+        out.push("dns.serve (listen, tcp limits)");
+    }
+    if old.metrics != new.metrics {
+        out.push("metrics");
+    }
+    out
+}
+
 /// The name under which refuse-mode evidence reaches the engine.
 pub const EVIDENCE_SOURCE: &str = "firewall:refused";
+
+/// A checked backend that replaces the running one (SIGHUP with other
+/// ports or decoys) is sent here.
+pub type BackendSwap = std::sync::mpsc::Sender<Box<dyn Enforcer>>;
 
 /// Starts the enforcement thread: every [`ENFORCE_TICK`] it makes the
 /// firewall hold exactly the bans in force in the store (engine and
 /// manual), and in refuse mode it sends the refused connections the
-/// firewall counted to the engine as decoy hits.
+/// firewall counted to the engine as decoy hits. A backend sent to the
+/// returned [`BackendSwap`] replaces the running one at the next tick.
 pub fn spawn_enforcer(
     mut backend: Box<dyn Enforcer>,
     config: &Config,
     evidence: mpsc::Sender<LogBatch>,
     shutdown: CancellationToken,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
+) -> Result<(BackendSwap, std::thread::JoinHandle<()>), StoreError> {
     let mut store = Store::open(&config.state_dir)?;
     let name = backend.name();
     if backend.applied().is_some() {
         backend.restore_applied(store.enforced(name)?);
     }
-    Ok(std::thread::spawn(move || {
+    let (swap, swaps) = std::sync::mpsc::channel::<Box<dyn Enforcer>>();
+    let thread = std::thread::spawn(move || {
         let mut failing = false;
         let mut counts = SynCounts::default();
         let mut saved = backend.applied();
+        let added = metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "add");
+        let removed = metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "remove");
+        let errors = metrics::counter!(crate::metrics::ENFORCEMENT_ERRORS);
+        let active = metrics::gauge!(crate::metrics::BANS_ACTIVE);
         while !shutdown.is_cancelled() {
+            while let Ok(mut next) = swaps.try_recv() {
+                // Same kind of backend: what it applied carries over.
+                if let Some(applied) = backend.applied() {
+                    next.restore_applied(applied);
+                }
+                backend = next;
+            }
             let now = unix_now();
             let targets: Vec<Target> = match store.bans(now) {
                 Ok(bans) => bans
@@ -124,10 +173,23 @@ pub fn spawn_enforcer(
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "reading bans for enforcement failed");
-                    Vec::new()
+                    errors.increment(1);
+                    pause(&shutdown);
+                    continue;
                 }
             };
-            match crate::enforce::reconcile(backend.as_mut(), &targets) {
+            #[allow(clippy::cast_precision_loss)] // a count of bans
+            active.set(targets.len() as f64);
+            let began = std::time::Instant::now();
+            let result = crate::enforce::reconcile(backend.as_mut(), &targets);
+            let took_ms = began.elapsed().as_millis();
+            if let Ok(r) = &result {
+                added.increment(r.added as u64);
+                removed.increment(r.removed as u64);
+            } else {
+                errors.increment(1);
+            }
+            match result {
                 Ok(r) if r.added + r.removed > 0 || r.rebuilt => {
                     failing = false;
                     tracing::info!(
@@ -135,6 +197,7 @@ pub fn spawn_enforcer(
                         added = r.added,
                         removed = r.removed,
                         rebuilt = r.rebuilt,
+                        took_ms,
                         "firewall reconciled"
                     );
                 }
@@ -170,14 +233,23 @@ pub fn spawn_enforcer(
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "reading refuse-mode evidence failed"),
+                Err(e) => {
+                    errors.increment(1);
+                    tracing::warn!(error = %e, "reading refuse-mode evidence failed");
+                }
             }
-            let deadline = std::time::Instant::now() + ENFORCE_TICK;
-            while std::time::Instant::now() < deadline && !shutdown.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            pause(&shutdown);
         }
-    }))
+    });
+    Ok((swap, thread))
+}
+
+/// Sleeps one [`ENFORCE_TICK`], or less when `shutdown` comes.
+fn pause(shutdown: &CancellationToken) {
+    let deadline = std::time::Instant::now() + ENFORCE_TICK;
+    while std::time::Instant::now() < deadline && !shutdown.is_cancelled() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Resolves the SPF records of `bans.allow.spf` now and every
@@ -303,6 +375,9 @@ fn tail_loop(
     shutdown: CancellationToken,
 ) {
     let mut saved: Option<String> = None;
+    let lines = metrics::counter!(crate::metrics::LOG_LINES, "log" => key.clone());
+    let errors = metrics::counter!(crate::metrics::LOG_PARSE_ERRORS, "log" => key.clone());
+    let mut unstamped = 0;
     while !shutdown.is_cancelled() {
         let mut events = Vec::new();
         let result = tailer.poll(&mut |line: &[u8]| {
@@ -310,8 +385,13 @@ fn tail_loop(
                 events.push((e.at, e.ip, e.kind));
             }
         });
-        if let Err(e) = result {
-            tracing::warn!(log = %key, error = %e, "reading the MTA log failed");
+        match result {
+            Ok(stats) => {
+                lines.increment(stats.lines);
+                errors.increment(stats.overlong + parser.unstamped() - unstamped);
+                unstamped = parser.unstamped();
+            }
+            Err(e) => tracing::warn!(log = %key, error = %e, "reading the MTA log failed"),
         }
         // Only a moved checkpoint is written: an idle log leaves the store idle.
         let checkpoint = tailer
@@ -409,15 +489,37 @@ fn spawn_writer(
     (tx, handle)
 }
 
+/// What the engine task listens to.
+pub struct EngineInputs {
+    /// Decoy sessions from the responder.
+    pub sessions: mpsc::Receiver<SessionEvent>,
+    /// Evidence from the MTA logs and the firewall.
+    pub logs: mpsc::Receiver<LogBatch>,
+    /// The SPF allow list, whenever it is resolved.
+    pub allowed: mpsc::Receiver<Vec<IpNet>>,
+    /// A new policy (SIGHUP).
+    pub policies: mpsc::Receiver<Policy>,
+}
+
 /// Runs the engine until `shutdown`, then lets the writer finish.
 pub async fn run_engine(
     mut engine: Engine,
     store: Store,
-    mut sessions: mpsc::Receiver<SessionEvent>,
-    mut logs: mpsc::Receiver<LogBatch>,
-    mut allowed: mpsc::Receiver<Vec<IpNet>>,
+    inputs: EngineInputs,
     shutdown: CancellationToken,
 ) {
+    let EngineInputs {
+        mut sessions,
+        mut logs,
+        mut allowed,
+        mut policies,
+    } = inputs;
+    let hits_responder = metrics::counter!(crate::metrics::HITS, "source" => "responder");
+    let hits_log = metrics::counter!(crate::metrics::HITS, "source" => "log");
+    let hits_firewall = metrics::counter!(crate::metrics::HITS, "source" => "firewall");
+    let delivered = metrics::counter!(crate::metrics::DELIVERIES);
+    let bans_added = metrics::counter!(crate::metrics::BANS_ADDED);
+    let bans_removed = metrics::counter!(crate::metrics::BANS_REMOVED);
     let (snap_tx, mut snapshots) = mpsc::channel(4);
     let remember = engine.policy().remember;
     let (writer, writer_thread) = spawn_writer(store, snap_tx, remember);
@@ -434,19 +536,35 @@ pub async fn run_engine(
         tokio::select! {
             Some(s) = sessions.recv() => {
                 let at = s.started.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+                hits_responder.increment(1);
                 engine.hit(s.client.ip(), at, &mut decisions);
             }
             Some(batch) = logs.recv() => {
+                let hits = if batch.path == EVIDENCE_SOURCE { &hits_firewall } else { &hits_log };
                 for (at, ip, kind) in batch.events {
                     match kind {
-                        Kind::DecoyHit => engine.hit(ip, at, &mut decisions),
+                        Kind::DecoyHit => {
+                            hits.increment(1);
+                            engine.hit(ip, at, &mut decisions);
+                        }
                         Kind::Delivery => {
+                            delivered.increment(1);
                             engine.delivery(ip, at, &mut decisions);
                             deliveries.push((engine.policy().network(ip), at));
                         }
                     }
                 }
+                // What these lines made due now (a ban with grace 0) is
+                // decided now, so it is committed with their checkpoint: a
+                // crash can then never keep the checkpoint and lose the ban.
+                engine.advance(unix_now(), &mut decisions);
                 checkpoint = batch.checkpoint.map(|c| (batch.path, c));
+            }
+            Some(policy) = policies.recv() => {
+                let forgotten = engine.set_policy(policy, unix_now(), &mut decisions);
+                if forgotten > 0 {
+                    tracing::warn!(networks = forgotten, "reload: deliveries remembered for networks too wide to split into the new network size were forgotten");
+                }
             }
             _ = ticker.tick() => engine.advance(unix_now(), &mut decisions),
             Some(networks) = allowed.recv() => engine.set_allowed(networks),
@@ -467,6 +585,10 @@ pub async fn run_engine(
             () = shutdown.cancelled() => break,
         }
         for d in &decisions {
+            match d.action {
+                crate::bans::Action::Ban => bans_added.increment(1),
+                crate::bans::Action::Unban => bans_removed.increment(1),
+            }
             tracing::info!(action = ?d.action, ip = %d.ip, until = ?d.until, hits = d.hits, reason = %d.reason, "decision");
         }
         if !decisions.is_empty() || !deliveries.is_empty() || checkpoint.is_some() {

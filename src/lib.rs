@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod enforce;
+pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod smtp;

@@ -1,126 +1,412 @@
-//! End to end in a network namespace the test creates (`unshare -n`): the
-//! decoy responder on a test address, port 25; a bot that hits it
-//! `maxretry` times ends up in nolist's nftables set and its next
-//! connection is dropped; a legitimate sender that hit the decoy but then
-//! delivered through the real MX (per the MTA log the daemon follows) is
-//! never banned. Nothing here touches the host's network or ruleset.
+//! `nolist run` end to end, each test in a network namespace of its own
+//! (the test's thread enters it, and every process it starts lives there):
+//! the decoy on 198.18.0.1:25, a real Postfix as the secondary on
+//! 198.18.0.2:25, bots and real senders on further addresses of `lo`, and
+//! nolist's nftables table. Nothing here touches the host's network or
+//! ruleset.
 
 mod util;
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use util::require_tool;
+use util::postfix::Postfix;
+use util::serve::Server;
+use util::{Connect, connect_from, require_root, require_tool};
 
-const SCRIPT: &str = r#"
-set -u
-ip link set lo up
-ip addr add 198.18.0.1/32 dev lo   # the decoy
-ip addr add 198.18.0.9/32 dev lo   # a bot
-ip addr add 198.18.1.7/32 dev lo   # a real sender
-cat > "$DIR/nolist.yaml" <<EOF
-domains:
-  - name: example.org
-    decoy: { host: mx01.example.org, preference: 10, ipv4: [198.18.0.1] }
-    real:
-      - { host: mx02.example.org, preference: 20, ipv4: [198.18.0.2] }
-responder:
-  mode: rcpt-450
-  listen: ["198.18.0.1:25"]
-mta: { logs: ["$DIR/mail.log"], format: postfix }
-bans: { maxretry: 3, findtime: 1h, grace: 4s, bantime: 1h, ignore: [], enforce: { backend: nftables, ports: [25] } }
-EOF
-: > "$DIR/mail.log"
-"$NOLIST" run -c "$DIR/nolist.yaml" --state-dir "$DIR/state" 2> "$DIR/run.log" &
-pid=$!
-for _ in $(seq 1 100); do grep -q "listening on smtp" "$DIR/run.log" && break; sleep 0.1; done
-grep -q "listening on smtp" "$DIR/run.log" || { echo "NOT STARTED"; cat "$DIR/run.log"; kill $pid; exit 1; }
+const DECOY: &str = "198.18.0.1:25";
 
-probe() { # source address -> "ok" when a banner arrives, "dropped" on timeout
-  python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket()
-s.bind((sys.argv[1], 0))
-s.settimeout(2)
-try:
-    s.connect(("198.18.0.1", 25))
-    print("ok" if s.recv(100).startswith(b"220") else "odd")
-except socket.timeout:
-    print("dropped")
-except OSError as e:
-    print("error", e)
-PY
+/// Enters a fresh namespace with `addrs` on `lo`; `None` after a loud skip.
+fn netns(tools: &[(&str, &str)], addrs: &[&str]) -> Option<()> {
+    for (tool, package) in tools
+        .iter()
+        .chain(&[("ip", "iproute2"), ("nft", "nftables")])
+    {
+        require_tool(tool, package)?;
+    }
+    if !require_root("a network namespace and nftables") {
+        return None;
+    }
+    util::enter_private_netns();
+    for a in addrs {
+        util::add_lo_address(&format!("{a}/32"));
+    }
+    Some(())
 }
 
-# The real sender: hits the decoy as often as the bot would (say, three
-# retries of a queue run), then delivers through the real MX within grace,
-# as the real MX's Postfix logs it.
-for i in 1 2 3; do
-  swaks --server 198.18.0.1:25 --local-interface 198.18.1.7 --to user@example.org \
-        --from real@sender.example --quit-after RCPT --timeout 5 > /dev/null 2>&1
-done
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) mx2 postfix/smtpd[77]: 4F1C2D3E5A: client=mail.sender.example[198.18.1.7]" >> "$DIR/mail.log"
+fn config(dir: &Path, mode: &str, log: &Path, grace: &str) -> std::path::PathBuf {
+    let cfg = dir.join("nolist.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "\
+domains:
+  - name: example.org
+    decoy: {{ host: mx01.example.org, preference: 10, ipv4: [198.18.0.1] }}
+    real:
+      - {{ host: mx02.example.org, preference: 20, ipv4: [198.18.0.2] }}
+responder:
+  mode: {mode}
+mta: {{ logs: [\"{}\"], format: postfix }}
+bans:
+  maxretry: 3
+  findtime: 1h
+  grace: {grace}
+  bantime: 1h
+  ignore: []
+  enforce: {{ backend: nftables, ports: [25] }}
+",
+            log.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
 
-# The bot: three dialogues up to RCPT, each answered 450, and no delivery.
-for i in 1 2 3; do
-  swaks --server 198.18.0.1:25 --local-interface 198.18.0.9 --to user@example.org \
-        --from bot@spam.example --quit-after RCPT --timeout 5 > "$DIR/swaks.$i" 2>&1
-  grep -q "<\*\* 450" "$DIR/swaks.$i" && echo "BOT_GOT_450"
-done
+/// The addresses in nolist's IPv4 ban set.
+fn banned() -> Vec<String> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "set", "inet", "nolist", "banned4"])
+        .output()
+        .unwrap();
+    nolist::enforce::nft::parse_set(&out.stdout)
+        .unwrap_or_default()
+        .iter()
+        .map(nolist::enforce::element)
+        .collect()
+}
 
-# Banned within grace plus a tick or two.
-for _ in $(seq 1 100); do
-  nft -j list set inet nolist banned4 2>/dev/null | grep -q '"198.18.0.9"' && break
-  sleep 0.1
-done
-nft -j list set inet nolist banned4 | grep -q '"198.18.0.9"' && echo "BOT_IN_SET"
-echo "BOT_NEXT: $(probe 198.18.0.9)"
-echo "REAL_NEXT: $(probe 198.18.1.7)"
-nft -j list set inet nolist banned4 | grep -q '"198.18.1.7"' && echo "REAL_IN_SET"
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+    log: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
-# A wiped ruleset is rebuilt from the store.
-nft flush ruleset
-for _ in $(seq 1 60); do
-  nft -j list set inet nolist banned4 2>/dev/null | grep -q '"198.18.0.9"' && break
-  sleep 0.1
-done
-nft -j list set inet nolist banned4 2>/dev/null | grep -q '"198.18.0.9"' && echo "REBUILT"
+/// One swaks dialogue from `source`: to the decoy up to RCPT, or a whole
+/// message through the real MX. Returns swaks's transcript.
+fn swaks(source: &str, server: &str, whole_message: bool) -> String {
+    let mut cmd = Command::new("swaks");
+    cmd.args([
+        "--server",
+        server,
+        "--local-interface",
+        source,
+        "--to",
+        "user@example.org",
+        "--from",
+        "someone@sender.example",
+        "--timeout",
+        "5",
+    ]);
+    if !whole_message {
+        cmd.args(["--quit-after", "RCPT"]);
+    }
+    let out = cmd.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
-kill -TERM $pid
-wait $pid
-echo "EXIT $?"
-"#;
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
 
 #[test]
-fn bot_is_dropped_real_sender_is_not() {
-    for (tool, package) in [
-        ("unshare", "util-linux"),
-        ("ip", "iproute2"),
-        ("nft", "nftables"),
-        ("swaks", "swaks"),
-        ("python3", "python3"),
-    ] {
-        if require_tool(tool, package).is_none() {
-            return;
-        }
+fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
+    let addrs = [
+        "198.18.0.1",
+        "198.18.0.2",
+        "198.18.0.9",
+        "198.18.1.7",
+        "198.18.2.7",
+        "198.18.3.9",
+    ];
+    if netns(&[("swaks", "swaks")], &addrs).is_none() {
+        return;
     }
-    if !util::require_root("a network namespace") {
+    let Some(mx) = Postfix::start_real_mx("198.18.0.2:25".parse().unwrap(), "example.org") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "rcpt-450", &mx.maillog(), "4s");
+    let state = dir.path().join("state");
+    let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 1)
+        .unwrap_or_else(|log| panic!("{log}"));
+    let log = || format!("{}\n--- postfix ---\n{}", server.log_text(), mx.log());
+    let decoy: SocketAddr = DECOY.parse().unwrap();
+
+    // A real sender: three decoy hits (say, three queue runs), then the
+    // message goes through the real MX within grace.
+    for _ in 0..3 {
+        assert!(
+            swaks("198.18.1.7", DECOY, false).contains("<** 450"),
+            "{}",
+            log()
+        );
+    }
+    let sent = swaks("198.18.1.7", "198.18.0.2:25", true);
+    assert!(
+        sent.contains("<-  250 2.0.0 Ok: queued"),
+        "{sent}\n{}",
+        log()
+    );
+    // A bot: three dialogues up to RCPT, each answered 450, no delivery.
+    for _ in 0..3 {
+        assert!(swaks("198.18.0.9", DECOY, false).contains("<** 450"));
+    }
+    wait_until(
+        "the bot's ban",
+        Duration::from_secs(15),
+        || banned().contains(&"198.18.0.9".to_owned()),
+        &log,
+    );
+    assert_eq!(
+        connect_from(ip("198.18.0.9"), decoy),
+        Connect::Dropped,
+        "the bot's next SYN"
+    );
+    assert_eq!(connect_from(ip("198.18.1.7"), decoy), Connect::Open);
+    assert!(!banned().contains(&"198.18.1.7".to_owned()), "{}", log());
+    assert!(
+        server.log_text().contains("ip=198.18.0.9"),
+        "the decision is logged: {}",
+        log()
+    );
+
+    // The real MX's log is rotated while nolist runs: a delivery in the
+    // new file still clears its sender, banned only if the rotation were missed.
+    mx.logrotate();
+    for _ in 0..3 {
+        swaks("198.18.2.7", DECOY, false);
+        swaks("198.18.3.9", DECOY, false);
+    }
+    let sent = swaks("198.18.2.7", "198.18.0.2:25", true);
+    assert!(sent.contains("queued"), "{sent}");
+    wait_until(
+        "the second bot's ban",
+        Duration::from_secs(15),
+        || banned().contains(&"198.18.3.9".to_owned()),
+        &log,
+    );
+    assert!(!banned().contains(&"198.18.2.7".to_owned()), "{}", log());
+    assert!(server.log_text().contains("log rotated"), "{}", log());
+
+    // A wiped ruleset is rebuilt from the store within a reconcile.
+    util::run_ok("nft", &["flush", "ruleset"]);
+    wait_until(
+        "the rebuild",
+        Duration::from_secs(10),
+        || banned().len() == 2,
+        &log,
+    );
+    assert_eq!(connect_from(ip("198.18.0.9"), decoy), Connect::Dropped);
+
+    server.signal("TERM");
+    let mut server = server;
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+}
+
+fn reject_line(ip: &str) -> String {
+    format!(
+        "{} mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[{ip}]: 450 4.7.1 Try later; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x>\n",
+        nolist::watch::time::rfc3339(nolist::daemon::unix_now())
+    )
+}
+
+fn append(log: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The bans in force in the store, after checking that the history holds
+/// exactly one ban decision for each (nothing decided twice).
+fn bans_decided_once(state: &Path) -> usize {
+    let db = rusqlite::Connection::open(state.join("nolist.db")).unwrap();
+    let count = |sql: &str| -> usize {
+        db.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| usize::try_from(n).unwrap())
+            .unwrap()
+    };
+    let in_force = count("SELECT count(*) FROM bans");
+    assert_eq!(
+        count("SELECT count(*) FROM history WHERE action = 'ban'"),
+        in_force,
+        "every ban decided once"
+    );
+    in_force
+}
+
+#[test]
+fn kill_9_mid_burst_loses_no_ban_and_counts_no_line_twice() {
+    if netns(&[], &["198.18.0.1", "198.18.0.2"]).is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("unshare")
-        .args(["-n", "bash", "-c", SCRIPT])
-        .env("DIR", dir.path())
-        .env("NOLIST", env!("CARGO_BIN_EXE_nolist"))
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    // grace 0: a ban is decided with the line that completes it, and so
+    // committed with that line's checkpoint.
+    let cfg = config(dir.path(), "refuse", &log, "0s");
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let start = || {
+        let s = Server::start_with("run", &cfg, &args, 0).unwrap_or_else(|l| panic!("{l}"));
+        assert!(
+            s.wait_for_log("following", Duration::from_secs(10)),
+            "{}",
+            s.log_text()
+        );
+        s
+    };
+    let mut first = start();
+    // A burst: 300 bots, three hits each, written in 30 pieces over 1.5 s;
+    // the daemon is killed as soon as its first bans are decided, while the
+    // rest is still being written.
+    let bots: Vec<String> = (0..300)
+        .map(|i| format!("198.19.{}.{}", i / 200, i % 200 + 1))
+        .collect();
+    let writer = {
+        let log = log.clone();
+        let bots = bots.clone();
+        std::thread::spawn(move || {
+            for piece in bots.chunks(10) {
+                let text: String = (0..3)
+                    .flat_map(|_| piece.iter().map(|b| reject_line(b)))
+                    .collect();
+                append(&log, &text);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    wait_until(
+        "the first decisions",
+        Duration::from_secs(20),
+        || first.log_text().contains("decision"),
+        &|| first.log_text(),
+    );
+    first.signal("KILL");
+    assert_eq!(
+        first.wait_exit(Duration::from_secs(10)),
+        None,
+        "killed by a signal, no exit code"
+    );
+    let before = first.log_text().matches("decision").count();
+    drop(first);
+    writer.join().unwrap();
+    assert!(
+        before < 300,
+        "the kill came in the middle of the burst ({before} decided)"
+    );
+
+    // Restart: every ban is in the store and in the kernel set, each decided once.
+    let second = start();
+    wait_until(
+        "300 bans in nft",
+        Duration::from_secs(30),
+        || banned().len() == 300,
+        &|| second.log_text(),
+    );
+    assert_eq!(bans_decided_once(&state), 300);
+
+    // Two hits, recorded; then a kill and a restart; then one more hit.
+    // The two are never read again, so the three never add up to a ban.
+    append(&log, &reject_line("198.18.7.7").repeat(2));
+    wait_until(
+        "the checkpoint",
+        Duration::from_secs(10),
+        || {
+            let db = rusqlite::Connection::open(state.join("nolist.db")).unwrap();
+            let size: Option<String> = db
+                .query_row("SELECT state FROM checkpoints", [], |r| r.get(0))
+                .ok();
+            let len = std::fs::metadata(&log).unwrap().len();
+            size.is_some_and(|s| s.contains(&format!("\"offset\":{len}")))
+        },
+        &|| second.log_text(),
+    );
+    second.signal("KILL");
+    drop(second);
+    let third = start();
+    append(&log, &reject_line("198.18.7.7"));
+    // A bot after the restart is banned: the log is being followed.
+    append(&log, &reject_line("198.18.8.8").repeat(3));
+    wait_until(
+        "the new bot's ban",
+        Duration::from_secs(15),
+        || banned().contains(&"198.18.8.8".to_owned()),
+        &|| third.log_text(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !banned().contains(&"198.18.7.7".to_owned()),
+        "{}",
+        third.log_text()
+    );
+    assert_eq!(bans_decided_once(&state), 301);
+}
+
+#[test]
+fn refuse_mode_resets_and_turns_the_refused_connections_into_bans() {
+    if netns(&[], &["198.18.0.1", "198.18.0.9", "198.18.0.50"]).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(dir.path(), "refuse", &log, "1s");
+    let state = dir.path().join("state");
+    let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 0)
+        .unwrap_or_else(|l| panic!("{l}"));
+    wait_until(
+        "enforcement",
+        Duration::from_secs(10),
+        || server.log_text().contains("enforcing bans"),
+        &|| server.log_text(),
+    );
+    let decoy: SocketAddr = DECOY.parse().unwrap();
+    // The probe sees a reset, at once.
+    let out = util::nolist()
+        .args(["probe", DECOY, "--format", "json"])
+        .timeout(Duration::from_secs(20))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
-    let ctx = format!("{text}\n--- nolist run log ---\n{log}");
-    assert_eq!(text.matches("BOT_GOT_450").count(), 3, "{ctx}");
-    assert!(text.contains("BOT_IN_SET"), "{ctx}");
-    assert!(text.contains("BOT_NEXT: dropped"), "{ctx}");
-    assert!(text.contains("REAL_NEXT: ok"), "{ctx}");
-    assert!(!text.contains("REAL_IN_SET"), "{ctx}");
-    assert!(text.contains("REBUILT"), "{ctx}");
-    assert!(text.contains("EXIT 0"), "{ctx}");
+    let (code, json) = util::exit_and_json(&out);
+    assert_eq!(code, 1);
+    assert_eq!(json["probes"][0]["outcome"], "refused", "{json}");
+    // A bot's three connection attempts become three hits and a ban.
+    for _ in 0..3 {
+        assert_eq!(connect_from(ip("198.18.0.9"), decoy), Connect::Refused);
+    }
+    assert_eq!(connect_from(ip("198.18.0.50"), decoy), Connect::Refused);
+    wait_until(
+        "the bot's ban",
+        Duration::from_secs(15),
+        || banned().contains(&"198.18.0.9".to_owned()),
+        &|| server.log_text(),
+    );
+    assert_eq!(connect_from(ip("198.18.0.9"), decoy), Connect::Dropped);
+    // One attempt is not enough.
+    assert!(!banned().contains(&"198.18.0.50".to_owned()));
+    assert_eq!(connect_from(ip("198.18.0.50"), decoy), Connect::Refused);
 }

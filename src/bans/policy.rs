@@ -86,6 +86,28 @@ impl Policy {
         IpNet::new(ip, prefix).map_or_else(|_| IpNet::from(ip), |n| n.trunc())
     }
 
+    /// The networks of this policy's size that `net` covers: `net` itself
+    /// truncated when it is narrower, its subnets when it is wider (none
+    /// when there would be more than 256).
+    fn networks_within(&self, net: IpNet) -> Vec<IpNet> {
+        let prefix = if net.addr().is_ipv4() {
+            self.v4_prefix
+        } else {
+            self.v6_prefix
+        };
+        if prefix <= net.prefix_len() {
+            return IpNet::new(net.addr(), prefix)
+                .map(|n| vec![n.trunc()])
+                .unwrap_or_default();
+        }
+        if prefix - net.prefix_len() > 8 {
+            return Vec::new();
+        }
+        net.subnets(prefix)
+            .map(Iterator::collect)
+            .unwrap_or_default()
+    }
+
     fn is_exempt(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.exempt.iter().any(|c| c.contains(&ip))
@@ -228,6 +250,69 @@ impl Engine {
             .push(ip);
         self.offences.insert(ip, (offence, at));
         self.due.push(Reverse((until, Due::Expire, ip)));
+    }
+
+    /// Replaces the policy (a reloaded config) at `now`. Engine bans of
+    /// clients the new policy exempts are lifted; remembered deliveries and
+    /// banned networks are re-keyed when the network sizes change (a
+    /// delivery remembered for a network wider than the new size covers
+    /// its subnets, up to 256 of them; beyond that it is forgotten and
+    /// logged by the caller through the returned count).
+    pub fn set_policy(&mut self, policy: Policy, now: i64, out: &mut Vec<Decision>) -> usize {
+        let same_networks =
+            (policy.v4_prefix, policy.v6_prefix) == (self.policy.v4_prefix, self.policy.v6_prefix);
+        self.policy = policy;
+        let max = self.policy.maxretry as usize;
+        for c in self.clients.values_mut() {
+            while c.recent.len() > max {
+                c.recent.pop_front();
+            }
+        }
+        let mut forgotten = 0;
+        if !same_networks {
+            let old = std::mem::take(&mut self.deliveries);
+            for (net, at) in old {
+                let nets = self.policy.networks_within(net);
+                if nets.is_empty() {
+                    forgotten += 1;
+                }
+                for n in nets {
+                    let last = self.deliveries.entry(n).or_insert(at);
+                    *last = (*last).max(at);
+                }
+            }
+            self.banned_nets.clear();
+            for ip in self.bans.keys() {
+                self.banned_nets
+                    .entry(self.policy.network(*ip))
+                    .or_default()
+                    .push(*ip);
+            }
+        }
+        let exempt: Vec<IpAddr> = self
+            .bans
+            .keys()
+            .copied()
+            .filter(|ip| self.policy.is_exempt(*ip))
+            .collect();
+        for ip in exempt {
+            let hits = self.bans.get(&ip).map_or(0, |b| b.hits);
+            if self.forget_ban(ip) {
+                out.push(Decision {
+                    action: Action::Unban,
+                    ip,
+                    at: now,
+                    until: None,
+                    reason: "exempt by the reloaded config".into(),
+                    hits,
+                    first_hit: None,
+                    last_hit: None,
+                    offence: self.offences.get(&ip).map_or(0, |o| o.0),
+                });
+            }
+        }
+        self.clients.retain(|ip, _| !self.policy.is_exempt(*ip));
+        forgotten
     }
 
     /// Replaces the dynamic allow list (networks from big senders' SPF

@@ -48,6 +48,17 @@ pub struct Config {
     pub bans: Bans,
     /// DNS serving and the zone apex records (SOA, NS).
     pub dns: Dns,
+    /// The Prometheus endpoint of `run`.
+    pub metrics: Option<Metrics>,
+}
+
+/// The `metrics` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Where `run` serves `GET /metrics` (plain HTTP: keep it on loopback
+    /// or a management network).
+    pub listen: SocketAddr,
 }
 
 impl Config {
@@ -255,7 +266,7 @@ pub enum MtaFormat {
 }
 
 /// The `mta` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mta {
     /// Log files of the real MTA, followed across rotation.
@@ -476,7 +487,7 @@ fn default_ports() -> Vec<u16> {
 }
 
 /// `bans.enforce.command`: argv templates run without a shell.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandSpec {
     /// Bans one target: `{ip}` (address or CIDR network) and `{seconds}`.
@@ -541,7 +552,7 @@ impl<'de> Deserialize<'de> for ArgvTemplate {
 }
 
 /// `bans.enforce.fail2ban`: the jail that enforces nolist's bans.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Fail2banSpec {
     /// The jail's name.

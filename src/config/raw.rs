@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{
-    Bans, Config, ConfigError, Dns, Domain, Layout, Loc, Mta, MxHost, MxTarget, Name, NameServer,
-    Responder, Serve, Soa, Ttl,
+    Bans, Config, ConfigError, Dns, Domain, Layout, Loc, Metrics, Mta, MxHost, MxTarget, Name,
+    NameServer, Responder, Serve, Soa, Ttl,
 };
 
 type Sp<T> = Spanned<T>;
@@ -41,6 +41,8 @@ pub(super) struct RawConfig {
     bans: Bans,
     #[serde(default)]
     dns: RawDns,
+    #[serde(default)]
+    metrics: Option<Metrics>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +202,7 @@ impl RawConfig {
             mta: self.mta,
             bans: self.bans,
             dns: self.dns.validate(path)?,
+            metrics: self.metrics,
         })
     }
 }

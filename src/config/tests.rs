@@ -406,6 +406,8 @@ dns:
     - host: ns1.example.net #BOGUS
     - ns2.example.net
   #BOGUS
+metrics:
+  listen: \"127.0.0.1:9425\" #BOGUS
 ";
 
 #[test]
@@ -423,7 +425,7 @@ fn every_table_rejects_unknown_keys() {
         .filter(|(_, l)| l.contains("#BOGUS"))
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(marked.len(), 18, "one marker per table");
+    assert_eq!(marked.len(), 19, "one marker per table");
     for &target in &marked {
         let mut expected_line = 0;
         let mut text = String::new();

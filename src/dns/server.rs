@@ -399,6 +399,8 @@ async fn udp_worker(
     let mut cache = AnswerCache::new(ANSWER_CACHE_ENTRIES);
     let mut cached_for: Option<Arc<Snapshot>> = None;
     let mut reply = Vec::with_capacity(512);
+    // Fetched once: counting is then one atomic add per query.
+    let queries = metrics::counter!(crate::metrics::DNS_QUERIES, "proto" => "udp");
     loop {
         let received = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
@@ -415,6 +417,7 @@ async fn udp_worker(
             continue;
         }
         let packet = &buf[..len];
+        queries.increment(1);
         let snapshot = authority.current();
         if !cached_for
             .as_ref()
@@ -506,6 +509,7 @@ async fn tcp_connection(
         ) {
             return;
         }
+        metrics::counter!(crate::metrics::DNS_QUERIES, "proto" => "tcp").increment(1);
         for reply in authority.answer(&message, src, Protocol::Tcp).await {
             let Ok(n) = u16::try_from(reply.len()) else {
                 continue;

@@ -26,6 +26,18 @@ pub enum Stage {
     Rcpt,
 }
 
+impl Stage {
+    /// The stage as written in logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Helo => "helo",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +66,26 @@ pub enum End {
     ReadFailed,
     /// Over the connection limits: `421` at once.
     Overloaded,
+}
+
+impl End {
+    /// The reason as in the JSON event and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Quit => "quit",
+            End::ClientClosed => "client_closed",
+            End::Greeted => "greeted",
+            End::IdleTimeout => "idle_timeout",
+            End::SessionTimeout => "session_timeout",
+            End::TooManyCommands => "too_many_commands",
+            End::LineTooLong => "line_too_long",
+            End::Bdat => "bdat",
+            End::Shutdown => "shutdown",
+            End::WriteFailed => "write_failed",
+            End::ReadFailed => "read_failed",
+            End::Overloaded => "overloaded",
+        }
+    }
 }
 
 /// One reply, possibly multi-line, with CRLFs; `close` ends the session after it.

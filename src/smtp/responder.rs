@@ -7,7 +7,7 @@
 //! bounded channel with `try_send` (what does not fit is counted, not waited
 //! for).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -76,8 +76,11 @@ impl EventSink {
 
     /// Offers an event; a full or closed channel counts it as dropped.
     pub fn offer(&self, event: SessionEvent) {
+        metrics::counter!(crate::metrics::SESSIONS, "stage" => event.stage.as_str(), "end" => event.end.as_str())
+            .increment(1);
         if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::EVENTS_DROPPED).increment(1);
         }
     }
 
@@ -152,40 +155,112 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-/// Serves until `shutdown`, then tells open sessions `421` and waits for
-/// them at most `drain`.
-pub async fn serve(
-    listeners: Vec<TcpListener>,
+/// What every new session uses; replaced as a whole on reload.
+#[derive(Clone)]
+struct Shared {
     settings: Arc<Settings>,
+    /// `settings.max_connections` permits. A reload that changes the limit
+    /// brings a new semaphore: sessions already open keep the old one.
+    slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn new(settings: Arc<Settings>) -> Shared {
+        let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+        Shared { settings, slots }
+    }
+}
+
+/// The running responder: one accept loop per listen address, all sharing
+/// the limits, the per-IP table and the settings. Addresses can be added
+/// and closed, and the settings replaced, while it runs (SIGHUP).
+pub struct Responder {
+    shared: watch::Sender<Shared>,
+    per_ip: Arc<PerIp>,
     events: EventSink,
     shutdown: CancellationToken,
-    drain: Duration,
-) {
-    let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
-    let per_ip = Arc::new(PerIp::default());
-    for listener in listeners {
-        tracker.spawn(accept_loop(
-            listener,
-            settings.clone(),
-            events.clone(),
-            slots.clone(),
-            per_ip.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
+    tracker: TaskTracker,
+    loops: BTreeMap<SocketAddr, CancellationToken>,
+}
+
+impl Responder {
+    /// A responder without listeners yet. Cancelling `shutdown` stops every
+    /// accept loop and tells open sessions `421`.
+    pub fn new(
+        settings: Arc<Settings>,
+        events: EventSink,
+        shutdown: CancellationToken,
+    ) -> Responder {
+        Responder {
+            shared: watch::Sender::new(Shared::new(settings)),
+            per_ip: Arc::new(PerIp::default()),
+            events,
+            shutdown,
+            tracker: TaskTracker::new(),
+            loops: BTreeMap::new(),
+        }
     }
-    tracker.close();
-    shutdown.cancelled().await;
-    let _ = tokio::time::timeout(drain, tracker.wait()).await;
+
+    /// Starts accepting on `listener`, known as `key` (the configured
+    /// address, which differs from the bound one for port 0); returns the
+    /// bound address.
+    pub fn listen(&mut self, key: SocketAddr, listener: TcpListener) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let stop = self.shutdown.child_token();
+        self.tracker.spawn(accept_loop(
+            listener,
+            self.shared.subscribe(),
+            self.events.clone(),
+            self.per_ip.clone(),
+            stop.clone(),
+            self.shutdown.clone(),
+            self.tracker.clone(),
+        ));
+        if let Some(old) = self.loops.insert(key, stop) {
+            old.cancel();
+        }
+        Ok(addr)
+    }
+
+    /// Stops accepting on the listener known as `key` (its socket is
+    /// closed); sessions already open there run to their end.
+    pub fn close(&mut self, key: &SocketAddr) {
+        if let Some(stop) = self.loops.remove(key) {
+            stop.cancel();
+        }
+    }
+
+    /// The keys of the listeners, sorted.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.loops.keys().copied().collect()
+    }
+
+    /// New settings for the sessions that start from now on.
+    pub fn update(&self, settings: Arc<Settings>) {
+        self.shared.send_modify(|shared| {
+            if shared.settings.max_connections == settings.max_connections {
+                shared.settings = settings;
+            } else {
+                *shared = Shared::new(settings);
+            }
+        });
+    }
+
+    /// Waits, after `shutdown` was cancelled, for open sessions to finish,
+    /// at most `drain`.
+    pub async fn drain(self, drain: Duration) {
+        self.shutdown.cancelled().await;
+        self.tracker.close();
+        let _ = tokio::time::timeout(drain, self.tracker.wait()).await;
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    settings: Arc<Settings>,
+    shared: watch::Receiver<Shared>,
     events: EventSink,
-    slots: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
+    stop: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -198,7 +273,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
         };
         let (stream, client) = match accepted {
             Ok(a) => a,
@@ -210,7 +285,8 @@ async fn accept_loop(
             }
         };
         let local = fixed_local.unwrap_or_else(|| stream.local_addr().unwrap_or(client));
-        let slot = slots.clone().try_acquire_owned().ok();
+        let Shared { settings, slots } = shared.borrow().clone();
+        let slot = slots.try_acquire_owned().ok();
         let ip_slot = per_ip.acquire(client.ip(), settings.max_per_ip);
         let (Some(slot), Some(ip_slot)) = (slot, ip_slot) else {
             // Never wait on an over-limit client: one non-blocking write, then drop.
@@ -225,7 +301,6 @@ async fn accept_loop(
             ));
             continue;
         };
-        let settings = settings.clone();
         let events = events.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
@@ -250,7 +325,10 @@ async fn session_task(
         settings.hostname.clone(),
         settings.reply.clone(),
     );
+    let open = metrics::gauge!(crate::metrics::SESSIONS_OPEN);
+    open.increment(1);
     let end = session::run(&mut stream, &mut dialogue, &settings.limits, shutdown).await;
+    open.decrement(1);
     let e = event(client, local, started, clock.elapsed(), Some(dialogue), end);
     tracing::info!(
         client = %e.client,

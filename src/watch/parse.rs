@@ -60,6 +60,7 @@ pub struct LineParser {
     guess: YearGuess,
     zone: Box<dyn Zone + Send>,
     last_at: Option<i64>,
+    unstamped: u64,
 }
 
 impl LineParser {
@@ -90,6 +91,7 @@ impl LineParser {
             guess: YearGuess::new(now),
             zone,
             last_at: None,
+            unstamped: 0,
         }
     }
 
@@ -107,17 +109,31 @@ impl LineParser {
         self.last_at
     }
 
+    /// Lines whose time stamp could not be read in this format so far (a
+    /// wrong `mta.format`, or a log that is not the MTA's).
+    pub fn unstamped(&self) -> u64 {
+        self.unstamped
+    }
+
+    fn counted<T>(&mut self, stamp: Option<T>) -> Option<T> {
+        if stamp.is_none() {
+            self.unstamped += 1;
+        }
+        stamp
+    }
+
     fn stamp(&mut self, at: i64) -> i64 {
         self.last_at = Some(self.last_at.map_or(at, |t| t.max(at)));
         at
     }
 
     fn postfix(&mut self, line: &[u8]) -> Option<LogEvent> {
-        let (at, used) = if line.first()?.is_ascii_digit() {
-            parse_rfc3339(line)?
+        let stamp = if line.first()?.is_ascii_digit() {
+            parse_rfc3339(line)
         } else {
-            parse_syslog(line, &mut self.guess, self.zone.as_ref())?
+            parse_syslog(line, &mut self.guess, self.zone.as_ref())
         };
+        let (at, used) = self.counted(stamp)?;
         let at = self.stamp(at);
         let mut c = Cursor::new(&line[used..]);
         c.expect(b" ")?;
@@ -159,11 +175,15 @@ impl LineParser {
     }
 
     fn exim(&mut self, line: &[u8]) -> Option<LogEvent> {
-        let (at, used) = if line.get(10) == Some(&b'T') {
-            parse_rfc3339(line)?
+        if line.is_empty() {
+            return None;
+        }
+        let stamp = if line.get(10) == Some(&b'T') {
+            parse_rfc3339(line)
         } else {
-            parse_exim(line, self.zone.as_ref())?
+            parse_exim(line, self.zone.as_ref())
         };
+        let (at, used) = self.counted(stamp)?;
         let at = self.stamp(at);
         let mut c = Cursor::new(&line[used..]);
         c.expect(b" ")?;

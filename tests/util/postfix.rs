@@ -57,7 +57,7 @@ impl Postfix {
         // A port can be taken between free_port() and master's bind: retry.
         for _ in 0..3 {
             let addr = SocketAddr::from((ip, free_port(&[ip])));
-            match Postfix::start_at(&postfix, addr) {
+            match Postfix::start_at(&postfix, addr, &Role::Decoy) {
                 Ok(p) => return Some(p),
                 Err(e) => last_error = e,
             }
@@ -65,7 +65,42 @@ impl Postfix {
         panic!("postfix did not start:\n{last_error}");
     }
 
-    fn start_at(postfix: &Path, addr: SocketAddr) -> Result<Postfix, String> {
+    /// Starts a real MX on `addr` (inside a network namespace the test
+    /// made, for port 25) that accepts mail for `domain` from anyone and
+    /// discards it after the queue: it logs every accepted message as
+    /// `QUEUEID: client=NAME[IP]`, the line nolist counts as a delivery.
+    /// `None` after a loud skip when Postfix is not installed or not root.
+    pub fn start_real_mx(addr: SocketAddr, domain: &str) -> Option<Postfix> {
+        let postfix = require_tool("postfix", "postfix")?;
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+            return skip("a private Postfix instance needs root (it runs as user postfix)");
+        }
+        let role = Role::RealMx {
+            domain: domain.to_owned(),
+        };
+        Some(Postfix::start_at(&postfix, addr, &role).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// The mail log (`maillog_file`).
+    pub fn maillog(&self) -> PathBuf {
+        self.dir.path().join("log/postfix.log")
+    }
+
+    /// `postfix logrotate`: the mail log is renamed with a time-stamp
+    /// suffix and a new one is started.
+    pub fn logrotate(&self) {
+        let ok = Command::new(&self.postfix)
+            .arg("-c")
+            .arg(self.config_dir())
+            .arg("logrotate")
+            .stdin(Stdio::null())
+            .status()
+            .expect("postfix logrotate")
+            .success();
+        assert!(ok, "postfix logrotate failed:\n{}", self.log());
+    }
+
+    fn start_at(postfix: &Path, addr: SocketAddr, role: &Role) -> Result<Postfix, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         for sub in ["etc", "spool", "data", "log"] {
@@ -83,8 +118,8 @@ impl Postfix {
             .expect("chown");
         assert!(chown.success(), "chown postfix {}/data", root.display());
         let etc = root.join("etc");
-        std::fs::write(etc.join("main.cf"), main_cf(root)).expect("main.cf");
-        std::fs::write(etc.join("master.cf"), master_cf(root, addr)).expect("master.cf");
+        std::fs::write(etc.join("main.cf"), main_cf(root, role)).expect("main.cf");
+        std::fs::write(etc.join("master.cf"), master_cf(root, addr, role)).expect("master.cf");
         std::fs::write(etc.join("decoy.pcre"), format!("/./ 450 {DECOY_REPLY}\n"))
             .expect("decoy.pcre");
         let out = std::fs::File::create(root.join("start-fg.out")).expect("start-fg.out");
@@ -191,30 +226,54 @@ impl Drop for Postfix {
     }
 }
 
-fn main_cf(root: &Path) -> String {
+/// What an instance is for.
+enum Role {
+    /// The classic decoy: `450` at every RCPT.
+    Decoy,
+    /// A real MX for `domain` that accepts and then discards.
+    RealMx { domain: String },
+}
+
+fn main_cf(root: &Path, role: &Role) -> String {
     let r = root.display();
+    let role_cf = match role {
+        Role::Decoy => "\
+# The classic nolisting decoy (see tests/util/postfix.rs).
+myhostname = mx01.example.org
+# Nothing is local, nothing is relayed, nothing is ever delivered.
+relay_domains =
+default_transport = error:decoy never delivers
+local_transport = error:decoy never delivers
+"
+        .to_owned(),
+        Role::RealMx { domain } => format!(
+            "\
+# A real MX for {domain} that accepts from anyone and discards after the queue.
+myhostname = mx02.{domain}
+relay_domains = {domain}
+default_transport = discard:accepted by the test MX
+relay_transport = discard:accepted by the test MX
+local_transport = discard:accepted by the test MX
+"
+        ),
+    };
     format!(
-        "# The classic nolisting decoy (see tests/util/postfix.rs).
-compatibility_level = 3.6
+        "{role_cf}compatibility_level = 3.6
 queue_directory = {r}/spool
 data_directory = {r}/data
 mail_owner = postfix
 setgid_group = postdrop
-myhostname = mx01.example.org
 mydomain = example.org
 myorigin = $myhostname
+# master.cf names the listen address; this one must exist on an interface.
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
-# Nothing is local, nothing is relayed, nothing is ever delivered.
 mydestination =
-relay_domains =
 mynetworks =
 local_recipient_maps =
 alias_maps =
 alias_database =
 smtpd_relay_restrictions = reject_unauth_destination
-default_transport = error:decoy never delivers
-local_transport = error:decoy never delivers
 # Logging without syslog.
 maillog_file = {r}/log/postfix.log
 maillog_file_prefixes = {r}/log
@@ -228,13 +287,17 @@ biff = no
     )
 }
 
-fn master_cf(root: &Path, addr: SocketAddr) -> String {
+fn master_cf(root: &Path, addr: SocketAddr, role: &Role) -> String {
     let r = root.display();
+    let smtpd = match role {
+        Role::Decoy => format!(
+            "{addr} inet n - n - - smtpd\n  -o smtpd_client_restrictions=pcre:{r}/etc/decoy.pcre\n"
+        ),
+        Role::RealMx { .. } => format!("{addr} inet n - n - - smtpd\n"),
+    };
     format!(
         "# service type private unpriv chroot wakeup maxproc command
-{addr} inet n - n - - smtpd
-  -o smtpd_client_restrictions=pcre:{r}/etc/decoy.pcre
-pickup    unix  n       -       n       60      1       pickup
+{smtpd}pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! nolist-load rate --target ADDR [--concurrency 50] [--seconds 10] [--warmup 1]
-//!                  [--sources IP,IP,...] [--threads 1]
+//!                  [--sources IP,IP,...] [--threads 1] [--rate SESSIONS_PER_S]
 //! nolist-load hold --target ADDR --count N [--sources IP,...] [--in-flight 256]
 //!                  [--hold 10] [--threads 1]
 //! ```
@@ -12,7 +12,8 @@
 //! `rate` runs `--concurrency` clients, each repeating one decoy session
 //! (banner → EHLO → MAIL → RCPT → QUIT, then read until the server closes)
 //! and checking each reply's class (2, 2, 2, 4, 2); sessions completed
-//! inside the measured window count. `hold` opens `--count` connections,
+//! inside the measured window count. With `--rate`, sessions start at that
+//! total rate (evenly spread over the clients) instead of back to back. `hold` opens `--count` connections,
 //! reads each banner, prints `held=N`, and keeps them open and silent for
 //! `--hold` seconds. Both print one `key=value` line at the end, including
 //! the generator's own CPU time (`cpu_s`), because it shares the cores with
@@ -37,7 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout};
 
 const USAGE: &str = "usage: nolist-load rate|hold --target ADDR [--concurrency N] [--seconds S] \
-[--warmup S] [--count N] [--hold S] [--in-flight N] [--sources IP,...] [--threads N]";
+[--warmup S] [--count N] [--hold S] [--in-flight N] [--sources IP,...] [--threads N] [--rate N]";
 
 /// The command line, validated.
 struct Args {
@@ -51,6 +52,8 @@ struct Args {
     count: usize,
     in_flight: usize,
     hold: f64,
+    /// Sessions per second in total; 0: as fast as they go.
+    rate: f64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -77,6 +80,7 @@ fn parse() -> Result<Args, String> {
         count: 1000,
         in_flight: 256,
         hold: 10.0,
+        rate: 0.0,
     };
     let mut target = None;
     while let Some(flag) = it.next() {
@@ -99,6 +103,7 @@ fn parse() -> Result<Args, String> {
             "--count" => args.count = value.parse().map_err(|e| bad(&e))?,
             "--in-flight" => args.in_flight = value.parse().map_err(|e| bad(&e))?,
             "--hold" => args.hold = value.parse().map_err(|e| bad(&e))?,
+            "--rate" => args.rate = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -174,7 +179,19 @@ async fn rate(args: Arc<Args>) -> String {
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut buf = Vec::with_capacity(1024);
+            // Client i of n starts its sessions at i/rate, (i+n)/rate, ...
+            let pace = (args.rate > 0.0)
+                .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
+            let mut next = Instant::now()
+                + Duration::from_secs_f64(if args.rate > 0.0 { i as f64 / args.rate } else { 0.0 });
             while Instant::now() < end {
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until(next).await;
+                    next += pace;
+                    if Instant::now() >= end {
+                        break;
+                    }
+                }
                 let t0 = Instant::now();
                 let result = timeout(
                     Duration::from_secs(10),

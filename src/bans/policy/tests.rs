@@ -340,3 +340,65 @@ fn allowed_networks_are_never_banned() {
     engine.advance(T0 + DAY, &mut out);
     assert!(out.is_empty(), "{out:?}");
 }
+
+#[test]
+fn a_reloaded_policy_applies_to_what_comes_next() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    // Two hits under maxretry 3: nothing yet.
+    engine.hit(ip("198.51.100.7"), T0, &mut out);
+    engine.hit(ip("198.51.100.7"), T0 + MIN, &mut out);
+    // A banned bot that the new config exempts.
+    for i in 0..3 {
+        engine.hit(ip("203.0.113.9"), T0 + i * MIN, &mut out);
+    }
+    engine.advance(T0 + 20 * MIN, &mut out);
+    assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + 10 * MIN)]);
+    out.clear();
+    let mut stricter = policy();
+    stricter.maxretry = 2;
+    stricter.exempt.push("203.0.113.0/24".parse().unwrap());
+    assert_eq!(engine.set_policy(stricter, T0 + 21 * MIN, &mut out), 0);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].action, out[0].ip),
+        (Action::Unban, ip("203.0.113.9"))
+    );
+    assert_eq!(out[0].reason, "exempt by the reloaded config");
+    out.clear();
+    // maxretry 2 now: the next hit is judged with the latest one before it.
+    engine.hit(ip("198.51.100.7"), T0 + 22 * MIN, &mut out);
+    engine.advance(T0 + 40 * MIN, &mut out);
+    assert_eq!(bans(&out), [(ip("198.51.100.7"), T0 + 22 * MIN)]);
+    // The exempt address is never banned again.
+    out.clear();
+    for i in 0..5 {
+        engine.hit(ip("203.0.113.9"), T0 + HOUR + i * MIN, &mut out);
+    }
+    engine.advance(T0 + 2 * HOUR, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn reloaded_network_sizes_keep_remembered_deliveries() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    engine.delivery(ip("198.51.100.7"), T0, &mut out);
+    engine.delivery(ip("2001:db8:1:2::7"), T0, &mut out);
+    let mut narrower = policy();
+    narrower.v4_prefix = 26;
+    narrower.v6_prefix = 96;
+    // The /24 covers four /26s; a /64 would be 2^32 /96s: forgotten.
+    assert_eq!(engine.set_policy(narrower, T0, &mut out), 1);
+    assert_eq!(engine.sizes().delivering_networks, 4);
+    // A bot in another /26 of the delivering /24 is still cleared.
+    for i in 0..3 {
+        engine.hit(ip("198.51.100.200"), T0 + i * MIN, &mut out);
+    }
+    engine.advance(T0 + HOUR, &mut out);
+    assert!(bans(&out).is_empty(), "{out:?}");
+    let mut wider = policy();
+    wider.v4_prefix = 16;
+    assert_eq!(engine.set_policy(wider, T0 + HOUR, &mut out), 0);
+    assert_eq!(engine.sizes().delivering_networks, 1);
+}

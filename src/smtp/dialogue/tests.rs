@@ -145,3 +145,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn label_names_match_the_json_names() {
+    use crate::smtp::dialogue::{End, Stage};
+    for s in [Stage::Connect, Stage::Helo, Stage::Mail, Stage::Rcpt] {
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            format!("\"{}\"", s.as_str())
+        );
+    }
+    for e in [
+        End::Quit,
+        End::ClientClosed,
+        End::Greeted,
+        End::IdleTimeout,
+        End::SessionTimeout,
+        End::TooManyCommands,
+        End::LineTooLong,
+        End::Bdat,
+        End::Shutdown,
+        End::WriteFailed,
+        End::ReadFailed,
+        End::Overloaded,
+    ] {
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            format!("\"{}\"", e.as_str())
+        );
+    }
+}

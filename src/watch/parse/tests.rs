@@ -221,3 +221,19 @@ fn arbitrary_bytes_never_panic() {
         let _ = e.parse(&line);
     }
 }
+
+#[test]
+fn lines_without_a_readable_stamp_are_counted() {
+    let mut p = parser(MtaFormat::Postfix, None);
+    p.parse(b"Nov 28 12:00:01 mx2 postfix/qmgr[9]: 4F1C2D3E5A: removed");
+    p.parse(b"2026-11-28T12:00:01Z mx2 postfix/qmgr[9]: 4F1C2D3E5A: removed");
+    assert_eq!(p.unstamped(), 0);
+    // An Exim line in a Postfix log, garbage, and an empty line (not counted).
+    p.parse(b"2026-11-28 12:00:01 1rXYZ-000ABC-12 <= a@b.example H=x [198.51.100.7]");
+    p.parse(b"\x00\xff garbage");
+    p.parse(b"");
+    assert_eq!(p.unstamped(), 2);
+    let mut e = parser(MtaFormat::Exim, None);
+    e.parse(b"Nov 28 12:00:01 mx2 postfix/smtpd[9]: connect from x[198.51.100.7]");
+    assert_eq!(e.unstamped(), 1);
+}

@@ -1,0 +1,180 @@
+//! Prometheus metrics of `nolist run`: every metric's name and help text in
+//! one place, and the `/metrics` endpoint. The code that counts uses the
+//! `metrics` facade (a no-op until [`install`] runs, so `replay` and the
+//! tests count nothing); the endpoint renders the recorder's state.
+//!
+//! The endpoint is a deliberately small HTTP/1.x server: `GET /metrics`
+//! only, one request per connection, requests of at most 8 KiB read within
+//! 5 s, at most 16 connections at once. A scraper is trusted no more than
+//! an SMTP client.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Decoy sessions, by furthest stage and how they ended.
+pub const SESSIONS: &str = "nolist_smtp_sessions_total";
+/// Decoy sessions open now.
+pub const SESSIONS_OPEN: &str = "nolist_smtp_sessions_open";
+/// Session events the ban engine's queue had no room for.
+pub const EVENTS_DROPPED: &str = "nolist_smtp_events_dropped_total";
+/// Decoy hits the engine was given, by source.
+pub const HITS: &str = "nolist_decoy_hits_total";
+/// Deliveries through a real MX seen in the logs.
+pub const DELIVERIES: &str = "nolist_deliveries_total";
+/// Ban decisions of the engine.
+pub const BANS_ADDED: &str = "nolist_bans_added_total";
+/// Unban decisions of the engine (expiry, delivery, reload).
+pub const BANS_REMOVED: &str = "nolist_bans_removed_total";
+/// Bans in force in the store (engine and manual).
+pub const BANS_ACTIVE: &str = "nolist_bans_active";
+/// Complete log lines read.
+pub const LOG_LINES: &str = "nolist_log_lines_total";
+/// Log lines that could not be parsed: no readable time stamp for the
+/// configured format, or longer than 64 KiB.
+pub const LOG_PARSE_ERRORS: &str = "nolist_log_parse_errors_total";
+/// Firewall elements added and removed by reconciles.
+pub const FIREWALL_CHANGES: &str = "nolist_firewall_changes_total";
+/// Reconciles (or evidence readings) that failed.
+pub const ENFORCEMENT_ERRORS: &str = "nolist_enforcement_errors_total";
+/// DNS queries answered, by transport.
+pub const DNS_QUERIES: &str = "nolist_dns_queries_total";
+/// Config reloads, by result.
+pub const RELOADS: &str = "nolist_reloads_total";
+
+/// Installs the global recorder and describes every metric. Call it once,
+/// before anything counts (counters fetched before it count nothing).
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    for (name, help) in [
+        (
+            SESSIONS,
+            "Decoy SMTP sessions, by furthest stage reached and how they ended.",
+        ),
+        (
+            EVENTS_DROPPED,
+            "Session events dropped because the ban engine's queue was full.",
+        ),
+        (
+            HITS,
+            "Decoy hits given to the ban engine, by source (responder, log, firewall).",
+        ),
+        (
+            DELIVERIES,
+            "Deliveries through a real MX seen in the MTA logs.",
+        ),
+        (BANS_ADDED, "Bans decided by the engine."),
+        (
+            BANS_REMOVED,
+            "Bans lifted by the engine (expired, delivered, exempt after reload).",
+        ),
+        (LOG_LINES, "Complete MTA log lines read, by log."),
+        (
+            LOG_PARSE_ERRORS,
+            "MTA log lines without a readable time stamp or over 64 KiB, by log.",
+        ),
+        (
+            FIREWALL_CHANGES,
+            "Firewall elements changed by reconciles, by operation (add, remove).",
+        ),
+        (
+            ENFORCEMENT_ERRORS,
+            "Failed enforcement reconciles and evidence readings.",
+        ),
+        (
+            DNS_QUERIES,
+            "DNS messages answered, by transport (udp, tcp).",
+        ),
+        (RELOADS, "SIGHUP reloads, by result (ok, failed)."),
+    ] {
+        metrics::describe_counter!(name, help);
+    }
+    metrics::describe_gauge!(SESSIONS_OPEN, "Decoy SMTP sessions open now.");
+    metrics::describe_gauge!(
+        BANS_ACTIVE,
+        "Bans in force in the state store (engine and manual)."
+    );
+    Ok(handle)
+}
+
+/// Most scrape connections served at once.
+const MAX_CONNECTIONS: usize = 16;
+/// The longest request accepted.
+const MAX_REQUEST: usize = 8 * 1024;
+/// Time for a scraper to send its request and read the answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken) {
+    let slots = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // A permit before accept: a full endpoint leaves scrapers in the backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p,
+            () = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(TIMEOUT, answer(stream, &handle)).await;
+        });
+    }
+}
+
+/// Reads one request and answers it.
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    handle: &PrometheusHandle,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "").await;
+        }
+    }
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("GET"), Some("/metrics")) => respond(&mut stream, "200 OK", &handle.render()).await,
+        (Some("GET"), Some(_)) => {
+            respond(&mut stream, "404 Not Found", "not found; try /metrics\n").await
+        }
+        _ => respond(&mut stream, "405 Method Not Allowed", "").await,
+    }
+}
+
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
