@@ -7,11 +7,18 @@ use util::{nolist, root};
 
 #[test]
 fn plan_json_doc_example_is_real_output() {
-    let runs = util::documented_runs(&root().join("docs/plan-json.md"));
-    assert!(
-        !runs.is_empty(),
-        "docs/plan-json.md shows no command + JSON example"
-    );
+    json_examples_are_real_output("docs/plan-json.md");
+}
+
+#[test]
+fn diff_json_doc_example_is_real_output() {
+    json_examples_are_real_output("docs/diff-json.md");
+}
+
+/// Runs every documented command of `doc` and compares its JSON output.
+fn json_examples_are_real_output(doc: &str) {
+    let runs = util::documented_runs(&root().join(doc));
+    assert!(!runs.is_empty(), "{doc} shows no command + JSON example");
     for (cmd, shown) in runs {
         let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
         let out = nolist().args(&args).output().unwrap();

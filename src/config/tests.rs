@@ -377,6 +377,12 @@ domains:
     tail_decoy:
       host: mx99.example.org #BOGUS
       preference: 90
+    provider:
+      kind: zonefile #BOGUS
+      dir: zones
+provider:
+  kind: zonefile #BOGUS
+  dir: /srv/zones
 responder:
   mode: refuse #BOGUS
 mta:
@@ -418,7 +424,7 @@ fn every_table_rejects_unknown_keys() {
         .filter(|(_, l)| l.contains("#BOGUS"))
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(marked.len(), 16, "one marker per table");
+    assert_eq!(marked.len(), 18, "one marker per table");
     for &target in &marked {
         let mut expected_line = 0;
         let mut text = String::new();
@@ -485,4 +491,56 @@ fn regression_large_configs_fit_the_yaml_budget() {
 fn multiple_documents_are_rejected() {
     let (_, _, m) = err(&format!("{MINIMAL}---\n{MINIMAL}"));
     assert!(!m.is_empty());
+}
+
+#[test]
+fn provider_tables_resolve_and_override() {
+    let c = ok(&format!(
+        "provider: {{ kind: zonefile, dir: /srv/zones }}\n{}",
+        MINIMAL.replace(
+            "    real:",
+            "    provider: { kind: zonefile, dir: mine }\n    real:"
+        )
+    ));
+    let top = c.provider.as_ref().unwrap();
+    assert_eq!(
+        top.at,
+        Loc {
+            line: 1,
+            column: 19
+        }
+    );
+    let own = c.provider_for(&c.domains[0]).unwrap();
+    assert_eq!(
+        own.settings,
+        nolist_providers::Settings::Zonefile(nolist_providers::zonefile::Settings {
+            dir: "mine".into()
+        })
+    );
+    let c = ok(&format!(
+        "provider: {{ kind: zonefile, dir: /srv/zones }}\n{MINIMAL}"
+    ));
+    assert_eq!(c.provider_for(&c.domains[0]), c.provider.as_ref());
+}
+
+#[test]
+fn provider_errors_name_their_position() {
+    assert_err(
+        &format!("{MINIMAL}provider: {{ kind: route53 }}\n"),
+        6,
+        19,
+        "unknown provider kind `route53`, expected one of zonefile",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: zonefile\n"),
+        7,
+        9,
+        "provider kind `zonefile` needs `dir`",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: zonefile\n  dir: z\n  api_key: x\n"),
+        9,
+        3,
+        "unknown field `api_key`",
+    );
 }
