@@ -10,6 +10,8 @@
 //! mapping every HTTP backend shares).
 
 mod error;
+mod http;
+pub mod powerdns;
 mod record;
 mod secret;
 pub mod zonefile;
@@ -44,16 +46,19 @@ pub trait Provider: Send + Sync + fmt::Debug {
 pub enum Kind {
     /// Zone files in a directory.
     Zonefile,
+    /// The PowerDNS Authoritative HTTP API.
+    PowerDns,
 }
 
 impl Kind {
     /// Every kind, in config order.
-    pub const ALL: [Kind; 1] = [Kind::Zonefile];
+    pub const ALL: [Kind; 2] = [Kind::Zonefile, Kind::PowerDns];
 
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Zonefile => "zonefile",
+            Kind::PowerDns => "powerdns",
         }
     }
 }
@@ -69,6 +74,8 @@ impl fmt::Display for Kind {
 pub enum Settings {
     /// `kind: zonefile`.
     Zonefile(zonefile::Settings),
+    /// `kind: powerdns`.
+    PowerDns(powerdns::Settings),
 }
 
 impl Settings {
@@ -76,6 +83,7 @@ impl Settings {
     pub fn kind(&self) -> Kind {
         match self {
             Settings::Zonefile(_) => Kind::Zonefile,
+            Settings::PowerDns(_) => Kind::PowerDns,
         }
     }
 }
@@ -115,6 +123,7 @@ impl HttpSettings {
 pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ProviderError> {
     Ok(match settings {
         Settings::Zonefile(s) => Box::new(zonefile::Zonefile::new(s.clone())),
+        Settings::PowerDns(s) => Box::new(powerdns::PowerDns::new(s)?),
     })
 }
 

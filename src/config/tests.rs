@@ -543,4 +543,52 @@ fn provider_errors_name_their_position() {
         3,
         "unknown field `api_key`",
     );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n  api_key_env: K\n  dir: z\n"),
+        9,
+        8,
+        "`dir` is not a key of provider kind `powerdns` (its keys: url, server_id,",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n"),
+        7,
+        9,
+        "needs `api_key_env` (an environment variable) or `api_key_file` (a file)",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n  api_key_env: K\n  api_key_file: k\n"),
+        9,
+        17,
+        "not both",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n  api_key_env: K\n  url: ftp://x\n"),
+        9,
+        8,
+        "must start with http:// or https://",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n  api_key_env: K\n  timeout: soon\n"),
+        9,
+        12,
+        "invalid duration",
+    );
+}
+
+#[test]
+fn powerdns_defaults_and_secrets_by_name_only() {
+    let c = ok(&format!(
+        "{MINIMAL}provider: {{ kind: powerdns, api_key_file: secrets/pdns.key, timeout: 5s }}\n"
+    ));
+    let nolist_providers::Settings::PowerDns(p) = &c.provider.unwrap().settings else {
+        panic!("powerdns")
+    };
+    assert_eq!(p.server_id, "localhost");
+    assert_eq!(p.http.url, "http://127.0.0.1:8081");
+    assert_eq!(p.http.timeout.as_secs(), 5);
+    assert_eq!(p.http.retries, 3);
+    assert_eq!(
+        p.http.secret,
+        nolist_providers::SecretSource::File("secrets/pdns.key".into())
+    );
 }

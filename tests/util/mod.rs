@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod nsd;
+pub mod pdns;
 pub mod postfix;
 pub mod serve;
 pub mod sink;
@@ -32,6 +33,25 @@ pub fn examples() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// Stops a server the test started: SIGTERM, then SIGKILL when it has not
+/// exited within 5 s.
+pub fn stop_child(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The path of system tool `name`, or `None` after a loud skip message.
