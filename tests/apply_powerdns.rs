@@ -32,18 +32,7 @@ fn config(dir: &Path, pdns: &Pdns, domains: &[&str]) -> PathBuf {
 }
 
 fn run(args: &[&str], config: &Path, key: &str) -> (i32, String, String) {
-    let out = nolist()
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .env(KEY_VAR, key)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    util::run_config(args, config, &[(KEY_VAR, key)])
 }
 
 fn dig(tool: &Path, pdns: &Pdns, name: &str, rtype: &str) -> Vec<String> {

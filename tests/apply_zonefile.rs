@@ -64,12 +64,7 @@ fn setup(domains: &[&str]) -> Setup {
 }
 
 fn run(args: &[&str], config: &Path) -> (i32, String, String) {
-    let out = nolist().args(args).arg("-c").arg(config).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    util::run_config(args, config, &[])
 }
 
 #[test]

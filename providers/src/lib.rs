@@ -13,6 +13,7 @@ mod error;
 mod http;
 pub mod powerdns;
 mod record;
+pub mod rfc2136;
 mod secret;
 pub mod zonefile;
 
@@ -48,17 +49,20 @@ pub enum Kind {
     Zonefile,
     /// The PowerDNS Authoritative HTTP API.
     PowerDns,
+    /// Dynamic UPDATE (RFC 2136) with TSIG to a primary.
+    Rfc2136,
 }
 
 impl Kind {
     /// Every kind, in config order.
-    pub const ALL: [Kind; 2] = [Kind::Zonefile, Kind::PowerDns];
+    pub const ALL: [Kind; 3] = [Kind::Zonefile, Kind::PowerDns, Kind::Rfc2136];
 
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Zonefile => "zonefile",
             Kind::PowerDns => "powerdns",
+            Kind::Rfc2136 => "rfc2136",
         }
     }
 }
@@ -76,6 +80,8 @@ pub enum Settings {
     Zonefile(zonefile::Settings),
     /// `kind: powerdns`.
     PowerDns(powerdns::Settings),
+    /// `kind: rfc2136`.
+    Rfc2136(rfc2136::Settings),
 }
 
 impl Settings {
@@ -84,6 +90,7 @@ impl Settings {
         match self {
             Settings::Zonefile(_) => Kind::Zonefile,
             Settings::PowerDns(_) => Kind::PowerDns,
+            Settings::Rfc2136(_) => Kind::Rfc2136,
         }
     }
 }
@@ -124,6 +131,7 @@ pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ProviderError> {
     Ok(match settings {
         Settings::Zonefile(s) => Box::new(zonefile::Zonefile::new(s.clone())),
         Settings::PowerDns(s) => Box::new(powerdns::PowerDns::new(s)?),
+        Settings::Rfc2136(s) => Box::new(rfc2136::Rfc2136::new(s)?),
     })
 }
 

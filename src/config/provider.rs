@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use nolist_providers::{HttpSettings, Kind, SecretSource, Settings, powerdns, zonefile};
+use std::net::SocketAddr;
+
+use nolist_providers::{HttpSettings, Kind, SecretSource, Settings, powerdns, rfc2136, zonefile};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -40,6 +42,16 @@ pub(super) struct RawProvider {
     #[serde(default)]
     api_key_file: Option<Sp<PathBuf>>,
     #[serde(default)]
+    server: Option<Sp<SocketAddr>>,
+    #[serde(default)]
+    key_file: Option<Sp<PathBuf>>,
+    #[serde(default)]
+    key_name: Option<Sp<String>>,
+    #[serde(default)]
+    key_algorithm: Option<Sp<String>>,
+    #[serde(default)]
+    key_secret_env: Option<Sp<String>>,
+    #[serde(default)]
     timeout: Option<Sp<Duration>>,
     #[serde(default)]
     retries: Option<Sp<u32>>,
@@ -56,6 +68,14 @@ fn keys_of(kind: Kind) -> &'static [&'static str] {
             "api_key_file",
             "timeout",
             "retries",
+        ],
+        Kind::Rfc2136 => &[
+            "server",
+            "key_file",
+            "key_name",
+            "key_algorithm",
+            "key_secret_env",
+            "timeout",
         ],
     }
 }
@@ -74,6 +94,11 @@ impl RawProvider {
         add("server_id", self.server_id.as_ref().map(loc));
         add("api_key_env", self.api_key_env.as_ref().map(loc));
         add("api_key_file", self.api_key_file.as_ref().map(loc));
+        add("server", self.server.as_ref().map(loc));
+        add("key_file", self.key_file.as_ref().map(loc));
+        add("key_name", self.key_name.as_ref().map(loc));
+        add("key_algorithm", self.key_algorithm.as_ref().map(loc));
+        add("key_secret_env", self.key_secret_env.as_ref().map(loc));
         add("timeout", self.timeout.as_ref().map(loc));
         add("retries", self.retries.as_ref().map(loc));
         out
@@ -168,6 +193,15 @@ impl RawProvider {
             }
             Ok(settings)
         };
+        let timeout = |t: Option<Sp<Duration>>, default: u64| match t {
+            Some(t) if t.value.as_secs() == 0 => Err(ConfigError::at(
+                path,
+                loc(&t),
+                "`timeout` must be at least 1s",
+            )),
+            Some(t) => Ok(t.value.0),
+            None => Ok(std::time::Duration::from_secs(default)),
+        };
         let settings = match kind {
             Kind::Zonefile => {
                 let dir = self.dir.ok_or_else(|| required("dir"))?;
@@ -192,6 +226,65 @@ impl RawProvider {
                     server_id: self
                         .server_id
                         .map_or_else(|| "localhost".to_owned(), |s| s.value),
+                })
+            }
+            Kind::Rfc2136 => {
+                let server = self.server.ok_or_else(|| required("server"))?.value;
+                let key = match (self.key_file, self.key_name, self.key_secret_env) {
+                    (Some(file), None, None) => {
+                        if let Some(alg) = &self.key_algorithm {
+                            return Err(ConfigError::at(
+                                path,
+                                loc(alg),
+                                "`key_algorithm` goes with `key_name` and `key_secret_env`; a `key_file` names its own",
+                            ));
+                        }
+                        rfc2136::KeySource::File(relative_to_config(path, file.value))
+                    }
+                    (None, Some(name), Some(env)) => {
+                        let algorithm = match self.key_algorithm {
+                            None => rfc2136::Algorithm::HmacSha256,
+                            Some(a) => rfc2136::Algorithm::parse(&a.value).ok_or_else(|| {
+                                ConfigError::at(
+                                    path,
+                                    loc(&a),
+                                    format!(
+                                        "unknown TSIG algorithm `{}`, expected hmac-sha256 or hmac-sha512",
+                                        a.value
+                                    ),
+                                )
+                            })?,
+                        };
+                        rfc2136::KeySource::Env {
+                            name: name.value,
+                            algorithm,
+                            secret_env: env.value,
+                        }
+                    }
+                    (Some(_), Some(other), _) | (Some(_), None, Some(other)) => {
+                        return Err(ConfigError::at(
+                            path,
+                            loc(&other),
+                            "give `key_file`, or `key_name` with `key_secret_env`, not both",
+                        ));
+                    }
+                    (None, None, Some(other)) | (None, Some(other), None) => {
+                        return Err(ConfigError::at(
+                            path,
+                            loc(&other),
+                            "`key_name` and `key_secret_env` go together",
+                        ));
+                    }
+                    (None, None, None) => {
+                        return Err(required(
+                            "key_file` (a BIND key file), or `key_name` and `key_secret_env",
+                        ));
+                    }
+                };
+                Settings::Rfc2136(rfc2136::Settings {
+                    server,
+                    key,
+                    timeout: timeout(self.timeout, 10)?,
                 })
             }
         };

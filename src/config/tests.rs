@@ -592,3 +592,64 @@ fn powerdns_defaults_and_secrets_by_name_only() {
         nolist_providers::SecretSource::File("secrets/pdns.key".into())
     );
 }
+
+#[test]
+fn rfc2136_keys_from_a_file_or_the_environment() {
+    let c = ok(&format!(
+        "{MINIMAL}provider: {{ kind: rfc2136, server: \"127.0.0.1:53\", key_file: keys/nolist.key }}\n"
+    ));
+    let nolist_providers::Settings::Rfc2136(r) = &c.provider.unwrap().settings else {
+        panic!("rfc2136")
+    };
+    assert_eq!(
+        r.key,
+        nolist_providers::rfc2136::KeySource::File("keys/nolist.key".into())
+    );
+    assert_eq!(r.timeout.as_secs(), 10);
+    let c = ok(&format!(
+        "{MINIMAL}provider: {{ kind: rfc2136, server: \"[::1]:5353\", key_name: k, key_algorithm: hmac-sha512, key_secret_env: TSIG }}\n"
+    ));
+    let nolist_providers::Settings::Rfc2136(r) = &c.provider.unwrap().settings else {
+        panic!("rfc2136")
+    };
+    assert_eq!(
+        r.key,
+        nolist_providers::rfc2136::KeySource::Env {
+            name: "k".into(),
+            algorithm: nolist_providers::rfc2136::Algorithm::HmacSha512,
+            secret_env: "TSIG".into()
+        }
+    );
+    let base = format!("{MINIMAL}provider:\n  kind: rfc2136\n  server: \"127.0.0.1:53\"\n");
+    assert_err(
+        &base,
+        7,
+        9,
+        "needs `key_file` (a BIND key file), or `key_name` and `key_secret_env`",
+    );
+    assert_err(&format!("{base}  key_name: k\n"), 9, 13, "go together");
+    assert_err(
+        &format!("{base}  key_file: f\n  key_name: k\n"),
+        10,
+        13,
+        "not both",
+    );
+    assert_err(
+        &format!("{base}  key_name: k\n  key_secret_env: T\n  key_algorithm: hmac-md5\n"),
+        11,
+        18,
+        "unknown TSIG algorithm `hmac-md5`",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: rfc2136\n  server: 127.0.0.1\n"),
+        8,
+        11,
+        "socket address",
+    );
+    assert_err(
+        &format!("{base}  key_file: f\n  retries: 2\n"),
+        10,
+        12,
+        "`retries` is not a key of provider kind `rfc2136`",
+    );
+}

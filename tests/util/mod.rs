@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod named;
 pub mod nsd;
 pub mod pdns;
 pub mod postfix;
@@ -22,6 +23,22 @@ pub fn nolist() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("nolist").expect("nolist binary");
     cmd.current_dir(root());
     cmd
+}
+
+/// Runs `nolist ARGS -c CONFIG` with `env` added; returns the exit code,
+/// stdout and stderr.
+pub fn run_config(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = nolist();
+    cmd.args(args).arg("-c").arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run nolist");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Every `examples/*.yaml`, sorted.

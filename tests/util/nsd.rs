@@ -122,7 +122,7 @@ impl Drop for Nsd {
 }
 
 /// True when `addr` answers a UDP SOA query for `zone` with NOERROR.
-fn soa_answered(addr: SocketAddr, zone: &str) -> bool {
+pub fn soa_answered(addr: SocketAddr, zone: &str) -> bool {
     let Ok(sock) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
         return false;
     };
