@@ -42,3 +42,23 @@ fn readme_quick_start_runs() {
         .assert()
         .success();
 }
+
+/// Only `providers` speaks HTTP: the main crate has no HTTP client or
+/// server among its own dependencies (ARCHITECTURE.md's invariant).
+#[test]
+fn the_main_crate_has_no_http_dependency() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [dependencies] table");
+    for http in ["reqwest", "hyper", "ureq", "isahc", "surf"] {
+        assert!(
+            !deps.lines().any(|l| l.trim_start().starts_with(http)),
+            "the main crate depends on {http}; HTTP belongs in providers/"
+        );
+    }
+    let providers = std::fs::read_to_string(root().join("providers/Cargo.toml")).unwrap();
+    assert!(providers.contains("reqwest"));
+}

@@ -40,11 +40,26 @@ impl std::fmt::Debug for Http {
 /// A successful answer.
 #[derive(Debug)]
 pub(crate) struct Reply {
+    /// The headers (pagination links).
+    pub headers: HeaderMap,
     /// The body.
     pub body: Vec<u8>,
 }
 
 impl Reply {
+    /// The `rel="next"` URL of an RFC 8288 `Link` header, if any.
+    pub fn next_link(&self) -> Option<String> {
+        let value = self.headers.get(reqwest::header::LINK)?.to_str().ok()?;
+        value.split(',').find_map(|part| {
+            let (url, params) = part.split_once(';')?;
+            let is_next = params
+                .split(';')
+                .any(|p| p.trim().replace('"', "") == "rel=next");
+            let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
+            (is_next && !url.is_empty()).then(|| url.to_owned())
+        })
+    }
+
     /// The body as JSON of type `T`.
     pub fn json<T: serde::de::DeserializeOwned>(&self, provider: &str) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body).map_err(|e| ProviderError::Protocol {
@@ -176,6 +191,7 @@ impl Http {
             })?;
             if status.is_success() {
                 return Ok(Reply {
+                    headers,
                     body: bytes.to_vec(),
                 });
             }

@@ -9,7 +9,10 @@
 //! (through its `http` module: one client with the timeouts, retries and error
 //! mapping every HTTP backend shares).
 
+pub mod cloudflare;
+pub mod desec;
 mod error;
+pub mod hetzner;
 mod http;
 pub mod powerdns;
 mod record;
@@ -51,11 +54,24 @@ pub enum Kind {
     PowerDns,
     /// Dynamic UPDATE (RFC 2136) with TSIG to a primary.
     Rfc2136,
+    /// The Cloudflare v4 API.
+    Cloudflare,
+    /// The deSEC API.
+    Desec,
+    /// The Hetzner Cloud DNS API.
+    Hetzner,
 }
 
 impl Kind {
     /// Every kind, in config order.
-    pub const ALL: [Kind; 3] = [Kind::Zonefile, Kind::PowerDns, Kind::Rfc2136];
+    pub const ALL: [Kind; 6] = [
+        Kind::Zonefile,
+        Kind::PowerDns,
+        Kind::Rfc2136,
+        Kind::Cloudflare,
+        Kind::Desec,
+        Kind::Hetzner,
+    ];
 
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
@@ -63,6 +79,9 @@ impl Kind {
             Kind::Zonefile => "zonefile",
             Kind::PowerDns => "powerdns",
             Kind::Rfc2136 => "rfc2136",
+            Kind::Cloudflare => "cloudflare",
+            Kind::Desec => "desec",
+            Kind::Hetzner => "hetzner",
         }
     }
 }
@@ -82,6 +101,12 @@ pub enum Settings {
     PowerDns(powerdns::Settings),
     /// `kind: rfc2136`.
     Rfc2136(rfc2136::Settings),
+    /// `kind: cloudflare`.
+    Cloudflare(cloudflare::Settings),
+    /// `kind: desec`.
+    Desec(desec::Settings),
+    /// `kind: hetzner`.
+    Hetzner(hetzner::Settings),
 }
 
 impl Settings {
@@ -91,6 +116,9 @@ impl Settings {
             Settings::Zonefile(_) => Kind::Zonefile,
             Settings::PowerDns(_) => Kind::PowerDns,
             Settings::Rfc2136(_) => Kind::Rfc2136,
+            Settings::Cloudflare(_) => Kind::Cloudflare,
+            Settings::Desec(_) => Kind::Desec,
+            Settings::Hetzner(_) => Kind::Hetzner,
         }
     }
 }
@@ -132,6 +160,9 @@ pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ProviderError> {
         Settings::Zonefile(s) => Box::new(zonefile::Zonefile::new(s.clone())),
         Settings::PowerDns(s) => Box::new(powerdns::PowerDns::new(s)?),
         Settings::Rfc2136(s) => Box::new(rfc2136::Rfc2136::new(s)?),
+        Settings::Cloudflare(s) => Box::new(cloudflare::Cloudflare::new(s)?),
+        Settings::Desec(s) => Box::new(desec::Desec::new(s)?),
+        Settings::Hetzner(s) => Box::new(hetzner::Hetzner::new(s)?),
     })
 }
 

@@ -73,7 +73,7 @@ struct PdnsRecord {
 
 /// Turns API rrsets (`name`, `type`, `ttl`, contents) into the wanted
 /// [`RrSet`]s; disabled records are not served, so they are left out.
-fn wanted_sets(
+pub(crate) fn wanted_sets(
     provider: &str,
     keys: &[Key],
     sets: impl Iterator<Item = (String, String, u32, Vec<String>)>,

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use std::net::SocketAddr;
 
-use nolist_providers::{HttpSettings, Kind, SecretSource, Settings, powerdns, rfc2136, zonefile};
+use nolist_providers::{
+    HttpSettings, Kind, SecretSource, Settings, cloudflare, desec, hetzner, powerdns, rfc2136,
+    zonefile,
+};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -42,6 +45,12 @@ pub(super) struct RawProvider {
     #[serde(default)]
     api_key_file: Option<Sp<PathBuf>>,
     #[serde(default)]
+    token_env: Option<Sp<String>>,
+    #[serde(default)]
+    token_file: Option<Sp<PathBuf>>,
+    #[serde(default)]
+    zone_id: Option<Sp<String>>,
+    #[serde(default)]
     server: Option<Sp<SocketAddr>>,
     #[serde(default)]
     key_file: Option<Sp<PathBuf>>,
@@ -69,6 +78,15 @@ fn keys_of(kind: Kind) -> &'static [&'static str] {
             "timeout",
             "retries",
         ],
+        Kind::Cloudflare => &[
+            "url",
+            "token_env",
+            "token_file",
+            "zone_id",
+            "timeout",
+            "retries",
+        ],
+        Kind::Desec | Kind::Hetzner => &["url", "token_env", "token_file", "timeout", "retries"],
         Kind::Rfc2136 => &[
             "server",
             "key_file",
@@ -94,6 +112,9 @@ impl RawProvider {
         add("server_id", self.server_id.as_ref().map(loc));
         add("api_key_env", self.api_key_env.as_ref().map(loc));
         add("api_key_file", self.api_key_file.as_ref().map(loc));
+        add("token_env", self.token_env.as_ref().map(loc));
+        add("token_file", self.token_file.as_ref().map(loc));
+        add("zone_id", self.zone_id.as_ref().map(loc));
         add("server", self.server.as_ref().map(loc));
         add("key_file", self.key_file.as_ref().map(loc));
         add("key_name", self.key_name.as_ref().map(loc));
@@ -227,6 +248,23 @@ impl RawProvider {
                         .server_id
                         .map_or_else(|| "localhost".to_owned(), |s| s.value),
                 })
+            }
+            Kind::Cloudflare | Kind::Desec | Kind::Hetzner => {
+                let token = secret(self.token_env, self.token_file, ["token_env", "token_file"])?;
+                let default = match kind {
+                    Kind::Cloudflare => cloudflare::DEFAULT_URL,
+                    Kind::Desec => desec::DEFAULT_URL,
+                    _ => hetzner::DEFAULT_URL,
+                };
+                let http = http(self.url, default, token, self.timeout, self.retries)?;
+                match kind {
+                    Kind::Cloudflare => Settings::Cloudflare(cloudflare::Settings {
+                        http,
+                        zone_id: self.zone_id.map(|z| z.value),
+                    }),
+                    Kind::Desec => Settings::Desec(desec::Settings { http }),
+                    _ => Settings::Hetzner(hetzner::Settings { http }),
+                }
             }
             Kind::Rfc2136 => {
                 let server = self.server.ok_or_else(|| required("server"))?.value;

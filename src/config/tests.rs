@@ -653,3 +653,50 @@ fn rfc2136_keys_from_a_file_or_the_environment() {
         "`retries` is not a key of provider kind `rfc2136`",
     );
 }
+
+#[test]
+fn cloud_providers_take_a_token_and_their_own_keys() {
+    let c = ok(&format!(
+        "{MINIMAL}provider: {{ kind: cloudflare, token_env: CF_API_TOKEN, zone_id: abc123 }}\n"
+    ));
+    let nolist_providers::Settings::Cloudflare(cf) = &c.provider.unwrap().settings else {
+        panic!("cloudflare")
+    };
+    assert_eq!(cf.zone_id.as_deref(), Some("abc123"));
+    assert_eq!(cf.http.url, "https://api.cloudflare.com/client/v4");
+    assert_eq!(
+        cf.http.secret,
+        nolist_providers::SecretSource::Env("CF_API_TOKEN".into())
+    );
+    for (kind, url) in [
+        ("desec", "https://desec.io/api/v1"),
+        ("hetzner", "https://api.hetzner.cloud/v1"),
+    ] {
+        let c = ok(&format!(
+            "{MINIMAL}provider: {{ kind: {kind}, token_file: t, url: \"http://127.0.0.1:9/\", retries: 0 }}\n"
+        ));
+        let settings = c.provider.unwrap().settings;
+        let http = match &settings {
+            nolist_providers::Settings::Desec(d) => &d.http,
+            nolist_providers::Settings::Hetzner(h) => &h.http,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (http.url.as_str(), http.retries),
+            ("http://127.0.0.1:9/", 0)
+        );
+        assert_ne!(http.url, url);
+        assert_err(
+            &format!("{MINIMAL}provider: {{ kind: {kind}, token_env: T, zone_id: z }}\n"),
+            6,
+            44 + kind.len() as u32,
+            "`zone_id` is not a key of provider kind",
+        );
+    }
+    assert_err(
+        &format!("{MINIMAL}provider: {{ kind: cloudflare }}\n"),
+        6,
+        19,
+        "needs `token_env` (an environment variable) or `token_file` (a file)",
+    );
+}
