@@ -124,6 +124,8 @@ async fn read_all(targets: &[Target]) -> Vec<DomainDiff> {
 }
 
 pub(crate) fn diff(args: &DiffArgs) -> Result<ExitCode, Failure> {
+    // Retries and slow providers are logged (warn) to stderr.
+    let _logging = super::init_logging();
     let (plan, targets) = targets(&args.config, args.domain.as_deref())?;
     eprint!("{}", findings_text(&args.config, &plan.findings));
     let runtime = super::runtime()?;
@@ -142,6 +144,7 @@ pub(crate) fn diff(args: &DiffArgs) -> Result<ExitCode, Failure> {
 }
 
 pub(crate) fn apply(args: &ApplyArgs) -> Result<ExitCode, Failure> {
+    let _logging = super::init_logging();
     let (plan, targets) = targets(&args.config, args.domain.as_deref())?;
     eprint!("{}", findings_text(&args.config, &plan.findings));
     if plan.has_errors() {
