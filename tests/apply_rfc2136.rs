@@ -96,7 +96,8 @@ fn update_with_tsig_wrong_key_then_right_keys() {
     let (code, _, err) = run(&["apply", "--yes"], &cfg, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("example.org: FAILED: credentials rejected by rfc2136"),
+        err.contains("example.org: FAILED: credentials rejected by rfc2136")
+            && err.contains("did not accept TSIG key \"nolist-update\""),
         "{err}"
     );
     assert!(err.contains("6 of 6 record changes not applied"), "{err}");

@@ -248,3 +248,43 @@ fn provider_examples_parse() {
     }
     assert!(n >= 1, "no examples in {}", dir.display());
 }
+
+/// On a terminal `apply` asks; `n` applies nothing (exit 1), `y` applies.
+/// `script` (util-linux) gives the command a pseudo-terminal.
+#[test]
+fn apply_asks_on_a_terminal() {
+    let Some(script) = require_tool("script", "bsdutils") else {
+        return;
+    };
+    let s = setup(&["example.org"]);
+    let bin = assert_cmd::cargo::cargo_bin("nolist");
+    let command = format!("{} apply -c {}", bin.display(), s.config.display());
+    let answer = |text: &str| {
+        let mut child = std::process::Command::new(&script)
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = answer("n\n");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("Apply 6 record changes to 1 domain? [y/N]"),
+        "{out}"
+    );
+    assert!(out.contains("not applied"), "{out}");
+    assert_eq!(std::fs::read_to_string(&s.zone).unwrap(), ZONE);
+    let (code, out) = answer("y\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("example.org: applied 6 record changes; in sync"),
+        "{out}"
+    );
+}

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::Http;
-use crate::powerdns::wanted_sets;
+use crate::record::rrsets_from_text;
 use crate::{Change, HttpSettings, Key, Kind, Provider, ProviderError, RrSet, absolute};
 
 /// `kind: desec`.
@@ -93,7 +93,7 @@ impl Provider for Desec {
             all.extend(page);
             next = reply.next_link();
         }
-        wanted_sets(
+        rrsets_from_text(
             "desec",
             keys,
             all.into_iter().map(|s| (s.name, s.rtype, s.ttl, s.records)),

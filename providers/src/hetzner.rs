@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::Http;
-use crate::powerdns::wanted_sets;
+use crate::record::rrsets_from_text;
 use crate::{Change, HttpSettings, Key, Kind, Provider, ProviderError, RrSet, absolute};
 
 /// `kind: hetzner`.
@@ -209,7 +209,7 @@ impl Provider for Hetzner {
                 .filter(|p| *p > n);
             all.extend(doc.rrsets);
         }
-        wanted_sets(
+        rrsets_from_text(
             "hetzner",
             keys,
             all.into_iter().map(|s| {

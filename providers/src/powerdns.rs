@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::Http;
-use crate::{Change, HttpSettings, Key, Kind, Provider, ProviderError, Rdata, RrSet, absolute};
+use crate::record::rrsets_from_text;
+use crate::{Change, HttpSettings, Key, Kind, Provider, ProviderError, RrSet, absolute};
 
 /// `kind: powerdns`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,39 +72,6 @@ struct PdnsRecord {
     disabled: bool,
 }
 
-/// Turns API rrsets (`name`, `type`, `ttl`, contents) into the wanted
-/// [`RrSet`]s; disabled records are not served, so they are left out.
-pub(crate) fn wanted_sets(
-    provider: &str,
-    keys: &[Key],
-    sets: impl Iterator<Item = (String, String, u32, Vec<String>)>,
-) -> Result<Vec<RrSet>, ProviderError> {
-    let mut out = Vec::new();
-    for (name, rtype, ttl, contents) in sets {
-        let Some(rtype) = crate::RecordType::parse(&rtype) else {
-            continue;
-        };
-        let key = Key::new(&name, rtype);
-        if !keys.contains(&key) {
-            continue;
-        }
-        let records = contents
-            .iter()
-            .map(|c| Rdata::parse(rtype, c))
-            .collect::<Result<_, _>>()
-            .map_err(|message| ProviderError::Protocol {
-                provider: provider.into(),
-                message: format!("{key}: {message}"),
-            })?;
-        if contents.is_empty() {
-            continue;
-        }
-        out.push(RrSet { key, ttl, records });
-    }
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(out)
-}
-
 #[async_trait]
 impl Provider for PowerDns {
     fn kind(&self) -> Kind {
@@ -117,7 +85,7 @@ impl Provider for PowerDns {
             .await
             .map_err(|e| e.zone_missing("powerdns", zone))?;
         let doc: ZoneDoc = reply.json("powerdns")?;
-        wanted_sets(
+        rrsets_from_text(
             "powerdns",
             keys,
             doc.rrsets.into_iter().map(|s| {

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::ProviderError;
+
 /// The record types nolist owns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RecordType {
@@ -179,6 +181,40 @@ pub struct Change {
     pub before: Option<RrSet>,
     /// What it must hold (none: delete the RRset).
     pub after: Option<RrSet>,
+}
+
+/// The [`RrSet`]s among `keys` of an API that lists RRsets as `(name,
+/// type, ttl, contents in master-file form)` (PowerDNS, deSEC, Hetzner),
+/// sorted; an RRset without contents is absent.
+pub(crate) fn rrsets_from_text(
+    provider: &str,
+    keys: &[Key],
+    sets: impl Iterator<Item = (String, String, u32, Vec<String>)>,
+) -> Result<Vec<RrSet>, ProviderError> {
+    let mut out = Vec::new();
+    for (name, rtype, ttl, contents) in sets {
+        let Some(rtype) = RecordType::parse(&rtype) else {
+            continue;
+        };
+        let key = Key::new(&name, rtype);
+        if !keys.contains(&key) {
+            continue;
+        }
+        if contents.is_empty() {
+            continue;
+        }
+        let records = contents
+            .iter()
+            .map(|c| Rdata::parse(rtype, c))
+            .collect::<Result<_, _>>()
+            .map_err(|message| ProviderError::Protocol {
+                provider: provider.into(),
+                message: format!("{key}: {message}"),
+            })?;
+        out.push(RrSet { key, ttl, records });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -267,8 +267,14 @@ impl Rfc2136 {
             Some(Err(e)) => {
                 let text = e.to_string();
                 if text.to_ascii_lowercase().contains("tsig") {
+                    // hickory's own words (e.g. about "truncated" MACs: a
+                    // BADSIG answer carries an empty one) confuse more than
+                    // they help; they go to the debug log.
+                    tracing::debug!(error = %text, "TSIG verification of the answer failed");
                     Err(self.credentials(format!(
-                        "the answer failed TSIG verification ({text}): wrong key name, algorithm or secret?"
+                        "the server did not accept TSIG key {:?}: its answer is not signed with it \
+                         (BADKEY or BADSIG); check the key's name, algorithm and secret",
+                        self.key.name
                     )))
                 } else {
                     Err(self.unreachable(text))
