@@ -14,5 +14,6 @@ pub mod notify;
 pub mod plan;
 pub mod smtp;
 pub mod store;
+pub mod sync;
 pub mod verify;
 pub mod watch;

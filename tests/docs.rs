@@ -7,11 +7,18 @@ use util::{nolist, root};
 
 #[test]
 fn plan_json_doc_example_is_real_output() {
-    let runs = util::documented_runs(&root().join("docs/plan-json.md"));
-    assert!(
-        !runs.is_empty(),
-        "docs/plan-json.md shows no command + JSON example"
-    );
+    json_examples_are_real_output("docs/plan-json.md");
+}
+
+#[test]
+fn diff_json_doc_example_is_real_output() {
+    json_examples_are_real_output("docs/diff-json.md");
+}
+
+/// Runs every documented command of `doc` and compares its JSON output.
+fn json_examples_are_real_output(doc: &str) {
+    let runs = util::documented_runs(&root().join(doc));
+    assert!(!runs.is_empty(), "{doc} shows no command + JSON example");
     for (cmd, shown) in runs {
         let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
         let out = nolist().args(&args).output().unwrap();
@@ -34,4 +41,24 @@ fn readme_quick_start_runs() {
         .args(["plan", "-c", "examples/classic.yaml"])
         .assert()
         .success();
+}
+
+/// Only `providers` speaks HTTP: the main crate has no HTTP client or
+/// server among its own dependencies (ARCHITECTURE.md's invariant).
+#[test]
+fn the_main_crate_has_no_http_dependency() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [dependencies] table");
+    for http in ["reqwest", "hyper", "ureq", "isahc", "surf"] {
+        assert!(
+            !deps.lines().any(|l| l.trim_start().starts_with(http)),
+            "the main crate depends on {http}; HTTP belongs in providers/"
+        );
+    }
+    let providers = std::fs::read_to_string(root().join("providers/Cargo.toml")).unwrap();
+    assert!(providers.contains("reqwest"));
 }

@@ -13,6 +13,7 @@ use crate::config::ConfigError;
 use crate::plan::Finding;
 
 mod bans;
+mod diff;
 mod plan;
 mod probe;
 mod replay;
@@ -46,6 +47,10 @@ enum Command {
     Bans(bans::BansArgs),
     /// Counts, latest decisions and log checkpoints from the state store.
     Status(bans::StatusArgs),
+    /// Compare the records nolist owns at the DNS provider with the plan (exit 1 on drift).
+    Diff(diff::DiffArgs),
+    /// Push the plan's records to the DNS provider, then read back and confirm.
+    Apply(diff::ApplyArgs),
 }
 
 /// What went wrong, mapped to an exit code.
@@ -59,12 +64,15 @@ pub(crate) enum Failure {
     /// Output could not be written: exit 2.
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
+    /// The user answered no: exit 1, nothing was done.
+    #[error("not applied")]
+    Declined,
 }
 
 /// Exit code for "checks failed / lint errors / drift".
 pub(crate) const EXIT_FAILED: u8 = 1;
 /// Exit code for usage and config errors.
-const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// Parses `std::env::args`, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
@@ -84,9 +92,15 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::run(&args),
         Command::Bans(args) => bans::bans(&args),
         Command::Status(args) => bans::status(&args),
+        Command::Diff(args) => diff::diff(&args),
+        Command::Apply(args) => diff::apply(&args),
     };
     match result {
         Ok(code) => code,
+        Err(Failure::Declined) => {
+            eprintln!("nolist: not applied");
+            ExitCode::from(EXIT_FAILED)
+        }
         Err(e) => {
             eprintln!("nolist: {e:#}");
             ExitCode::from(EXIT_USAGE)

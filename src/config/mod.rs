@@ -9,6 +9,7 @@
 
 mod error;
 pub mod name;
+mod provider;
 mod raw;
 pub mod value;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
 pub use name::{MxTarget, Name};
+pub use provider::Provider;
 pub use value::{Cidr, Duration, PrefixLen, Ttl};
 
 /// A position in the config file (1-based line and column).
@@ -50,6 +52,8 @@ pub struct Config {
     pub dns: Dns,
     /// The Prometheus endpoint of `run`.
     pub metrics: Option<Metrics>,
+    /// Where `diff` and `apply` find the zones (a domain may override it).
+    pub provider: Option<Provider>,
 }
 
 /// The `metrics` section.
@@ -79,6 +83,11 @@ impl Config {
         addrs.dedup();
         addrs
     }
+
+    /// The provider of `domain`: its own, else the top-level one.
+    pub fn provider_for<'a>(&'a self, domain: &'a Domain) -> Option<&'a Provider> {
+        domain.provider.as_ref().or(self.provider.as_ref())
+    }
 }
 
 /// One mail domain and its MX layout.
@@ -99,6 +108,8 @@ pub struct Domain {
     /// A zone file with the domain's other records, served by `nolist serve`
     /// beside the planned ones (resolved relative to the config file).
     pub base_zone: Option<PathBuf>,
+    /// This domain's provider for `diff` and `apply`, replacing the top-level one.
+    pub provider: Option<Provider>,
     /// Where the domain's entry starts in the config.
     pub at: Loc,
 }

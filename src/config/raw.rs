@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::provider::RawProvider;
 use super::{
     Bans, Config, ConfigError, Dns, Domain, Layout, Loc, Metrics, Mta, MxHost, MxTarget, Name,
     NameServer, Responder, Serve, Soa, Ttl,
@@ -16,7 +17,7 @@ use super::{
 
 type Sp<T> = Spanned<T>;
 
-fn loc<T>(s: &Sp<T>) -> Loc {
+pub(super) fn loc<T>(s: &Sp<T>) -> Loc {
     Loc {
         line: u32::try_from(s.referenced.line()).unwrap_or(u32::MAX),
         column: u32::try_from(s.referenced.column()).unwrap_or(u32::MAX),
@@ -43,6 +44,7 @@ pub(super) struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     metrics: Option<Metrics>,
+    provider: Option<RawProvider>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +61,8 @@ struct RawDomain {
     tail_decoy: Option<Sp<RawHost>>,
     #[serde(default)]
     base_zone: Option<PathBuf>,
+    #[serde(default)]
+    provider: Option<RawProvider>,
 }
 
 fn default_ttl() -> Ttl {
@@ -203,6 +207,7 @@ impl RawConfig {
             bans: self.bans,
             dns: self.dns.validate(path)?,
             metrics: self.metrics,
+            provider: self.provider.map(|p| p.validate(path)).transpose()?,
         })
     }
 }
@@ -259,6 +264,7 @@ impl RawDomain {
                 .collect::<Result<_, _>>()?,
             tail_decoy: self.tail_decoy.map(host).transpose()?,
             base_zone: self.base_zone.map(|p| relative_to_config(path, p)),
+            provider: self.provider.map(|p| p.validate(path)).transpose()?,
             at,
         })
     }
@@ -277,7 +283,7 @@ impl RawHost {
 }
 
 /// `p` as given if absolute, else relative to the config file's directory.
-fn relative_to_config(config: &Path, p: PathBuf) -> PathBuf {
+pub(super) fn relative_to_config(config: &Path, p: PathBuf) -> PathBuf {
     match config.parent() {
         Some(dir) if p.is_relative() => dir.join(p),
         _ => p,

@@ -377,6 +377,12 @@ domains:
     tail_decoy:
       host: mx99.example.org #BOGUS
       preference: 90
+    provider:
+      kind: zonefile #BOGUS
+      dir: zones
+provider:
+  kind: zonefile #BOGUS
+  dir: /srv/zones
 responder:
   mode: refuse #BOGUS
 mta:
@@ -425,7 +431,7 @@ fn every_table_rejects_unknown_keys() {
         .filter(|(_, l)| l.contains("#BOGUS"))
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(marked.len(), 19, "one marker per table");
+    assert_eq!(marked.len(), 21, "one marker per table");
     for &target in &marked {
         let mut expected_line = 0;
         let mut text = String::new();
@@ -541,4 +547,212 @@ fn enforcement_backends_are_checked_where_they_are_written() {
     ));
     assert_eq!(c.bans.enforce.fail2ban.jail, "postfix-nolist");
     assert_eq!(c.bans.enforce.fail2ban.client, "fail2ban-client");
+}
+
+#[test]
+fn provider_tables_resolve_and_override() {
+    let c = ok(&format!(
+        "provider: {{ kind: zonefile, dir: /srv/zones }}\n{}",
+        MINIMAL.replace(
+            "    real:",
+            "    provider: { kind: zonefile, dir: mine }\n    real:"
+        )
+    ));
+    let top = c.provider.as_ref().unwrap();
+    assert_eq!(
+        top.at,
+        Loc {
+            line: 1,
+            column: 19
+        }
+    );
+    let own = c.provider_for(&c.domains[0]).unwrap();
+    assert_eq!(
+        own.settings,
+        nolist_providers::Settings::Zonefile(nolist_providers::zonefile::Settings {
+            dir: "mine".into()
+        })
+    );
+    let c = ok(&format!(
+        "provider: {{ kind: zonefile, dir: /srv/zones }}\n{MINIMAL}"
+    ));
+    assert_eq!(c.provider_for(&c.domains[0]), c.provider.as_ref());
+}
+
+#[test]
+fn provider_errors_name_their_position() {
+    assert_err(
+        &format!("{MINIMAL}provider: {{ kind: route53 }}\n"),
+        6,
+        19,
+        "unknown provider kind `route53`, expected one of zonefile",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: zonefile\n"),
+        7,
+        9,
+        "provider kind `zonefile` needs `dir`",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: zonefile\n  dir: z\n  api_key: x\n"),
+        9,
+        3,
+        "unknown field `api_key`",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n  api_key_env: K\n  dir: z\n"),
+        9,
+        8,
+        "`dir` is not a key of provider kind `powerdns` (its keys: url, server_id,",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n"),
+        7,
+        9,
+        "needs `api_key_env` (an environment variable) or `api_key_file` (a file)",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n  api_key_env: K\n  api_key_file: k\n"),
+        9,
+        17,
+        "not both",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n  api_key_env: K\n  url: ftp://x\n"),
+        9,
+        8,
+        "must start with http:// or https://",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: powerdns\n  api_key_env: K\n  timeout: soon\n"),
+        9,
+        12,
+        "invalid duration",
+    );
+}
+
+#[test]
+fn powerdns_defaults_and_secrets_by_name_only() {
+    let c = ok(&format!(
+        "{MINIMAL}provider: {{ kind: powerdns, api_key_file: secrets/pdns.key, timeout: 5s }}\n"
+    ));
+    let nolist_providers::Settings::PowerDns(p) = &c.provider.unwrap().settings else {
+        panic!("powerdns")
+    };
+    assert_eq!(p.server_id, "localhost");
+    assert_eq!(p.http.url, "http://127.0.0.1:8081");
+    assert_eq!(p.http.timeout.as_secs(), 5);
+    assert_eq!(p.http.retries, 3);
+    assert_eq!(
+        p.http.secret,
+        nolist_providers::SecretSource::File("secrets/pdns.key".into())
+    );
+}
+
+#[test]
+fn rfc2136_keys_from_a_file_or_the_environment() {
+    let c = ok(&format!(
+        "{MINIMAL}provider: {{ kind: rfc2136, server: \"127.0.0.1:53\", key_file: keys/nolist.key }}\n"
+    ));
+    let nolist_providers::Settings::Rfc2136(r) = &c.provider.unwrap().settings else {
+        panic!("rfc2136")
+    };
+    assert_eq!(
+        r.key,
+        nolist_providers::rfc2136::KeySource::File("keys/nolist.key".into())
+    );
+    assert_eq!(r.timeout.as_secs(), 10);
+    let c = ok(&format!(
+        "{MINIMAL}provider: {{ kind: rfc2136, server: \"[::1]:5353\", key_name: k, key_algorithm: hmac-sha512, key_secret_env: TSIG }}\n"
+    ));
+    let nolist_providers::Settings::Rfc2136(r) = &c.provider.unwrap().settings else {
+        panic!("rfc2136")
+    };
+    assert_eq!(
+        r.key,
+        nolist_providers::rfc2136::KeySource::Env {
+            name: "k".into(),
+            algorithm: nolist_providers::rfc2136::Algorithm::HmacSha512,
+            secret_env: "TSIG".into()
+        }
+    );
+    let base = format!("{MINIMAL}provider:\n  kind: rfc2136\n  server: \"127.0.0.1:53\"\n");
+    assert_err(
+        &base,
+        7,
+        9,
+        "needs `key_file` (a BIND key file), or `key_name` and `key_secret_env`",
+    );
+    assert_err(&format!("{base}  key_name: k\n"), 9, 13, "go together");
+    assert_err(
+        &format!("{base}  key_file: f\n  key_name: k\n"),
+        10,
+        13,
+        "not both",
+    );
+    assert_err(
+        &format!("{base}  key_name: k\n  key_secret_env: T\n  key_algorithm: hmac-md5\n"),
+        11,
+        18,
+        "unknown TSIG algorithm `hmac-md5`",
+    );
+    assert_err(
+        &format!("{MINIMAL}provider:\n  kind: rfc2136\n  server: 127.0.0.1\n"),
+        8,
+        11,
+        "socket address",
+    );
+    assert_err(
+        &format!("{base}  key_file: f\n  retries: 2\n"),
+        10,
+        12,
+        "`retries` is not a key of provider kind `rfc2136`",
+    );
+}
+
+#[test]
+fn cloud_providers_take_a_token_and_their_own_keys() {
+    let c = ok(&format!(
+        "{MINIMAL}provider: {{ kind: cloudflare, token_env: CF_API_TOKEN, zone_id: abc123 }}\n"
+    ));
+    let nolist_providers::Settings::Cloudflare(cf) = &c.provider.unwrap().settings else {
+        panic!("cloudflare")
+    };
+    assert_eq!(cf.zone_id.as_deref(), Some("abc123"));
+    assert_eq!(cf.http.url, "https://api.cloudflare.com/client/v4");
+    assert_eq!(
+        cf.http.secret,
+        nolist_providers::SecretSource::Env("CF_API_TOKEN".into())
+    );
+    for (kind, url) in [
+        ("desec", "https://desec.io/api/v1"),
+        ("hetzner", "https://api.hetzner.cloud/v1"),
+    ] {
+        let c = ok(&format!(
+            "{MINIMAL}provider: {{ kind: {kind}, token_file: t, url: \"http://127.0.0.1:9/\", retries: 0 }}\n"
+        ));
+        let settings = c.provider.unwrap().settings;
+        let http = match &settings {
+            nolist_providers::Settings::Desec(d) => &d.http,
+            nolist_providers::Settings::Hetzner(h) => &h.http,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (http.url.as_str(), http.retries),
+            ("http://127.0.0.1:9/", 0)
+        );
+        assert_ne!(http.url, url);
+        assert_err(
+            &format!("{MINIMAL}provider: {{ kind: {kind}, token_env: T, zone_id: z }}\n"),
+            6,
+            44 + kind.len() as u32,
+            "`zone_id` is not a key of provider kind",
+        );
+    }
+    assert_err(
+        &format!("{MINIMAL}provider: {{ kind: cloudflare }}\n"),
+        6,
+        19,
+        "needs `token_env` (an environment variable) or `token_file` (a file)",
+    );
 }

@@ -55,6 +55,15 @@ pub fn owned_rrsets(zone: &Zone) -> Result<BTreeSet<(DnsName, RecordType)>, Reco
     Ok(owned)
 }
 
+/// The RRsets `apply` manages at a DNS provider: [`owned_rrsets`] without
+/// the apex SOA and NS, which stay the provider's (as in `plan --format
+/// nsupdate`).
+pub fn provider_rrsets(zone: &Zone) -> Result<BTreeSet<(DnsName, RecordType)>, RecordError> {
+    let mut owned = owned_rrsets(zone)?;
+    owned.retain(|(_, t)| !matches!(t, RecordType::SOA | RecordType::NS));
+    Ok(owned)
+}
+
 /// Every record the plan defines for `zone` (SOA with `serial` when the
 /// zone is complete), in a fixed order.
 pub fn planned_records(zone: &Zone, serial: u32) -> Result<Vec<Record>, RecordError> {

@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod fail2ban;
+pub mod named;
 pub mod nsd;
+pub mod pdns;
 pub mod postfix;
 pub mod serve;
 pub mod sink;
@@ -24,6 +26,22 @@ pub fn nolist() -> assert_cmd::Command {
     cmd
 }
 
+/// Runs `nolist ARGS -c CONFIG` with `env` added; returns the exit code,
+/// stdout and stderr.
+pub fn run_config(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = nolist();
+    cmd.args(args).arg("-c").arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run nolist");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Every `examples/*.yaml`, sorted.
 pub fn examples() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
@@ -33,6 +51,25 @@ pub fn examples() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// Stops a server the test started: SIGTERM, then SIGKILL when it has not
+/// exited within 5 s.
+pub fn stop_child(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The path of system tool `name`, or `None` after a loud skip message.

@@ -117,25 +117,12 @@ impl Nsd {
 impl Drop for Nsd {
     fn drop(&mut self) {
         // SIGTERM lets NSD stop its server and xfrd children; SIGKILL if it hangs.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_child(&mut self.child);
     }
 }
 
 /// True when `addr` answers a UDP SOA query for `zone` with NOERROR.
-fn soa_answered(addr: SocketAddr, zone: &str) -> bool {
+pub fn soa_answered(addr: SocketAddr, zone: &str) -> bool {
     let Ok(sock) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
         return false;
     };
