@@ -140,58 +140,123 @@ pub fn spawn_enforcer(
     evidence: mpsc::Sender<LogBatch>,
     shutdown: CancellationToken,
 ) -> Result<(BackendSwap, std::thread::JoinHandle<()>), StoreError> {
-    let mut store = Store::open(&config.state_dir)?;
-    let name = backend.name();
+    let store = Store::open(&config.state_dir)?;
     if backend.applied().is_some() {
-        backend.restore_applied(store.enforced(name)?);
+        backend.restore_applied(store.enforced(backend.name())?);
     }
     let (swap, swaps) = std::sync::mpsc::channel::<Box<dyn Enforcer>>();
     let thread = std::thread::spawn(move || {
-        let mut failing = false;
-        let mut counts = SynCounts::default();
-        let mut saved = backend.applied();
-        let added = metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "add");
-        let removed = metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "remove");
-        let errors = metrics::counter!(crate::metrics::ENFORCEMENT_ERRORS);
-        let active = metrics::gauge!(crate::metrics::BANS_ACTIVE);
+        let mut enforcement = Enforcement::new(backend, store);
         while !shutdown.is_cancelled() {
-            while let Ok(mut next) = swaps.try_recv() {
-                // Same kind of backend: what it applied carries over.
-                if let Some(applied) = backend.applied() {
-                    next.restore_applied(applied);
-                }
-                backend = next;
+            while let Ok(next) = swaps.try_recv() {
+                enforcement.replace(next);
             }
-            let now = unix_now();
-            let targets: Vec<Target> = match store.bans(now) {
-                Ok(bans) => bans
-                    .iter()
-                    .map(|b| Target {
-                        net: b.target,
-                        remaining: u64::try_from(b.until - now).unwrap_or(1).max(1),
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading bans for enforcement failed");
-                    errors.increment(1);
-                    pause(&shutdown);
-                    continue;
+            enforcement.reconcile_if_needed();
+            let hits = enforcement.evidence();
+            if !hits.is_empty() {
+                let batch = LogBatch {
+                    path: EVIDENCE_SOURCE.into(),
+                    events: hits,
+                    checkpoint: None,
+                };
+                if evidence.blocking_send(batch).is_err() {
+                    return;
                 }
-            };
-            #[allow(clippy::cast_precision_loss)] // a count of bans
-            active.set(targets.len() as f64);
-            let began = std::time::Instant::now();
-            let result = crate::enforce::reconcile(backend.as_mut(), &targets);
-            let took_ms = began.elapsed().as_millis();
-            if let Ok(r) = &result {
-                added.increment(r.added as u64);
-                removed.increment(r.removed as u64);
-            } else {
-                errors.increment(1);
             }
-            match result {
-                Ok(r) if r.added + r.removed > 0 || r.rebuilt => {
-                    failing = false;
+            pause(&shutdown);
+        }
+    });
+    Ok((swap, thread))
+}
+
+/// A full reconcile at least this often, even when neither the store nor
+/// the firewall seems to have changed (bans that end in the store but not
+/// in the firewall, a backend that cannot tell).
+const RECONCILE_AT_LEAST: Duration = Duration::from_secs(30);
+
+/// The enforcement thread's state.
+struct Enforcement {
+    backend: Box<dyn Enforcer>,
+    store: Store,
+    failing: bool,
+    counts: SynCounts,
+    saved: Option<Vec<IpNet>>,
+    /// The store's `data_version` at the last reconcile.
+    version: Option<i64>,
+    last: Option<std::time::Instant>,
+    added: metrics::Counter,
+    removed: metrics::Counter,
+    errors: metrics::Counter,
+    active: metrics::Gauge,
+}
+
+impl Enforcement {
+    fn new(backend: Box<dyn Enforcer>, store: Store) -> Enforcement {
+        Enforcement {
+            saved: backend.applied(),
+            backend,
+            store,
+            failing: false,
+            counts: SynCounts::default(),
+            version: None,
+            last: None,
+            added: metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "add"),
+            removed: metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "remove"),
+            errors: metrics::counter!(crate::metrics::ENFORCEMENT_ERRORS),
+            active: metrics::gauge!(crate::metrics::BANS_ACTIVE),
+        }
+    }
+
+    /// A new backend of the same kind: what it applied carries over.
+    fn replace(&mut self, mut next: Box<dyn Enforcer>) {
+        if let Some(applied) = self.backend.applied() {
+            next.restore_applied(applied);
+        }
+        self.backend = next;
+        self.last = None;
+    }
+
+    /// Reconciles when the store changed (another connection committed),
+    /// the firewall changed, or [`RECONCILE_AT_LEAST`] has passed: with
+    /// 100,000 bans, a reconcile reads them all from the store.
+    fn reconcile_if_needed(&mut self) {
+        let version = self.store.data_version().ok();
+        let due = version.is_none()
+            || version != self.version
+            || self.last.is_none_or(|t| t.elapsed() >= RECONCILE_AT_LEAST)
+            || self.backend.changed_outside();
+        if !due {
+            return;
+        }
+        let now = unix_now();
+        let targets: Vec<Target> = match self.store.ban_targets(now) {
+            Ok(bans) => bans
+                .into_iter()
+                .map(|(net, until)| Target {
+                    net,
+                    remaining: u64::try_from(until - now).unwrap_or(1).max(1),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading bans for enforcement failed");
+                self.errors.increment(1);
+                return;
+            }
+        };
+        #[allow(clippy::cast_precision_loss)] // a count of bans
+        self.active.set(targets.len() as f64);
+        let name = self.backend.name();
+        let began = std::time::Instant::now();
+        let result = crate::enforce::reconcile(self.backend.as_mut(), &targets);
+        let took_ms = began.elapsed().as_millis();
+        match result {
+            Ok(r) => {
+                self.failing = false;
+                self.version = version;
+                self.last = Some(std::time::Instant::now());
+                self.added.increment(r.added as u64);
+                self.removed.increment(r.removed as u64);
+                if r.added + r.removed > 0 || r.rebuilt {
                     tracing::info!(
                         backend = name,
                         added = r.added,
@@ -201,47 +266,45 @@ pub fn spawn_enforcer(
                         "firewall reconciled"
                     );
                 }
-                Ok(_) => failing = false,
-                Err(e) if !failing => {
-                    failing = true;
+            }
+            Err(e) => {
+                self.errors.increment(1);
+                if !self.failing {
+                    self.failing = true;
                     tracing::error!(backend = name, error = %e, "enforcement failed; retrying");
                 }
-                Err(_) => {}
             }
-            let applied = backend.applied();
-            if applied != saved {
-                if let Err(e) = store.set_enforced(name, applied.as_deref().unwrap_or_default()) {
-                    tracing::warn!(error = %e, "saving what enforcement applied failed");
-                }
-                saved = applied;
-            }
-            match backend.evidence() {
-                Ok(reading) => {
-                    let events: Vec<(i64, IpAddr, Kind)> = counts
-                        .update(&reading)
-                        .into_iter()
-                        .flat_map(|(ip, n)| (0..n).map(move |_| (now, ip, Kind::DecoyHit)))
-                        .collect();
-                    if !events.is_empty() {
-                        let batch = LogBatch {
-                            path: EVIDENCE_SOURCE.into(),
-                            events,
-                            checkpoint: None,
-                        };
-                        if evidence.blocking_send(batch).is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    errors.increment(1);
-                    tracing::warn!(error = %e, "reading refuse-mode evidence failed");
-                }
-            }
-            pause(&shutdown);
         }
-    });
-    Ok((swap, thread))
+        let applied = self.backend.applied();
+        if applied != self.saved {
+            if let Err(e) = self
+                .store
+                .set_enforced(name, applied.as_deref().unwrap_or_default())
+            {
+                tracing::warn!(error = %e, "saving what enforcement applied failed");
+            }
+            self.saved = applied;
+        }
+    }
+
+    /// New decoy hits from the firewall's counters (refuse mode).
+    fn evidence(&mut self) -> Vec<(i64, IpAddr, Kind)> {
+        match self.backend.evidence() {
+            Ok(reading) => {
+                let now = unix_now();
+                self.counts
+                    .update(&reading)
+                    .into_iter()
+                    .flat_map(|(ip, n)| (0..n).map(move |_| (now, ip, Kind::DecoyHit)))
+                    .collect()
+            }
+            Err(e) => {
+                self.errors.increment(1);
+                tracing::warn!(error = %e, "reading refuse-mode evidence failed");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// Sleeps one [`ENFORCE_TICK`], or less when `shutdown` comes.

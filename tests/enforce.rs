@@ -148,7 +148,22 @@ fn nftables_backend_reconciles_and_drops() {
     let nft = |cmd: &str| {
         run_ok("nft", &cmd.split_whitespace().collect::<Vec<_>>());
     };
+    // The ruleset generation moves with every transaction, anyone's.
+    let g0 = nolist::enforce::nft::generation().expect("netlink generation");
+    nft("add chain inet other keep2");
+    assert_eq!(
+        nolist::enforce::nft::generation().unwrap(),
+        g0.wrapping_add(1)
+    );
+    // A table of the older layout (one interval set per family) is replaced.
+    nft("add table inet nolist");
+    nft("add set inet nolist banned4 { type ipv4_addr ; flags interval, timeout ; }");
     let mut backend = Nft::new(vec![25]);
+    backend.check().unwrap();
+    assert!(
+        run_ok("nft", &["list", "table", "inet", "nolist"]).contains("set banned4_nets"),
+        "recreated in the new layout"
+    );
     scenario(
         &mut backend,
         &OutOfBand {

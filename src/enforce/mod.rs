@@ -11,7 +11,7 @@ pub mod fail2ban;
 pub mod ipset;
 pub mod nft;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -95,18 +95,21 @@ impl Change {
     /// the longest timeout, and a target inside a wider one is left to it.
     pub fn between(desired: &[Target], actual: Option<&[IpNet]>) -> Change {
         let want = fold(desired);
-        let have: BTreeSet<IpNet> = actual
+        let have: HashSet<IpNet> = actual
             .unwrap_or_default()
             .iter()
             .map(IpNet::trunc)
             .collect();
+        let wanted: HashSet<IpNet> = want.iter().map(|(n, _)| *n).collect();
+        let mut remove: Vec<IpNet> = have
+            .iter()
+            .filter(|n| !wanted.contains(n))
+            .copied()
+            .collect();
+        remove.sort_unstable();
         Change {
             rebuild: actual.is_none(),
-            remove: have
-                .iter()
-                .filter(|n| !want.contains_key(n))
-                .copied()
-                .collect(),
+            remove,
             add: want
                 .into_iter()
                 .filter(|(n, _)| !have.contains(n))
@@ -120,28 +123,28 @@ impl Change {
     }
 }
 
-/// Desired targets as `network → timeout`: networks truncated, duplicates
-/// merged with the longest timeout (at least 1 s), and every target inside
-/// a wider target dropped (interval sets refuse overlaps, and the wider ban
-/// already covers it). `O(n log n)`: CIDR blocks are nested or disjoint, so
-/// in address order a block is covered exactly when the last kept block
-/// contains it.
-pub fn fold(desired: &[Target]) -> BTreeMap<IpNet, u64> {
-    let mut merged: BTreeMap<IpNet, u64> = BTreeMap::new();
-    for t in desired {
-        let e = merged.entry(t.net.trunc()).or_insert(0);
-        *e = (*e).max(t.remaining.max(1));
-    }
-    let mut out = BTreeMap::new();
-    let mut last: Option<IpNet> = None;
+/// Desired targets as `(network, timeout)` in address order: networks
+/// truncated, duplicates merged with the longest timeout (at least 1 s),
+/// and every target inside a wider target dropped (interval sets refuse
+/// overlaps, and the wider ban already covers it). `O(n log n)`: CIDR
+/// blocks are nested or disjoint, so in address order a block is covered
+/// exactly when the last kept block contains it.
+pub fn fold(desired: &[Target]) -> Vec<(IpNet, u64)> {
+    let mut all: Vec<(IpNet, u64)> = desired
+        .iter()
+        .map(|t| (t.net.trunc(), t.remaining.max(1)))
+        .collect();
     // `IpNet` orders by family, then network address, then prefix length:
-    // a wider block comes before the blocks it contains.
-    for (net, secs) in merged {
-        if last.is_some_and(|l| l.contains(&net)) {
-            continue;
+    // a wider block comes before the blocks it contains, and a block's
+    // duplicates come together, the longest timeout last.
+    all.sort_unstable();
+    let mut out: Vec<(IpNet, u64)> = Vec::with_capacity(all.len());
+    for (net, secs) in all {
+        match out.last_mut() {
+            Some((last, s)) if *last == net => *s = secs,
+            Some((last, _)) if last.contains(&net) => {}
+            _ => out.push((net, secs)),
         }
-        last = Some(net);
-        out.insert(net, secs);
     }
     out
 }
@@ -171,6 +174,13 @@ pub trait Enforcer: Send {
 
     /// Gives a backend without read-back what it applied before a restart.
     fn restore_applied(&mut self, _applied: Vec<IpNet>) {}
+
+    /// Whether the firewall may have changed since the last reconcile
+    /// (someone else's change, a flush): backends that cannot tell cheaply
+    /// say yes, and are reconciled every tick.
+    fn changed_outside(&mut self) -> bool {
+        true
+    }
 
     /// Refuse mode: the sources of refused connections to the decoy and how
     /// many each made so far (backends that cannot count them: none).
@@ -254,10 +264,19 @@ pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
 /// The text of a target as firewall tools write it: a bare address for a
 /// single host, CIDR notation for a network.
 pub fn element(net: &IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
+    Element(net).to_string()
+}
+
+/// [`element`] without an allocation, for writing into a larger text.
+pub struct Element<'a>(pub &'a IpNet);
+
+impl std::fmt::Display for Element<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            self.0.addr().fmt(f)
+        } else {
+            self.0.fmt(f)
+        }
     }
 }
 

@@ -1,33 +1,78 @@
-//! The nftables backend: nolist's own table `inet nolist` with one set per
-//! address family (`flags interval, timeout`, so bans also expire in the
-//! kernel when the daemon is gone) and a chain that drops new TCP
-//! connections to the enforced ports from banned sources. Every change is
-//! one `nft -f -` batch (one transaction); the state is read back with
-//! `nft -j`. No other table is ever touched.
+//! The nftables backend: nolist's own table `inet nolist` with two sets per
+//! address family, every element with a timeout so bans also expire in the
+//! kernel when the daemon is gone: `banned4`/`banned6` for single addresses
+//! (hash sets: 100,000 elements load in well under a second) and
+//! `banned4_nets`/`banned6_nets` for networks (interval sets), and a chain
+//! that drops new TCP connections to the enforced ports from them. Every
+//! change is one `nft -f -` batch (one transaction); the state is read back
+//! with `nft -j`. No other table is ever touched.
 //!
-//! In refuse mode the same table also holds the decoy's evidence: a rule
-//! per decoy address answers SYNs with a TCP reset and counts them per
-//! source in a dynamic set (`seen4`/`seen6`, with counters and timeouts),
-//! which the daemon reads back as decoy hits. Banned sources are dropped
-//! before that rule, so they stop counting.
+//! Reading back is what costs with many bans: nft loads the whole table
+//! (about a second for 100,000 elements). So the backend asks the kernel
+//! for the ruleset's generation (one netlink request) first, and reads the
+//! sets again only when something else changed the ruleset since its own
+//! last read or batch; otherwise it uses what it knows, including each
+//! element's expiry. An element within a few seconds of its kernel expiry
+//! is left to expire: never deleted (the delete could race the kernel and
+//! fail the batch), never re-added (an `add` does not renew its timeout).
+//!
+//! In refuse mode a second table, `inet nolist_refuse` (its own table, so
+//! reading it never loads the ban sets), holds the decoy's evidence: a rule
+//! per decoy address, after the drop rules (priority −5 against −10),
+//! answers SYNs with a TCP reset and counts them per source in a dynamic
+//! set (`seen4`/`seen6`, with counters and timeouts), which the daemon reads
+//! back as decoy hits. Banned sources are dropped first, so they stop
+//! counting.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use serde::Deserialize;
 
-use super::{Change, EnforceError, Enforcer, element, exec};
+use super::{Change, Element, EnforceError, Enforcer, exec};
 
 /// The table nolist owns.
 pub const TABLE: &str = "nolist";
-const SET4: &str = "banned4";
-const SET6: &str = "banned6";
+/// The table of refuse mode's evidence.
+pub const EVIDENCE_TABLE: &str = "nolist_refuse";
+/// The ban sets: (name, element type, holds networks).
+const SETS: [(&str, &str, bool); 4] = [
+    ("banned4", "ipv4_addr", false),
+    ("banned4_nets", "ipv4_addr", true),
+    ("banned6", "ipv6_addr", false),
+    ("banned6_nets", "ipv6_addr", true),
+];
 /// Refuse-mode evidence: the sources of SYNs to the decoy, with counters.
 const SEEN4: &str = "seen4";
 const SEEN6: &str = "seen6";
 /// Most sources remembered per family in the evidence sets.
 const SEEN_SIZE: u32 = 65_536;
+/// Elements per `add element` / `delete element` command in a batch.
+const CHUNK: usize = 4096;
+/// An element this close to its kernel expiry is left to expire.
+const SETTLING: Duration = Duration::from_secs(3);
+
+/// The set of `net`.
+fn set_of(net: &IpNet) -> &'static str {
+    let host = net.prefix_len() == net.max_prefix_len();
+    match (net.addr().is_ipv4(), host) {
+        (true, true) => "banned4",
+        (true, false) => "banned4_nets",
+        (false, true) => "banned6",
+        (false, false) => "banned6_nets",
+    }
+}
+
+/// What the backend knows the sets hold, as of ruleset generation `gen`.
+#[derive(Clone, Debug)]
+struct Known {
+    generation: u32,
+    /// Every element and when the kernel drops it.
+    expires: HashMap<IpNet, Instant>,
+}
 
 /// The nftables backend.
 #[derive(Clone, Debug)]
@@ -37,10 +82,11 @@ pub struct Nft {
     /// TCP ports closed to banned sources.
     pub ports: Vec<u16>,
     /// Refuse mode: the decoy addresses whose SYNs are answered with a TCP
-    /// reset and counted per source (empty: no evidence rules).
+    /// reset and counted per source (empty: no evidence table).
     pub decoys: Vec<SocketAddr>,
     /// How long a quiet source stays in the evidence sets.
     pub seen_timeout: Duration,
+    known: Option<Known>,
 }
 
 impl Nft {
@@ -51,6 +97,7 @@ impl Nft {
             ports,
             decoys: Vec::new(),
             seen_timeout: Duration::from_secs(3600),
+            known: None,
         }
     }
 
@@ -67,23 +114,25 @@ impl Nft {
     pub fn read_seen(&self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
         let mut out = Vec::new();
         for set in [SEEN4, SEEN6] {
-            if let Some(json) = self.list_set(set)? {
-                out.extend(
-                    parse_counters(&json).map_err(|message| EnforceError::Output {
-                        tool: self.binary.clone(),
-                        message,
-                    })?,
-                );
+            if let Some(json) = self.list_set(EVIDENCE_TABLE, set)? {
+                out.extend(parse_counters(&json).map_err(|message| self.output(message))?);
             }
         }
         Ok(out)
     }
 
-    /// `nft -j list set` of one of nolist's sets; `None` when it is missing.
-    fn list_set(&self, set: &str) -> Result<Option<Vec<u8>>, EnforceError> {
+    fn output(&self, message: String) -> EnforceError {
+        EnforceError::Output {
+            tool: self.binary.clone(),
+            message,
+        }
+    }
+
+    /// `nft -j list set` of one set; `None` when it (or its table) is missing.
+    fn list_set(&self, table: &str, set: &str) -> Result<Option<Vec<u8>>, EnforceError> {
         match exec::run(
             &self.binary,
-            &["-j", "list", "set", "inet", TABLE, set],
+            &["-j", "list", "set", "inet", table, set],
             None,
             exec::TIMEOUT,
         ) {
@@ -107,7 +156,8 @@ impl Nft {
         .map(|_| ())
     }
 
-    /// Table, sets and chain, created if missing; the chain's rules replaced.
+    /// Tables, sets and chains, created if missing; the chains' rules
+    /// replaced. Outside refuse mode the evidence table is removed.
     pub fn skeleton(&self) -> String {
         let ports = if self.ports.is_empty() {
             vec![25]
@@ -116,38 +166,83 @@ impl Nft {
         };
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
         let ports = ports.join(", ");
-        let mut text = format!(
-            "add table inet {TABLE}\n\
-             add set inet {TABLE} {SET4} {{ type ipv4_addr; flags interval, timeout; }}\n\
-             add set inet {TABLE} {SET6} {{ type ipv6_addr; flags interval, timeout; }}\n\
-             add chain inet {TABLE} input {{ type filter hook input priority -10; policy accept; }}\n\
-             flush chain inet {TABLE} input\n\
-             add rule inet {TABLE} input tcp dport {{ {ports} }} ct state new ip saddr @{SET4} drop\n\
-             add rule inet {TABLE} input tcp dport {{ {ports} }} ct state new ip6 saddr @{SET6} drop\n"
+        let mut text = format!("add table inet {TABLE}\n");
+        for (set, ty, nets) in SETS {
+            let flags = if nets { "interval, timeout" } else { "timeout" };
+            let _ = writeln!(
+                text,
+                "add set inet {TABLE} {set} {{ type {ty}; flags {flags}; }}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "add chain inet {TABLE} input {{ type filter hook input priority -10; policy accept; }}\n\
+             flush chain inet {TABLE} input"
         );
-        if !self.decoys.is_empty() {
-            let secs = self.seen_timeout.as_secs();
-            for (set, ty) in [(SEEN4, "ipv4_addr"), (SEEN6, "ipv6_addr")] {
-                let _ = writeln!(
-                    text,
-                    "add set inet {TABLE} {set} {{ type {ty}; size {SEEN_SIZE}; flags dynamic, timeout; timeout {secs}s; counter; }}"
-                );
-            }
-            for decoy in &self.decoys {
-                let (family, set) = if decoy.is_ipv4() {
-                    ("ip", SEEN4)
-                } else {
-                    ("ip6", SEEN6)
-                };
-                let _ = writeln!(
-                    text,
-                    "add rule inet {TABLE} input {family} daddr {} tcp dport {} tcp flags & (syn | ack) == syn update @{set} {{ {family} saddr counter }} reject with tcp reset",
-                    decoy.ip(),
-                    decoy.port()
-                );
-            }
+        for (set, ty, _) in SETS {
+            let family = if ty == "ipv4_addr" { "ip" } else { "ip6" };
+            let _ = writeln!(
+                text,
+                "add rule inet {TABLE} input tcp dport {{ {ports} }} ct state new {family} saddr @{set} drop"
+            );
+        }
+        // Created first, so the delete works whether or not it existed.
+        let _ = writeln!(text, "add table inet {EVIDENCE_TABLE}");
+        if self.decoys.is_empty() {
+            let _ = writeln!(text, "delete table inet {EVIDENCE_TABLE}");
+            return text;
+        }
+        let secs = self.seen_timeout.as_secs();
+        for (set, ty) in [(SEEN4, "ipv4_addr"), (SEEN6, "ipv6_addr")] {
+            let _ = writeln!(
+                text,
+                "add set inet {EVIDENCE_TABLE} {set} {{ type {ty}; size {SEEN_SIZE}; flags dynamic, timeout; timeout {secs}s; counter; }}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "add chain inet {EVIDENCE_TABLE} input {{ type filter hook input priority -5; policy accept; }}\n\
+             flush chain inet {EVIDENCE_TABLE} input"
+        );
+        for decoy in &self.decoys {
+            let (family, set) = if decoy.is_ipv4() {
+                ("ip", SEEN4)
+            } else {
+                ("ip6", SEEN6)
+            };
+            let _ = writeln!(
+                text,
+                "add rule inet {EVIDENCE_TABLE} input {family} daddr {} tcp dport {} tcp flags & (syn | ack) == syn update @{set} {{ {family} saddr counter }} reject with tcp reset",
+                decoy.ip(),
+                decoy.port()
+            );
         }
         text
+    }
+
+    /// Reads every ban set; `None` when the table or a set is missing.
+    fn read_all(&self) -> Result<Option<HashMap<IpNet, Instant>>, EnforceError> {
+        let now = Instant::now();
+        let mut out = HashMap::new();
+        for (set, _, _) in SETS {
+            let Some(json) = self.list_set(TABLE, set)? else {
+                return Ok(None);
+            };
+            for (net, expires) in parse_elements(&json).map_err(|m| self.output(m))? {
+                // No timeout (not one of ours): it never expires by itself.
+                let never = now + Duration::from_secs(10 * 365 * 86_400);
+                let at = expires.and_then(|s| now.checked_add(Duration::from_secs(s)));
+                out.insert(net, at.unwrap_or(never).min(never));
+            }
+        }
+        if !self.decoys.is_empty() {
+            for set in [SEEN4, SEEN6] {
+                if self.list_set(EVIDENCE_TABLE, set)?.is_none() {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(out))
     }
 }
 
@@ -157,37 +252,103 @@ impl Enforcer for Nft {
     }
 
     /// Checks that nft runs and may change the ruleset, by (re)creating
-    /// nolist's table and chain.
+    /// nolist's tables and chains. A table of an older layout (other set
+    /// types) is replaced; the next reconcile fills it from the store.
     fn check(&mut self) -> Result<(), EnforceError> {
-        self.run_batch(&self.skeleton())
+        self.known = None;
+        match self.run_batch(&self.skeleton()) {
+            Err(EnforceError::Failed { stderr, .. }) if stderr.contains("File exists") => {
+                tracing::warn!("nftables: table inet {TABLE} has another layout; recreating it");
+                self.run_batch(&format!(
+                    "add table inet {TABLE}\ndelete table inet {TABLE}\n{}",
+                    self.skeleton()
+                ))
+            }
+            other => other,
+        }
     }
 
-    /// The elements of both ban sets; `None` when the table or a set is missing.
+    /// What the sets hold, read back only when the ruleset changed since
+    /// the last read or batch. Elements about to expire count as present,
+    /// so they are not added again (see the module comment).
     fn read(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
-        let mut out = Vec::new();
-        for set in [SET4, SET6] {
-            let Some(json) = self.list_set(set)? else {
+        let generation = generation().ok();
+        let fresh = match (&self.known, generation) {
+            (Some(k), Some(g)) => k.generation == g,
+            _ => false,
+        };
+        if !fresh {
+            self.known = None;
+            let Some(expires) = self.read_all()? else {
                 return Ok(None);
             };
-            out.extend(parse_set(&json).map_err(|message| EnforceError::Output {
-                tool: self.binary.clone(),
-                message,
-            })?);
-        }
-        // The evidence sets are part of the skeleton too.
-        if !self.decoys.is_empty() {
-            for set in [SEEN4, SEEN6] {
-                if self.list_set(set)?.is_none() {
-                    return Ok(None);
-                }
+            if let Some(generation) = generation {
+                self.known = Some(Known {
+                    generation,
+                    expires: expires.clone(),
+                });
+            } else {
+                return Ok(Some(expires.into_keys().collect()));
             }
         }
-        Ok(Some(out))
+        let known = self.known.as_mut().expect("known after a read");
+        // What the kernel has dropped by now is gone (with a second's margin).
+        let now = Instant::now();
+        known
+            .expires
+            .retain(|_, e| now < *e + Duration::from_secs(1));
+        Ok(Some(known.expires.keys().copied().collect()))
     }
 
     /// One `nft -f -` batch: one transaction.
     fn apply(&mut self, change: &Change) -> Result<(), EnforceError> {
-        self.run_batch(&batch_text(&self.skeleton(), change))
+        let now = Instant::now();
+        let settling = |net: &IpNet| {
+            self.known
+                .as_ref()
+                .and_then(|k| k.expires.get(net))
+                .is_some_and(|e| *e <= now + SETTLING)
+        };
+        let change = Change {
+            rebuild: change.rebuild,
+            add: change.add.clone(),
+            remove: change
+                .remove
+                .iter()
+                .filter(|n| !settling(n))
+                .copied()
+                .collect(),
+        };
+        let before = generation().ok();
+        let result = self.run_batch(&batch_text(&self.skeleton(), &change));
+        let after = generation().ok();
+        // Only our batch happened in between: what we know stays true.
+        match (&mut self.known, before, after, &result) {
+            (Some(known), Some(b), Some(a), Ok(()))
+                if !change.rebuild && known.generation == b && a == b.wrapping_add(1) =>
+            {
+                known.generation = a;
+                for net in &change.remove {
+                    known.expires.remove(net);
+                }
+                for (net, secs) in &change.add {
+                    known.expires.insert(*net, now + Duration::from_secs(*secs));
+                }
+            }
+            _ => self.known = None,
+        }
+        result
+    }
+
+    /// The ruleset generation moved past what this backend knows, or it
+    /// knows nothing yet, or an element it knows has reached its expiry.
+    fn changed_outside(&mut self) -> bool {
+        let Some(known) = &self.known else {
+            return true;
+        };
+        let now = Instant::now();
+        generation().ok() != Some(known.generation)
+            || known.expires.values().any(|e| *e <= now + SETTLING)
     }
 
     fn evidence(&mut self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
@@ -198,111 +359,283 @@ impl Enforcer for Nft {
     }
 }
 
-fn set_of(net: &IpNet) -> &'static str {
-    if net.addr().is_ipv4() { SET4 } else { SET6 }
-}
-
 /// The `nft -f -` input for `change` (pure): the skeleton first when it
-/// must be rebuilt, then deletions, then additions with their timeouts.
+/// must be rebuilt, then deletions, then additions with their timeouts,
+/// up to 4,096 elements (`CHUNK`) per command.
 pub fn batch_text(skeleton: &str, change: &Change) -> String {
-    let mut text = String::new();
+    let mut text =
+        String::with_capacity(skeleton.len() + 40 * (change.add.len() + change.remove.len()));
     if change.rebuild {
         text.push_str(skeleton);
     }
-    for net in &change.remove {
-        let _ = writeln!(
-            text,
-            "delete element inet {TABLE} {} {{ {} }}",
-            set_of(net),
-            element(net)
+    // One pass per set and verb keeps the text in a fixed order.
+    let mut command =
+        |verb: &str, set: &str, items: &mut dyn Iterator<Item = (&IpNet, Option<u64>)>| {
+            let mut n = 0;
+            for (net, secs) in items {
+                if n % CHUNK == 0 {
+                    if n > 0 {
+                        text.push_str(" }\n");
+                    }
+                    let _ = write!(text, "{verb} element inet {TABLE} {set} {{ ");
+                } else {
+                    text.push_str(", ");
+                }
+                let _ = write!(text, "{}", Element(net));
+                if let Some(secs) = secs {
+                    let _ = write!(text, " timeout {secs}s");
+                }
+                n += 1;
+            }
+            if n > 0 {
+                text.push_str(" }\n");
+            }
+        };
+    for (set, _, _) in SETS {
+        command(
+            "delete",
+            set,
+            &mut change
+                .remove
+                .iter()
+                .filter(|n| set_of(n) == set)
+                .map(|n| (n, None)),
         );
     }
-    for (net, secs) in &change.add {
-        let _ = writeln!(
-            text,
-            "add element inet {TABLE} {} {{ {} timeout {secs}s }}",
-            set_of(net),
-            element(net)
+    for (set, _, _) in SETS {
+        command(
+            "add",
+            set,
+            &mut change
+                .add
+                .iter()
+                .filter(|(n, _)| set_of(n) == set)
+                .map(|(n, s)| (n, Some(*s))),
         );
     }
     text
 }
 
-/// Every set element in `nft -j list set` output.
-fn set_elements(json: &[u8]) -> Result<Vec<serde_json::Value>, String> {
-    let mut doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    let items = doc["nftables"]
-        .as_array_mut()
-        .ok_or("no `nftables` array")?;
-    Ok(items
-        .iter_mut()
-        .filter_map(|item| match item["set"]["elem"].take() {
-            serde_json::Value::Array(elems) => Some(elems),
-            _ => None,
+/// `nft -j list set` output, as far as nolist reads it.
+#[derive(Deserialize)]
+struct Listing {
+    nftables: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    set: Option<SetBody>,
+}
+
+#[derive(Deserialize)]
+struct SetBody {
+    #[serde(default)]
+    elem: Vec<Elem>,
+}
+
+/// A bare value, or `{"elem": {"val": …, "expires": …, "counter": …}}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Elem {
+    Full { elem: ElemBody },
+    Bare(Value),
+}
+
+#[derive(Deserialize)]
+struct ElemBody {
+    val: Value,
+    #[serde(default)]
+    expires: Option<u64>,
+    #[serde(default)]
+    counter: Option<Counter>,
+}
+
+#[derive(Deserialize)]
+struct Counter {
+    #[serde(default)]
+    packets: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Value {
+    Addr(String),
+    Prefix { prefix: Prefix },
+    Range { range: Vec<String> },
+}
+
+#[derive(Deserialize)]
+struct Prefix {
+    addr: String,
+    len: u8,
+}
+
+impl Value {
+    fn net(&self) -> Result<IpNet, String> {
+        let addr = |s: &str| s.parse::<IpAddr>().map_err(|e| format!("{s:?}: {e}"));
+        match self {
+            Value::Addr(s) => addr(s).map(IpNet::from),
+            Value::Prefix { prefix } => {
+                IpNet::new(addr(&prefix.addr)?, prefix.len).map_err(|e| e.to_string())
+            }
+            // A range that is not a single prefix: keep its start, so it shows as stray.
+            Value::Range { range } => {
+                addr(range.first().ok_or("range without start")?).map(IpNet::from)
+            }
+        }
+    }
+}
+
+/// Every element of `nft -j list set` output.
+fn elements(json: &[u8]) -> Result<impl Iterator<Item = Elem>, String> {
+    let listing: Listing = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    Ok(listing
+        .nftables
+        .into_iter()
+        .filter_map(|i| i.set)
+        .flat_map(|s| s.elem))
+}
+
+/// The elements of `nft -j list set` output, each with the seconds until
+/// the kernel drops it (if it has a timeout).
+pub fn parse_elements(json: &[u8]) -> Result<Vec<(IpNet, Option<u64>)>, String> {
+    elements(json)?
+        .map(|e| match e {
+            Elem::Full { elem } => Ok((elem.val.net()?, elem.expires)),
+            Elem::Bare(v) => Ok((v.net()?, None)),
         })
-        .flatten()
-        .collect())
+        .collect()
 }
 
 /// The elements of `nft -j list set` output.
 pub fn parse_set(json: &[u8]) -> Result<Vec<IpNet>, String> {
-    set_elements(json)?
-        .iter()
-        .map(|elem| {
-            // Either a bare value, or {"elem": {"val": …, "timeout": …}}.
-            let val = if elem.get("elem").is_some() {
-                &elem["elem"]["val"]
-            } else {
-                elem
-            };
-            parse_value(val)
-        })
-        .collect()
-}
-
-fn parse_value(val: &serde_json::Value) -> Result<IpNet, String> {
-    if let Some(s) = val.as_str() {
-        return s
-            .parse::<IpAddr>()
-            .map(IpNet::from)
-            .map_err(|e| format!("{s:?}: {e}"));
-    }
-    if let Some(p) = val.get("prefix") {
-        let addr: IpAddr = p["addr"]
-            .as_str()
-            .ok_or("prefix without addr")?
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        let len = p["len"].as_u64().ok_or("prefix without len")?;
-        return IpNet::new(addr, u8::try_from(len).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string());
-    }
-    if let Some(r) = val.get("range").and_then(|r| r.as_array()) {
-        // A range that is not a single prefix: keep its start, so it shows as stray.
-        let start: IpAddr = r
-            .first()
-            .and_then(|v| v.as_str())
-            .ok_or("range without start")?
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        return Ok(IpNet::from(start));
-    }
-    Err(format!("unexpected set element {val}"))
+    Ok(parse_elements(json)?.into_iter().map(|(n, _)| n).collect())
 }
 
 /// The sources and SYN counts of an evidence set's `nft -j list set` output.
 pub fn parse_counters(json: &[u8]) -> Result<Vec<(IpAddr, u64)>, String> {
-    set_elements(json)?
-        .iter()
-        .map(|elem| {
-            let ip = elem["elem"]["val"]
-                .as_str()
-                .ok_or_else(|| format!("unexpected evidence element {elem}"))?
+    elements(json)?
+        .map(|e| match e {
+            Elem::Full {
+                elem:
+                    ElemBody {
+                        val: Value::Addr(s),
+                        counter,
+                        ..
+                    },
+            } => s
                 .parse::<IpAddr>()
-                .map_err(|e| e.to_string())?;
-            Ok((ip, elem["elem"]["counter"]["packets"].as_u64().unwrap_or(0)))
+                .map(|ip| (ip, counter.map_or(0, |c| c.packets)))
+                .map_err(|e| format!("{s:?}: {e}")),
+            _ => Err("unexpected evidence element".to_owned()),
         })
         .collect()
+}
+
+/// The kernel's nftables ruleset generation: one `NFT_MSG_GETGEN` request
+/// over netlink. It changes with every committed ruleset transaction (not
+/// with elements that the packet path adds or that expire).
+pub fn generation() -> std::io::Result<u32> {
+    const NETLINK_NETFILTER: libc::c_int = 12;
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    const NFT_MSG_GETGEN: u16 = 16;
+    const NFT_MSG_NEWGEN: u16 = 15;
+    const NFTA_GEN_ID: u16 = 1;
+    // SAFETY: a plain socket call; the descriptor is closed by OwnedFd.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let timeout = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt reads `timeout` for its size.
+    unsafe {
+        libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    // nlmsghdr (16 bytes) + nfgenmsg (family, version, res_id).
+    let mut request = [0u8; 20];
+    request[0..4].copy_from_slice(&20u32.to_ne_bytes());
+    request[4..6].copy_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    request[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    request[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // SAFETY: sockaddr_nl is plain data; zeroed means "the kernel".
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: the buffers and the address outlive the calls.
+    let sent = unsafe {
+        libc::sendto(
+            raw,
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&raw const kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 512];
+    // SAFETY: recv writes at most reply.len() bytes into reply.
+    let n = unsafe { libc::recv(raw, reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    parse_generation(
+        &reply[..n as usize],
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN,
+        NFTA_GEN_ID,
+    )
+}
+
+/// The generation id in a `NFT_MSG_NEWGEN` reply (pure).
+fn parse_generation(reply: &[u8], msg_type: u16, attr_type: u16) -> std::io::Result<u32> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let u16_at = |i: usize| {
+        reply
+            .get(i..i + 2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+    };
+    let len = reply
+        .get(0..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| bad("short netlink reply"))?;
+    if u16_at(4) != Some(msg_type) {
+        return Err(bad("not a generation reply (no permission?)"));
+    }
+    // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
+    let mut at = 20;
+    while at + 4 <= len.min(reply.len()) {
+        let alen = usize::from(u16_at(at).unwrap_or(0));
+        let atype = u16_at(at + 2).unwrap_or(0) & 0x3fff;
+        if alen < 4 {
+            break;
+        }
+        if atype == attr_type && alen >= 8 {
+            let b = &reply[at + 4..at + 8];
+            return Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        at += (alen + 3) & !3;
+    }
+    Err(bad("no generation id in the reply"))
 }
 
 #[cfg(test)]
@@ -317,35 +650,76 @@ mod tests {
     }
 
     #[test]
-    fn batch_deletes_stray_and_adds_missing_with_timeouts() {
+    fn batch_deletes_stray_and_adds_missing_per_set() {
         let actual: Vec<IpNet> = vec![
             "203.0.113.9/32".parse().unwrap(),
             "198.51.100.0/24".parse().unwrap(),
         ];
         assert_eq!(
             batch(
-                &[t("203.0.113.9/32", 60), t("2001:db8::bad/128", 3600)],
+                &[
+                    t("203.0.113.9/32", 60),
+                    t("2001:db8::bad/128", 3600),
+                    t("203.0.113.10/32", 5),
+                    t("2001:db8:1::/48", 7)
+                ],
                 Some(&actual)
             ),
-            "delete element inet nolist banned4 { 198.51.100.0/24 }\n\
-             add element inet nolist banned6 { 2001:db8::bad timeout 3600s }\n"
+            "delete element inet nolist banned4_nets { 198.51.100.0/24 }\n\
+             add element inet nolist banned4 { 203.0.113.10 timeout 5s }\n\
+             add element inet nolist banned6 { 2001:db8::bad timeout 3600s }\n\
+             add element inet nolist banned6_nets { 2001:db8:1::/48 timeout 7s }\n"
         );
+    }
+
+    #[test]
+    fn many_elements_go_in_few_commands() {
+        let many: Vec<Target> = (0..10_000u32)
+            .map(|i| Target {
+                net: IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))),
+                remaining: 60,
+            })
+            .collect();
+        let b = batch(&many, Some(&[]));
+        assert_eq!(b.lines().count(), 3, "10,000 elements in chunks of {CHUNK}");
+        assert!(b.starts_with(
+            "add element inet nolist banned4 { 10.0.0.0 timeout 60s, 10.0.0.1 timeout 60s,"
+        ));
     }
 
     #[test]
     fn rebuild_starts_with_the_skeleton() {
         let b = batch(&[t("203.0.113.9/32", 60)], None);
         assert!(b.starts_with("add table inet nolist\n"), "{b}");
-        assert!(b.contains("tcp dport { 25, 587 } ct state new ip saddr @banned4 drop"));
+        for set in ["banned4", "banned4_nets", "banned6", "banned6_nets"] {
+            assert!(
+                b.contains(&format!(
+                    "ct state new ip{} saddr @{set} drop",
+                    if set.contains('6') { "6" } else { "" }
+                )),
+                "{b}"
+            );
+        }
+        assert!(b.contains("tcp dport { 25, 587 }"), "{b}");
+        assert!(
+            b.contains("add set inet nolist banned4 { type ipv4_addr; flags timeout; }"),
+            "{b}"
+        );
+        assert!(
+            b.contains(
+                "add set inet nolist banned4_nets { type ipv4_addr; flags interval, timeout; }"
+            ),
+            "{b}"
+        );
         assert!(b.ends_with("add element inet nolist banned4 { 203.0.113.9 timeout 60s }\n"));
         assert!(
-            !b.contains("seen4"),
-            "no evidence rules outside refuse mode: {b}"
+            b.contains("add table inet nolist_refuse\ndelete table inet nolist_refuse\n"),
+            "no evidence outside refuse mode: {b}"
         );
     }
 
     #[test]
-    fn refuse_evidence_rules_follow_the_drop_rules() {
+    fn refuse_evidence_has_its_own_table_after_the_drop_rules() {
         let nft = Nft::new(vec![25]).with_evidence(
             vec![
                 "198.18.0.1:25".parse().unwrap(),
@@ -354,25 +728,37 @@ mod tests {
             Duration::from_secs(600),
         );
         let s = nft.skeleton();
-        let drop = s.find("@banned4 drop").unwrap();
-        let seen = s
-            .find("ip daddr 198.18.0.1 tcp dport 25 tcp flags & (syn | ack) == syn update @seen4 { ip saddr counter } reject with tcp reset")
-            .unwrap_or_else(|| panic!("{s}"));
         assert!(
-            drop < seen,
-            "banned sources are dropped before they count: {s}"
+            s.contains("add chain inet nolist input { type filter hook input priority -10;"),
+            "{s}"
         );
+        assert!(
+            s.contains("add chain inet nolist_refuse input { type filter hook input priority -5;"),
+            "{s}"
+        );
+        assert!(s.contains("add rule inet nolist_refuse input ip daddr 198.18.0.1 tcp dport 25 tcp flags & (syn | ack) == syn update @seen4 { ip saddr counter } reject with tcp reset"), "{s}");
         assert!(s.contains("ip6 daddr 2001:db8::1 tcp dport 2525"), "{s}");
-        assert!(s.contains("add set inet nolist seen6 { type ipv6_addr; size 65536; flags dynamic, timeout; timeout 600s; counter; }"), "{s}");
+        assert!(s.contains("add set inet nolist_refuse seen6 { type ipv6_addr; size 65536; flags dynamic, timeout; timeout 600s; counter; }"), "{s}");
+        assert!(!s.contains("delete table"), "{s}");
     }
 
     #[test]
     fn parses_nft_json() {
-        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "banned4", "table": "nolist", "type": "ipv4_addr", "flags": ["interval", "timeout"], "elem": [{"elem": {"val": {"prefix": {"addr": "198.51.100.0", "len": 24}}, "timeout": 60, "expires": 59}}, {"elem": {"val": "203.0.113.9", "timeout": 3600, "expires": 3599}}, "192.0.2.1"]}}]}"#;
-        let nets = parse_set(json).unwrap();
-        let text: Vec<String> = nets.iter().map(ToString::to_string).collect();
-        assert_eq!(text, ["198.51.100.0/24", "203.0.113.9/32", "192.0.2.1/32"]);
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "banned4", "table": "nolist", "type": "ipv4_addr", "flags": ["interval", "timeout"], "elem": [{"elem": {"val": {"prefix": {"addr": "198.51.100.0", "len": 24}}, "timeout": 60, "expires": 59}}, {"elem": {"val": "203.0.113.9", "timeout": 3600, "expires": 3599}}, "192.0.2.1", {"elem": {"val": {"range": ["192.0.2.5", "192.0.2.7"]}}}]}}]}"#;
+        let got = parse_elements(json).unwrap();
+        let text: Vec<(String, Option<u64>)> =
+            got.iter().map(|(n, e)| (n.to_string(), *e)).collect();
+        assert_eq!(
+            text,
+            [
+                ("198.51.100.0/24".to_owned(), Some(59)),
+                ("203.0.113.9/32".to_owned(), Some(3599)),
+                ("192.0.2.1/32".to_owned(), None),
+                ("192.0.2.5/32".to_owned(), None)
+            ]
+        );
         assert!(parse_set(b"not json").is_err());
+        assert!(parse_set(br#"{"nftables": [{"set": {"elem": ["x; drop"]}}]}"#).is_err());
         assert_eq!(
             parse_set(br#"{"nftables": [{"set": {"name": "banned4"}}]}"#).unwrap(),
             vec![]
@@ -381,8 +767,8 @@ mod tests {
 
     #[test]
     fn parses_evidence_counters() {
-        // As `nft -j list set inet nolist seen4` prints it (nft 1.0.6).
-        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "seen4", "table": "nolist", "type": "ipv4_addr", "handle": 2, "size": 65536, "flags": ["timeout"], "timeout": 3600, "elem": [{"elem": {"val": "198.18.0.9", "expires": 3599, "counter": {"packets": 3, "bytes": 180}}}], "stmt": [{"counter": null}]}}]}"#;
+        // As `nft -j list set inet nolist_refuse seen4` prints it (nft 1.0.6).
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "seen4", "table": "nolist_refuse", "type": "ipv4_addr", "handle": 2, "size": 65536, "flags": ["timeout"], "timeout": 3600, "elem": [{"elem": {"val": "198.18.0.9", "expires": 3599, "counter": {"packets": 3, "bytes": 180}}}], "stmt": [{"counter": null}]}}]}"#;
         assert_eq!(
             parse_counters(json).unwrap(),
             vec![("198.18.0.9".parse().unwrap(), 3)]
@@ -395,5 +781,25 @@ mod tests {
             parse_counters(br#"{"nftables": [{"set": {"elem": [{"elem": {"val": "x; drop"}}]}}]}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn reads_the_generation_attribute() {
+        let mut reply = vec![0u8; 36];
+        reply[0..4].copy_from_slice(&36u32.to_ne_bytes());
+        reply[4..6].copy_from_slice(&0x0a0fu16.to_ne_bytes());
+        // NFTA_GEN_ID, then NFTA_GEN_PROC_PID.
+        reply[20..22].copy_from_slice(&8u16.to_ne_bytes());
+        reply[22..24].copy_from_slice(&1u16.to_ne_bytes());
+        reply[24..28].copy_from_slice(&77u32.to_be_bytes());
+        reply[28..30].copy_from_slice(&8u16.to_ne_bytes());
+        reply[30..32].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(parse_generation(&reply, 0x0a0f, 1).unwrap(), 77);
+        assert!(
+            parse_generation(&reply, 0x0a10, 1).is_err(),
+            "an error reply"
+        );
+        assert!(parse_generation(&reply[..10], 0x0a0f, 1).is_err());
+        assert!(parse_generation(&reply[..22], 0x0a0f, 1).is_err());
     }
 }

@@ -394,6 +394,36 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// The targets of the bans in force at `now` and when each ends: what
+    /// enforcement needs, without the rest of the record.
+    pub fn ban_targets(&self, now: i64) -> Result<Vec<(IpNet, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT target, until FROM bans WHERE until > ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![now], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (target, until) = row.map_err(|e| self.err(e))?;
+            // A row this nolist cannot read is skipped, never guessed at.
+            if let Ok(net) = target.parse() {
+                out.push((net, until));
+            }
+        }
+        Ok(out)
+    }
+
+    /// SQLite's `data_version`: it changes when another connection commits.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// What the enforcement backend `backend` applied, as last saved.
     pub fn enforced(&self, backend: &str) -> Result<Vec<IpNet>, StoreError> {
         let mut stmt = self

@@ -214,3 +214,46 @@ fn a_failed_batch_leaves_no_partial_state() {
     store.apply(&batch[..1]).unwrap();
     assert_eq!(store.bans(T0).unwrap().len(), 1);
 }
+
+#[test]
+fn enforcement_reads_targets_notices_other_writers_and_remembers_what_it_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Store::open(dir.path()).unwrap();
+    let mut reader = Store::open(dir.path()).unwrap();
+    let v0 = reader.data_version().unwrap();
+    writer
+        .apply(&[
+            decision(Action::Ban, "198.51.100.7", T0),
+            decision(Action::Ban, "2001:db8::7", T0 - 90_000),
+        ])
+        .unwrap();
+    assert_ne!(
+        reader.data_version().unwrap(),
+        v0,
+        "another connection committed"
+    );
+    let v1 = reader.data_version().unwrap();
+    assert_eq!(reader.data_version().unwrap(), v1, "nothing new");
+    // Only the ban still in force, with its end.
+    assert_eq!(
+        reader.ban_targets(T0).unwrap(),
+        vec![("198.51.100.7/32".parse().unwrap(), T0 + 86_400)]
+    );
+    let nets: Vec<IpNet> = vec![
+        "198.51.100.7/32".parse().unwrap(),
+        "10.0.0.0/8".parse().unwrap(),
+    ];
+    reader.set_enforced("command", &nets).unwrap();
+    let mut got = reader.enforced("command").unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "10.0.0.0/8".parse::<IpNet>().unwrap(),
+            "198.51.100.7/32".parse().unwrap()
+        ]
+    );
+    assert!(reader.enforced("other").unwrap().is_empty());
+    reader.set_enforced("command", &[]).unwrap();
+    assert!(reader.enforced("command").unwrap().is_empty());
+}
