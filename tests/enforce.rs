@@ -483,3 +483,97 @@ fn command_backend_failures_are_retried_and_reported() {
     });
     assert!(missing.check().is_err());
 }
+
+#[test]
+fn netlink_writes_set_elements_in_one_transaction() {
+    use nolist::enforce::netlink::{SetChange, Verb, apply};
+    let Some(_listener) = netns_with_listener(&[("nft", "nftables")]) else {
+        return;
+    };
+    Nft::new(vec![25]).check().unwrap();
+    let hosts: Vec<(IpAddr, u64)> = (0..3000u32)
+        .map(|i| (IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), 600))
+        .collect();
+    let v6: IpAddr = "2001:db8::9".parse().unwrap();
+    apply(
+        "nolist",
+        &[
+            SetChange {
+                set: "banned4",
+                verb: Verb::Add,
+                elements: hosts.clone(),
+            },
+            SetChange {
+                set: "banned6",
+                verb: Verb::Add,
+                elements: vec![(v6, 60)],
+            },
+        ],
+    )
+    .unwrap();
+    let listed = |set: &str| {
+        nolist::enforce::nft::parse_elements(
+            run_ok("nft", &["-j", "list", "set", "inet", "nolist", set]).as_bytes(),
+        )
+        .unwrap()
+    };
+    let four = listed("banned4");
+    assert_eq!(four.len(), 3000);
+    assert!(
+        four.iter()
+            .all(|(_, e)| e.is_some_and(|s| s > 590 && s <= 600)),
+        "timeouts set"
+    );
+    assert_eq!(listed("banned6")[0].0.to_string(), "2001:db8::9/128");
+    // A batch with one bad part changes nothing: the new element is not added.
+    let err = apply(
+        "nolist",
+        &[
+            SetChange {
+                set: "banned4",
+                verb: Verb::Add,
+                elements: vec![("198.18.7.7".parse().unwrap(), 60)],
+            },
+            SetChange {
+                set: "banned4",
+                verb: Verb::Delete,
+                elements: vec![("198.18.99.99".parse().unwrap(), 0)],
+            },
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    assert_eq!(
+        listed("banned4").len(),
+        3000,
+        "nothing of the failed batch applied"
+    );
+    // Deletes.
+    apply(
+        "nolist",
+        &[SetChange {
+            set: "banned4",
+            verb: Verb::Delete,
+            elements: hosts[..1000].to_vec(),
+        }],
+    )
+    .unwrap();
+    assert_eq!(listed("banned4").len(), 2000);
+    // Banned by netlink is dropped like banned by nft.
+    apply(
+        "nolist",
+        &[SetChange {
+            set: "banned4",
+            verb: Verb::Add,
+            elements: vec![("198.18.0.9".parse().unwrap(), 60)],
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        connect_from(
+            "198.18.0.9".parse().unwrap(),
+            "198.18.0.1:25".parse().unwrap()
+        ),
+        Connect::Dropped
+    );
+}

@@ -9,6 +9,7 @@ pub mod command;
 pub mod exec;
 pub mod fail2ban;
 pub mod ipset;
+pub mod netlink;
 pub mod nft;
 
 use std::collections::{HashMap, HashSet};

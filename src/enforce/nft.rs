@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Change, Element, EnforceError, Enforcer, exec};
+use super::{Change, Element, EnforceError, Enforcer, exec, netlink};
 
 /// The table nolist owns.
 pub const TABLE: &str = "nolist";
@@ -220,6 +220,77 @@ impl Nft {
         text
     }
 
+    /// Writes `change`: the skeleton (on rebuild) and networks with
+    /// `nft -f -`, single addresses over netlink (`nft` would spend most of
+    /// the time parsing them), or all with `nft` when netlink fails. Returns
+    /// the result and the number of transactions committed.
+    fn write(&self, change: &Change) -> (Result<(), EnforceError>, u32) {
+        let host = |n: &IpNet| n.prefix_len() == n.max_prefix_len();
+        let text_part = Change {
+            rebuild: change.rebuild,
+            add: change
+                .add
+                .iter()
+                .filter(|(n, _)| !host(n))
+                .copied()
+                .collect(),
+            remove: change.remove.iter().filter(|n| !host(n)).copied().collect(),
+        };
+        let mut transactions = 0;
+        if !text_part.is_empty() {
+            if let Err(e) = self.run_batch(&batch_text(&self.skeleton(), &text_part)) {
+                return (Err(e), 0);
+            }
+            transactions += 1;
+        }
+        let mut changes = Vec::new();
+        for (set, v4) in [("banned4", true), ("banned6", false)] {
+            let family = |n: &IpNet| host(n) && n.addr().is_ipv4() == v4;
+            changes.push(netlink::SetChange {
+                set,
+                verb: netlink::Verb::Delete,
+                elements: change
+                    .remove
+                    .iter()
+                    .filter(|n| family(n))
+                    .map(|n| (n.addr(), 0))
+                    .collect(),
+            });
+            changes.push(netlink::SetChange {
+                set,
+                verb: netlink::Verb::Add,
+                elements: change
+                    .add
+                    .iter()
+                    .filter(|(n, _)| family(n))
+                    .map(|(n, s)| (n.addr(), *s))
+                    .collect(),
+            });
+        }
+        if changes.iter().all(|c| c.elements.is_empty()) {
+            return (Ok(()), transactions);
+        }
+        match netlink::apply(TABLE, &changes) {
+            Ok(()) => (Ok(()), transactions + 1),
+            Err(e) => {
+                tracing::debug!(error = %e, "netlink set elements failed; trying nft");
+                let hosts = Change {
+                    rebuild: false,
+                    add: change
+                        .add
+                        .iter()
+                        .filter(|(n, _)| host(n))
+                        .copied()
+                        .collect(),
+                    remove: change.remove.iter().filter(|n| host(n)).copied().collect(),
+                };
+                let result = self.run_batch(&batch_text("", &hosts));
+                let done = u32::from(result.is_ok());
+                (result, transactions + done)
+            }
+        }
+    }
+
     /// Reads every ban set; `None` when the table or a set is missing.
     fn read_all(&self) -> Result<Option<HashMap<IpNet, Instant>>, EnforceError> {
         let now = Instant::now();
@@ -320,12 +391,14 @@ impl Enforcer for Nft {
                 .collect(),
         };
         let before = generation().ok();
-        let result = self.run_batch(&batch_text(&self.skeleton(), &change));
+        let (result, transactions) = self.write(&change);
         let after = generation().ok();
-        // Only our batch happened in between: what we know stays true.
+        // Only our batches happened in between: what we know stays true.
         match (&mut self.known, before, after, &result) {
             (Some(known), Some(b), Some(a), Ok(()))
-                if !change.rebuild && known.generation == b && a == b.wrapping_add(1) =>
+                if !change.rebuild
+                    && known.generation == b
+                    && a == b.wrapping_add(transactions) =>
             {
                 known.generation = a;
                 for net in &change.remove {
