@@ -7,7 +7,6 @@
 mod util;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use util::pdns::Pdns;
 use util::{nolist, require_tool};
@@ -36,26 +35,7 @@ fn run(args: &[&str], config: &Path, key: &str) -> (i32, String, String) {
 }
 
 fn dig(tool: &Path, pdns: &Pdns, name: &str, rtype: &str) -> Vec<String> {
-    let out = Command::new(tool)
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &pdns.dns.port().to_string(),
-            "+short",
-            "+time=2",
-            "+tries=1",
-            name,
-            rtype,
-        ])
-        .output()
-        .unwrap();
-    let mut lines: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
+    util::dig_lines(tool, pdns.dns, &["+short", name, rtype])
 }
 
 #[test]

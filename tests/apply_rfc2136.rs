@@ -7,7 +7,6 @@
 mod util;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use util::named::{KEY_NAME, Named, key_secret, tsig_keygen};
 use util::require_tool;
@@ -43,23 +42,13 @@ fn key_file_provider(named: &Named, key: &Path) -> String {
 
 use util::run_config as run;
 
+/// The answer lines, with their whitespace normalised.
 fn dig(tool: &Path, named: &Named, name: &str, rtype: &str) -> Vec<String> {
-    let out = Command::new(tool)
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &named.addr.port().to_string(),
-            "+time=2",
-            "+tries=1",
-        ])
-        .args(["+noall", "+answer", name, rtype])
-        .output()
-        .unwrap();
-    let mut lines: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
+    let mut lines: Vec<String> =
+        util::dig_lines(tool, named.addr, &["+noall", "+answer", name, rtype])
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
     lines.sort();
     lines
 }

@@ -203,22 +203,7 @@ fn run_serves_dns_when_configured() {
     std::fs::write(&cfg, text).unwrap();
     let server = Server::start_with("run", &cfg, &[], 2).unwrap_or_else(|log| panic!("{log}"));
     let udp = server.addr("udp", false);
-    let out = std::process::Command::new(dig)
-        .args([
-            &format!("@{}", udp.ip()),
-            "-p",
-            &udp.port().to_string(),
-            "+short",
-            "example.com",
-            "MX",
-        ])
-        .output()
-        .unwrap();
-    let mut mx: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    mx.sort();
+    let mx = util::dig_lines(&dig, udp, &["+short", "example.com", "MX"]);
     assert_eq!(
         mx,
         [

@@ -96,19 +96,7 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 }
 
 fn dig_soa_and_ttl(dig: &Path, server: SocketAddr) -> String {
-    let out = std::process::Command::new(dig)
-        .args([
-            &format!("@{}", server.ip()),
-            "-p",
-            &server.port().to_string(),
-            "+noall",
-            "+answer",
-            "example.org",
-            "MX",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    util::dig(dig, server, &["+noall", "+answer", "example.org", "MX"])
 }
 
 /// Every `listening on smtp ADDR` the server logged.

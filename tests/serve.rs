@@ -15,16 +15,7 @@ fn dig_tool() -> Option<PathBuf> {
     require_tool("dig", "bind9-dnsutils")
 }
 
-/// `dig` against `server`, returning stdout. `extra` are dig options.
-fn dig(tool: &Path, server: SocketAddr, extra: &[&str]) -> String {
-    let out = Command::new(tool)
-        .arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string(), "+time=2", "+tries=1"])
-        .args(extra)
-        .output()
-        .expect("run dig");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use util::dig;
 
 fn short(tool: &Path, server: SocketAddr, name: &str, rtype: &str, tcp: bool) -> Vec<String> {
     let mut args = vec![name, rtype, "+short"];

@@ -185,6 +185,25 @@ pub fn connect_from(source: std::net::IpAddr, target: std::net::SocketAddr) -> C
     }
 }
 
+/// `dig @SERVER -p PORT +time=2 +tries=1 ARGS…` with the `dig` at `tool`;
+/// its stdout.
+pub fn dig(tool: &Path, server: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lines of [`dig`]'s output, sorted.
+pub fn dig_lines(tool: &Path, server: std::net::SocketAddr, args: &[&str]) -> Vec<String> {
+    let mut lines: Vec<String> = dig(tool, server, args).lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
 /// Runs `named-checkzone ORIGIN FILE`; panics with its output unless it accepts the zone.
 pub fn named_checkzone(tool: &Path, origin: &str, file: &Path) {
     let out = Command::new(tool)
