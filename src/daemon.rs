@@ -122,18 +122,45 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     out
 }
 
+/// What the firewall rules of the nftables and iptables backends are made
+/// from: the ports, and in refuse mode the decoys and how long a source
+/// stays counted. A reload that changes it rewrites the rules.
+pub fn firewall_layout(config: &Config) -> (Vec<u16>, Vec<std::net::SocketAddr>, Duration) {
+    let refuse =
+        config.responder.mode == crate::config::Mode::Refuse && config.responder.refuse_evidence;
+    let evidence = if refuse {
+        (
+            config.decoy_addrs(),
+            config.bans.findtime.0 + config.bans.grace.0,
+        )
+    } else {
+        (Vec::new(), Duration::ZERO)
+    };
+    (config.bans.enforce.ports.clone(), evidence.0, evidence.1)
+}
+
 /// The name under which refuse-mode evidence reaches the engine.
 pub const EVIDENCE_SOURCE: &str = "firewall:refused";
 
-/// A checked backend that replaces the running one (SIGHUP with other
-/// ports or decoys) is sent here.
-pub type BackendSwap = std::sync::mpsc::Sender<Box<dyn Enforcer>>;
+/// A backend for the enforcement thread to check and, if the check
+/// passes, run from then on (SIGHUP with other ports or decoys); `done`
+/// gets the check's result.
+pub struct Swap {
+    /// The new backend, same kind as the running one.
+    pub backend: Box<dyn Enforcer>,
+    /// Where the result of its check goes.
+    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Where [`Swap`]s go.
+pub type BackendSwap = std::sync::mpsc::Sender<Swap>;
 
 /// Starts the enforcement thread: every [`ENFORCE_TICK`] it makes the
 /// firewall hold exactly the bans in force in the store (engine and
 /// manual), and in refuse mode it sends the refused connections the
-/// firewall counted to the engine as decoy hits. A backend sent to the
-/// returned [`BackendSwap`] replaces the running one at the next tick.
+/// firewall counted to the engine as decoy hits. A [`Swap`] sent to the
+/// returned [`BackendSwap`] is checked and applied on this thread, so
+/// nothing else changes the firewall meanwhile.
 pub fn spawn_enforcer(
     mut backend: Box<dyn Enforcer>,
     config: &Config,
@@ -144,15 +171,20 @@ pub fn spawn_enforcer(
     if backend.applied().is_some() {
         backend.restore_applied(store.enforced(backend.name())?);
     }
-    let (swap, swaps) = std::sync::mpsc::channel::<Box<dyn Enforcer>>();
+    let (swap, swaps) = std::sync::mpsc::channel::<Swap>();
     let thread = std::thread::spawn(move || {
         let mut enforcement = Enforcement::new(backend, store);
         while !shutdown.is_cancelled() {
-            while let Ok(next) = swaps.try_recv() {
-                enforcement.replace(next);
-            }
-            enforcement.reconcile_if_needed();
-            let hits = enforcement.evidence();
+            // A panic (a bug) must not end enforcement silently.
+            let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                enforcement.reconcile_if_needed();
+                enforcement.evidence()
+            }));
+            let hits = tick.unwrap_or_else(|_| {
+                tracing::error!("enforcement panicked; it goes on at the next tick");
+                enforcement.backend.forget();
+                Vec::new()
+            });
             if !hits.is_empty() {
                 let batch = LogBatch {
                     path: EVIDENCE_SOURCE.into(),
@@ -163,7 +195,25 @@ pub fn spawn_enforcer(
                     return;
                 }
             }
-            pause(&shutdown);
+            // Wait for the next tick, taking swaps as they come.
+            let deadline = std::time::Instant::now() + ENFORCE_TICK;
+            while std::time::Instant::now() < deadline && !shutdown.is_cancelled() {
+                match swaps.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Swap { mut backend, done }) => {
+                        let checked = backend
+                            .check()
+                            .map_err(|e| format!("enforcement ({}): {e}", backend.name()));
+                        if checked.is_ok() {
+                            enforcement.replace(backend);
+                        }
+                        let _ = done.send(checked);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
         }
     });
     Ok((swap, thread))
@@ -173,6 +223,10 @@ pub fn spawn_enforcer(
 /// the firewall seems to have changed (bans that end in the store but not
 /// in the firewall, a backend that cannot tell).
 const RECONCILE_AT_LEAST: Duration = Duration::from_secs(30);
+
+/// The backend forgets what it believes and reads the firewall itself at
+/// least this often: a safety net under every shortcut.
+const RECHECK_FIREWALL: Duration = Duration::from_secs(300);
 
 /// The enforcement thread's state.
 struct Enforcement {
@@ -184,6 +238,7 @@ struct Enforcement {
     /// The store's `data_version` at the last reconcile.
     version: Option<i64>,
     last: Option<std::time::Instant>,
+    rechecked: std::time::Instant,
     added: metrics::Counter,
     removed: metrics::Counter,
     errors: metrics::Counter,
@@ -200,6 +255,7 @@ impl Enforcement {
             counts: SynCounts::default(),
             version: None,
             last: None,
+            rechecked: std::time::Instant::now(),
             added: metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "add"),
             removed: metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "remove"),
             errors: metrics::counter!(crate::metrics::ENFORCEMENT_ERRORS),
@@ -220,6 +276,11 @@ impl Enforcement {
     /// the firewall changed, or [`RECONCILE_AT_LEAST`] has passed: with
     /// 100,000 bans, a reconcile reads them all from the store.
     fn reconcile_if_needed(&mut self) {
+        if self.rechecked.elapsed() >= RECHECK_FIREWALL {
+            self.rechecked = std::time::Instant::now();
+            self.backend.forget();
+            self.last = None;
+        }
         let version = self.store.data_version().ok();
         let due = version.is_none()
             || version != self.version
@@ -304,14 +365,6 @@ impl Enforcement {
                 Vec::new()
             }
         }
-    }
-}
-
-/// Sleeps one [`ENFORCE_TICK`], or less when `shutdown` comes.
-fn pause(shutdown: &CancellationToken) {
-    let deadline = std::time::Instant::now() + ENFORCE_TICK;
-    while std::time::Instant::now() < deadline && !shutdown.is_cancelled() {
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -496,7 +549,7 @@ fn tail_loop(
 fn spawn_writer(
     mut store: Store,
     snapshots: mpsc::Sender<BanSnapshot>,
-    remember: i64,
+    remember: Arc<std::sync::atomic::AtomicI64>,
 ) -> (
     std::sync::mpsc::SyncSender<Write>,
     std::thread::JoinHandle<()>,
@@ -524,10 +577,10 @@ fn spawn_writer(
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE) {
                 last_prune = Some(std::time::Instant::now());
                 let now = unix_now();
-                if let Err(e) = store
-                    .expire(now)
-                    .and_then(|_| store.prune_deliveries(now - remember))
-                {
+                if let Err(e) = store.expire(now).and_then(|_| {
+                    let remember = remember.load(std::sync::atomic::Ordering::Relaxed);
+                    store.prune_deliveries(now - remember)
+                }) {
                     tracing::warn!(error = %e, "pruning the store failed");
                 }
             }
@@ -584,8 +637,9 @@ pub async fn run_engine(
     let bans_added = metrics::counter!(crate::metrics::BANS_ADDED);
     let bans_removed = metrics::counter!(crate::metrics::BANS_REMOVED);
     let (snap_tx, mut snapshots) = mpsc::channel(4);
-    let remember = engine.policy().remember;
-    let (writer, writer_thread) = spawn_writer(store, snap_tx, remember);
+    // The writer prunes deliveries by the policy in force, reloads included.
+    let remember = Arc::new(std::sync::atomic::AtomicI64::new(engine.policy().remember));
+    let (writer, writer_thread) = spawn_writer(store, snap_tx, remember.clone());
     let writer = Arc::new(writer);
     // Writes sent, and the write that carried each engine ban.
     let mut sent = 0u64;
@@ -624,6 +678,7 @@ pub async fn run_engine(
                 checkpoint = batch.checkpoint.map(|c| (batch.path, c));
             }
             Some(policy) = policies.recv() => {
+                remember.store(policy.remember, std::sync::atomic::Ordering::Relaxed);
                 let forgotten = engine.set_policy(policy, unix_now(), &mut decisions);
                 if forgotten > 0 {
                     tracing::warn!(networks = forgotten, "reload: deliveries remembered for networks too wide to split into the new network size were forgotten");

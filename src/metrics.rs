@@ -41,7 +41,7 @@ pub const LOG_PARSE_ERRORS: &str = "nolist_log_parse_errors_total";
 pub const FIREWALL_CHANGES: &str = "nolist_firewall_changes_total";
 /// Reconciles (or evidence readings) that failed.
 pub const ENFORCEMENT_ERRORS: &str = "nolist_enforcement_errors_total";
-/// DNS queries answered, by transport.
+/// DNS messages received, by transport.
 pub const DNS_QUERIES: &str = "nolist_dns_queries_total";
 /// Config reloads, by result.
 pub const RELOADS: &str = "nolist_reloads_total";

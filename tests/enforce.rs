@@ -36,6 +36,13 @@ fn strings(v: &[&str]) -> BTreeSet<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// What the firewall holds, asked of the firewall itself (not of what the
+/// backend believes).
+fn fresh_read(backend: &mut dyn Enforcer) -> Vec<IpNet> {
+    backend.forget();
+    backend.read().unwrap().unwrap()
+}
+
 /// The bans every scenario starts with.
 fn desired() -> Vec<Target> {
     vec![
@@ -65,7 +72,7 @@ fn scenario(backend: &mut dyn Enforcer, oob: &OutOfBand<'_>, traffic: Option<Con
     backend.check().unwrap();
     let report = reconcile(backend, &desired()).unwrap();
     assert_eq!((report.added, report.removed), (3, 0), "{report:?}");
-    assert_eq!(set(backend.read().unwrap().unwrap()), strings(&DESIRED));
+    assert_eq!(set(fresh_read(backend)), strings(&DESIRED));
     let again = reconcile(backend, &desired()).unwrap();
     assert_eq!(
         (again.added, again.removed),
@@ -95,13 +102,13 @@ fn scenario(backend: &mut dyn Enforcer, oob: &OutOfBand<'_>, traffic: Option<Con
     (oob.remove_one)();
     let report = reconcile(backend, &desired()).unwrap();
     assert_eq!((report.added, report.removed), (1, 1), "{report:?}");
-    assert_eq!(set(backend.read().unwrap().unwrap()), strings(&DESIRED));
+    assert_eq!(set(fresh_read(backend)), strings(&DESIRED));
 
     (oob.wipe)();
     let report = reconcile(backend, &desired()).unwrap();
     assert_eq!(report.rebuilt, oob.wipe_rebuilds, "{report:?}");
     assert_eq!(report.added, 3, "{report:?}");
-    assert_eq!(set(backend.read().unwrap().unwrap()), strings(&DESIRED));
+    assert_eq!(set(fresh_read(backend)), strings(&DESIRED));
     if let Some(blocked) = traffic {
         let decoy: SocketAddr = "198.18.0.1:25".parse().unwrap();
         assert_eq!(
@@ -114,7 +121,7 @@ fn scenario(backend: &mut dyn Enforcer, oob: &OutOfBand<'_>, traffic: Option<Con
     // Lifting every ban empties the firewall.
     let report = reconcile(backend, &[]).unwrap();
     assert_eq!((report.added, report.removed), (0, 3), "{report:?}");
-    assert!(backend.read().unwrap().unwrap().is_empty());
+    assert!(fresh_read(backend).is_empty());
 }
 
 /// Enters a private namespace with the test addresses on `lo` and a
@@ -149,10 +156,10 @@ fn nftables_backend_reconciles_and_drops() {
         run_ok("nft", &cmd.split_whitespace().collect::<Vec<_>>());
     };
     // The ruleset generation moves with every transaction, anyone's.
-    let g0 = nolist::enforce::nft::generation().expect("netlink generation");
+    let g0 = nolist::enforce::netlink::generation().expect("netlink generation");
     nft("add chain inet other keep2");
     assert_eq!(
-        nolist::enforce::nft::generation().unwrap(),
+        nolist::enforce::netlink::generation().unwrap(),
         g0.wrapping_add(1)
     );
     // A table of the older layout (one interval set per family) is replaced.
@@ -180,10 +187,29 @@ fn nftables_backend_reconciles_and_drops() {
         "{ruleset}"
     );
 
-    // Bans expire in the kernel: a short one is gone after its timeout.
+    // A flushed chain, and an element nolist did not write (an address in
+    // the networks' set), are noticed and the table is recreated.
+    reconcile(&mut backend, &desired()).unwrap();
+    nft("flush chain inet nolist input");
+    let report = reconcile(&mut backend, &desired()).unwrap();
+    assert!(report.rebuilt, "{report:?}");
+    assert_eq!(
+        connect_from(
+            "198.18.0.9".parse().unwrap(),
+            "198.18.0.1:25".parse().unwrap()
+        ),
+        Connect::Dropped
+    );
+    nft("add element inet nolist banned4_nets { 198.18.9.77 timeout 60s }");
+    let report = reconcile(&mut backend, &desired()).unwrap();
+    assert!(report.rebuilt, "{report:?}");
+    assert_eq!(set(fresh_read(&mut backend)), strings(&DESIRED));
+
+    // Bans expire in the kernel: a short one is gone after its timeout,
+    // as the kernel itself says.
     reconcile(&mut backend, &[target("198.18.0.7/32", 1)]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    assert!(backend.read().unwrap().unwrap().is_empty());
+    assert!(fresh_read(&mut backend).is_empty());
 
     // Another table was never touched.
     assert!(run_ok("nft", &["list", "tables"]).contains("table inet other"));
@@ -282,7 +308,7 @@ fn iptables_backend_reconciles_and_drops() {
     // Bans expire in the kernel.
     reconcile(&mut backend, &[target("198.18.0.7/32", 1)]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    assert!(backend.read().unwrap().unwrap().is_empty());
+    assert!(fresh_read(&mut backend).is_empty());
 }
 
 #[test]
@@ -521,10 +547,10 @@ fn netlink_writes_set_elements_in_one_transaction() {
     assert_eq!(four.len(), 3000);
     assert!(
         four.iter()
-            .all(|(_, e)| e.is_some_and(|s| s > 590 && s <= 600)),
+            .all(|l| l.expires.is_some_and(|s| s > 590 && s <= 600)),
         "timeouts set"
     );
-    assert_eq!(listed("banned6")[0].0.to_string(), "2001:db8::9/128");
+    assert_eq!(listed("banned6")[0].net.to_string(), "2001:db8::9/128");
     // A batch with one bad part changes nothing: the new element is not added.
     let err = apply(
         "nolist",

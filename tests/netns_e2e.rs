@@ -139,7 +139,8 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "rcpt-450", &mx.maillog(), "4s");
+    // Grace covers the real sender's delivery, Postfix's log line and a poll.
+    let cfg = config(dir.path(), "rcpt-450", &mx.maillog(), "10s");
     let state = dir.path().join("state");
     let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 1)
         .unwrap_or_else(|log| panic!("{log}"));
@@ -167,7 +168,7 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
     }
     wait_until(
         "the bot's ban",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || banned().contains(&"198.18.0.9".to_owned()),
         &log,
     );
@@ -195,7 +196,7 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
     assert!(sent.contains("queued"), "{sent}");
     wait_until(
         "the second bot's ban",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || banned().contains(&"198.18.3.9".to_owned()),
         &log,
     );
@@ -280,7 +281,7 @@ fn kill_9_mid_burst_loses_no_ban_and_counts_no_line_twice() {
         s
     };
     let mut first = start();
-    // A burst: 300 bots, three hits each, written in 30 pieces over 1.5 s;
+    // A burst: 300 bots, three hits each, written in 30 pieces over 3 s;
     // the daemon is killed as soon as its first bans are decided, while the
     // rest is still being written.
     let bots: Vec<String> = (0..300)
@@ -295,7 +296,7 @@ fn kill_9_mid_burst_loses_no_ban_and_counts_no_line_twice() {
                     .flat_map(|_| piece.iter().map(|b| reject_line(b)))
                     .collect();
                 append(&log, &text);
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(100));
             }
         })
     };
@@ -319,8 +320,16 @@ fn kill_9_mid_burst_loses_no_ban_and_counts_no_line_twice() {
         "the kill came in the middle of the burst ({before} decided)"
     );
 
-    // Restart: every ban is in the store and in the kernel set, each decided once.
+    // Restart: every ban decided before the kill is in the store and in
+    // the kernel set, and none is decided twice. Hits that were read (their
+    // checkpoint committed) but had not made a ban yet are lost by design,
+    // so every bot comes back three more times: the banned ones are
+    // ignored, the others are banned now.
     let second = start();
+    let again: String = (0..3)
+        .flat_map(|_| bots.iter().map(|b| reject_line(b)))
+        .collect();
+    append(&log, &again);
     wait_until(
         "300 bans in nft",
         Duration::from_secs(30),
@@ -374,7 +383,7 @@ fn refuse_mode_resets_and_turns_the_refused_connections_into_bans() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("mail.log");
     std::fs::write(&log, "").unwrap();
-    let cfg = config(dir.path(), "refuse", &log, "1s");
+    let cfg = config(dir.path(), "refuse\n  refuse_evidence: true", &log, "1s");
     let state = dir.path().join("state");
     let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 0)
         .unwrap_or_else(|l| panic!("{l}"));
@@ -401,7 +410,7 @@ fn refuse_mode_resets_and_turns_the_refused_connections_into_bans() {
     assert_eq!(connect_from(ip("198.18.0.50"), decoy), Connect::Refused);
     wait_until(
         "the bot's ban",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || banned().contains(&"198.18.0.9".to_owned()),
         &|| server.log_text(),
     );
@@ -409,4 +418,57 @@ fn refuse_mode_resets_and_turns_the_refused_connections_into_bans() {
     // One attempt is not enough.
     assert!(!banned().contains(&"198.18.0.50".to_owned()));
     assert_eq!(connect_from(ip("198.18.0.50"), decoy), Connect::Refused);
+}
+
+#[test]
+fn sighup_rewrites_the_firewall_rules_and_a_broken_config_leaves_them() {
+    if netns(&[], &["198.18.0.1", "198.18.0.2"]).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(dir.path(), "rcpt-450", &log, "1s");
+    let state = dir.path().join("state");
+    let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 1)
+        .unwrap_or_else(|l| panic!("{l}"));
+    assert!(
+        server.wait_for_log("enforcing bans", Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
+    let rules = || util::run_ok("nft", &["list", "chain", "inet", "nolist", "input"]);
+    assert!(!rules().contains("587"), "{}", rules());
+    let reloads = |n: usize| {
+        wait_until(
+            "the reload",
+            Duration::from_secs(70),
+            || {
+                let log = server.log_text();
+                log.matches("reloaded /").count() + log.matches("reload failed").count() >= n
+            },
+            &|| server.log_text(),
+        );
+    };
+    // Other ports: the rules are rewritten on the enforcement thread.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("ports: [25]", "ports: [25, 587]")).unwrap();
+    server.signal("HUP");
+    reloads(1);
+    assert!(
+        rules().contains("tcp dport { 25, 587 }"),
+        "{}\n{}",
+        rules(),
+        server.log_text()
+    );
+    // A broken config: the rules stay as they are.
+    std::fs::write(&cfg, "domains: [\n").unwrap();
+    server.signal("HUP");
+    reloads(2);
+    assert!(
+        server.log_text().contains("reload failed"),
+        "{}",
+        server.log_text()
+    );
+    assert!(rules().contains("tcp dport { 25, 587 }"), "{}", rules());
 }

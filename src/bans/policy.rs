@@ -346,10 +346,13 @@ impl Engine {
         self.bans.keys().copied()
     }
 
-    /// Restores the memory of a delivery from `network` at `at`.
+    /// Restores the memory of a delivery from `network` at `at` (a network
+    /// stored at another size is re-keyed to the policy's, as on reload).
     pub fn restore_delivery(&mut self, network: IpNet, at: i64) {
-        let last = self.deliveries.entry(network).or_insert(at);
-        *last = (*last).max(at);
+        for n in self.policy.networks_within(network) {
+            let last = self.deliveries.entry(n).or_insert(at);
+            *last = (*last).max(at);
+        }
     }
 
     /// A decoy hit from `ip` at `at`.

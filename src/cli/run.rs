@@ -298,12 +298,19 @@ impl Daemon {
             tracing::info!(
                 "responder mode refuse: nothing listens on the decoy addresses; every connection is answered with a TCP reset"
             );
-            if config.bans.enforce.backend == config::Backend::Nftables {
-                tracing::info!(decoys = ?config.decoy_addrs(), "refuse mode: nftables counts the refused connections as decoy hits");
-            } else {
-                tracing::warn!(
-                    "refuse mode collects decoy hits from the firewall only with bans.enforce.backend nftables; hits come from the MTA logs alone"
-                );
+            match (
+                config.responder.refuse_evidence,
+                config.bans.enforce.backend,
+            ) {
+                (true, config::Backend::Nftables) => {
+                    tracing::info!(decoys = ?config.decoy_addrs(), "refuse mode: nftables counts the refused connections as decoy hits");
+                }
+                (true, _) => tracing::warn!(
+                    "responder.refuse_evidence needs bans.enforce.backend nftables; decoy hits come from the MTA logs alone"
+                ),
+                (false, _) => tracing::info!(
+                    "refuse mode: decoy hits come from the MTA logs (responder.refuse_evidence is off)"
+                ),
             }
         } else if listen.is_empty() {
             return Err(Failure::Usage(
@@ -414,17 +421,26 @@ impl Daemon {
             )?),
             None => None,
         };
-        // Same backend, maybe other ports or decoys: checked (and its
-        // rules rewritten) now, handed to the enforcement thread below.
-        let backend =
-            if self.swap.is_some() && !restart.iter().any(|w| w.starts_with("bans.enforce")) {
-                let candidate = config.clone();
-                tokio::task::spawn_blocking(move || daemon::enforcer(&candidate))
-                    .await
-                    .map_err(|e| e.to_string())??
-            } else {
-                None
-            };
+        // Same backend with other ports or decoys: checked (its rules
+        // rewritten) and swapped in on the enforcement thread, last, since
+        // it is the one step that changes something before it can fail.
+        if let Some(swap) = &self.swap
+            && !restart.iter().any(|w| w.starts_with("bans.enforce"))
+            && matches!(
+                config.bans.enforce.backend,
+                config::Backend::Nftables | config::Backend::Iptables
+            )
+            && daemon::firewall_layout(&self.current) != daemon::firewall_layout(&config)
+            && let Some(backend) = crate::enforce::backend(&config)
+        {
+            let (done, checked) = tokio::sync::oneshot::channel();
+            swap.send(daemon::Swap { backend, done })
+                .map_err(|_| "the enforcement thread is gone".to_owned())?;
+            tokio::time::timeout(Duration::from_secs(60), checked)
+                .await
+                .map_err(|_| "enforcement did not answer within 60 s".to_owned())?
+                .map_err(|_| "the enforcement thread is gone".to_owned())??;
+        }
         // From here on nothing fails.
         self.responder.update(Arc::new(settings(&config)));
         for addr in running.iter().filter(|a| !wanted.contains(a)) {
@@ -445,9 +461,6 @@ impl Daemon {
                 tracing::info!(zone = %zone.origin, serial = zone.serial, "reloaded zone");
             }
             authority.swap(snapshot);
-        }
-        if let (Some(swap), Some(backend)) = (&self.swap, backend) {
-            let _ = swap.send(backend);
         }
         let allow = |c: &Config| (c.bans.allow.spf.clone(), c.bans.allow.refresh);
         if allow(&self.current) != allow(&config) {

@@ -222,6 +222,9 @@ pub struct Responder {
     pub max_commands: NonZeroU32,
     /// Delay before every reply (OpenBSD spamd-style stutter); 0 = none.
     pub tarpit: Duration,
+    /// Refuse mode with the nftables backend: count the refused SYNs as
+    /// decoy hits. Off by default: a SYN's source can be forged.
+    pub refuse_evidence: bool,
 }
 
 impl Default for Responder {
@@ -238,6 +241,7 @@ impl Default for Responder {
             max_line: NonZeroUsize::new(1024).expect("non-zero"),
             max_commands: NonZeroU32::new(20).expect("non-zero"),
             tarpit: Duration::from_secs(0),
+            refuse_evidence: false,
         }
     }
 }
@@ -479,14 +483,22 @@ impl<'de> Deserialize<'de> for Enforce {
                 "backend `command` needs `command: { ban: [...], unban: [...] }`",
             ));
         }
-        if raw.ports.is_empty() || raw.ports.contains(&0) || raw.ports.len() > 15 {
+        let mut ports = raw.ports;
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.is_empty() || ports.contains(&0) || ports.len() > 15 {
             return Err(serde::de::Error::custom(
                 "`ports` needs 1 to 15 TCP ports, none of them 0",
             ));
         }
+        if raw.command.as_ref().is_some_and(|c| c.timeout.0.is_zero()) {
+            return Err(serde::de::Error::custom(
+                "`command.timeout` must be more than 0 (every call would time out)",
+            ));
+        }
         Ok(Enforce {
             backend: raw.backend,
-            ports: raw.ports,
+            ports,
             command: raw.command,
             fail2ban: raw.fail2ban,
         })

@@ -542,6 +542,14 @@ fn enforcement_backends_are_checked_where_they_are_written() {
     );
     assert_eq!(spec.timeout.as_secs(), 3);
     assert!(spec.list.is_none());
+    let (_, _, m) = err(&with(
+        "    backend: command\n    command:\n      ban: [/sbin/ban]\n      unban: [/sbin/unban]\n      timeout: 0s\n",
+    ));
+    assert!(m.contains("must be more than 0"), "{m}");
+    assert_eq!(
+        ok(&with("    ports: [587, 25, 587]\n")).bans.enforce.ports,
+        [25, 587]
+    );
     let c = ok(&with(
         "    backend: fail2ban\n    fail2ban: { jail: postfix-nolist, socket: /run/f2b.sock }\n",
     ));

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
-use super::{Change, EnforceError, Enforcer, element, exec, parse_element};
+use super::{Change, EnforceError, Enforcer, Report, element, exec, parse_element};
 use crate::config::{ArgvTemplate, CommandSpec};
 
 /// The command backend.
@@ -144,7 +144,7 @@ impl Enforcer for Commands {
         Ok(Some(self.sure.iter().copied().collect()))
     }
 
-    fn apply(&mut self, change: &Change) -> Result<(), EnforceError> {
+    fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
         let mut error = None;
         if change.rebuild {
             // First reconcile without read-back: whatever was applied before
@@ -157,6 +157,7 @@ impl Enforcer for Commands {
             let (lifted, e) = self.each(&self.spec.unban, stale.iter().map(|n| (n, 0)));
             error = error.or(e);
             // What could not be lifted is retried as stray next time.
+            let lifted: std::collections::HashSet<IpNet> = lifted.into_iter().collect();
             self.sure
                 .extend(stale.into_iter().filter(|n| !lifted.contains(n)));
             self.fresh = false;
@@ -169,7 +170,7 @@ impl Enforcer for Commands {
         let (added, e) = self.each(&self.spec.ban, change.add.iter().map(|(n, s)| (n, *s)));
         error = error.or(e);
         self.sure.extend(added);
-        error.map_or(Ok(()), Err)
+        error.map_or(Ok(Report::of(change)), Err)
     }
 
     fn applied(&self) -> Option<Vec<IpNet>> {

@@ -19,6 +19,7 @@ pub fn run(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Vec<u8>, EnforceError> {
+    use std::os::unix::process::CommandExt;
     let tool = || {
         std::iter::once(program)
             .chain(args.iter().copied())
@@ -38,24 +39,41 @@ pub fn run(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: a timeout kills what it started too.
+        .process_group(0)
         .spawn()
         .map_err(spawn)?;
+    let group = i32::try_from(child.id()).unwrap_or(0);
+    let kill = |child: &mut std::process::Child| {
+        if group > 0 {
+            // SAFETY: kill(2) with a negative pid signals that process group.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
     // Feed and drain on threads: a tool that writes while we write (or
-    // never reads) must not deadlock us.
-    let feeder = child.stdin.take().map(|mut pipe| {
+    // never reads) must not deadlock us. Their results come back through
+    // channels, waited for no longer than the deadline: a background
+    // process that keeps a pipe open must not hang us either.
+    if let Some(mut pipe) = child.stdin.take() {
         let input = stdin.unwrap_or_default().to_vec();
         std::thread::spawn(move || {
             let _ = pipe.write_all(&input);
-        })
-    });
+        });
+    }
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = pipe {
                 let _ = p.read_to_end(&mut buf);
             }
-            buf
-        })
+            let _ = tx.send(buf);
+        });
+        rx
     };
     let out = drain(
         child
@@ -70,25 +88,34 @@ pub fn run(
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
     let deadline = Instant::now() + timeout;
+    let timed_out = || EnforceError::Timeout {
+        tool: tool(),
+        seconds: timeout.as_secs(),
+    };
     let status = loop {
-        match child.try_wait().map_err(spawn)? {
-            Some(status) => break status,
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(EnforceError::Timeout {
-                    tool: tool(),
-                    seconds: timeout.as_secs(),
-                });
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                kill(&mut child);
+                return Err(timed_out());
             }
-            None => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => {
+                kill(&mut child);
+                return Err(spawn(e));
+            }
         }
     };
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100))
+    };
+    let Ok(stdout) = out.recv_timeout(left()) else {
+        kill(&mut child);
+        return Err(timed_out());
+    };
+    let stderr = err.recv_timeout(left()).unwrap_or_default();
     if status.success() {
         Ok(stdout)
     } else {
@@ -123,6 +150,20 @@ mod tests {
             run("sleep", &["5"], None, Duration::from_millis(100)),
             Err(EnforceError::Timeout { .. })
         ));
+        // A background process that keeps the pipe open does not hang us.
+        let began = Instant::now();
+        let out = run(
+            "sh",
+            &["-c", "sleep 30 & echo started"],
+            None,
+            Duration::from_secs(1),
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(matches!(out, Err(EnforceError::Timeout { .. })), "{out:?}");
         // A large input to a tool that reads it all does not deadlock.
         let big = vec![b'x'; 4 << 20];
         assert_eq!(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::{Change, EnforceError, Enforcer, element, exec, parse_element};
+use super::{Change, EnforceError, Enforcer, Report, element, exec, parse_element};
 use crate::config::Fail2banSpec;
 
 /// Addresses per `fail2ban-client` call.
@@ -83,11 +83,12 @@ impl Enforcer for Fail2ban {
             })
     }
 
-    fn apply(&mut self, change: &Change) -> Result<(), EnforceError> {
+    fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
         let remove: Vec<String> = change.remove.iter().map(element).collect();
         let add: Vec<String> = change.add.iter().map(|(n, _)| element(n)).collect();
         self.each_chunk("unbanip", &remove)?;
-        self.each_chunk("banip", &add)
+        self.each_chunk("banip", &add)?;
+        Ok(Report::of(change))
     }
 }
 

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use super::{Change, EnforceError, Enforcer, element, exec, parse_element};
+use super::{Change, EnforceError, Enforcer, Report, element, exec, parse_element};
 
 /// The chain nolist owns in each filter table.
 pub const CHAIN: &str = "NOLIST";
@@ -48,12 +48,7 @@ impl Ipset {
 
     /// The rule in `NOLIST` for one family's set.
     fn rule(&self, set: &str) -> String {
-        let ports = if self.ports.is_empty() {
-            vec![25]
-        } else {
-            self.ports.clone()
-        };
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         format!(
             "-A {CHAIN} -p tcp -m multiport --dports {} -m conntrack --ctstate NEW -m set --match-set {set} src -j DROP",
             ports.join(",")
@@ -196,21 +191,20 @@ impl Enforcer for Ipset {
         Ok(Some(out))
     }
 
-    fn apply(&mut self, change: &Change) -> Result<(), EnforceError> {
+    fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
         if change.rebuild {
             self.setup()?;
         }
         let text = restore_text(change);
-        if text.is_empty() {
-            return Ok(());
+        if !text.is_empty() {
+            exec::run(
+                &self.ipset,
+                &["-exist", "restore"],
+                Some(text.as_bytes()),
+                exec::TIMEOUT,
+            )?;
         }
-        exec::run(
-            &self.ipset,
-            &["-exist", "restore"],
-            Some(text.as_bytes()),
-            exec::TIMEOUT,
-        )
-        .map(|_| ())
+        Ok(Report::of(change))
     }
 }
 

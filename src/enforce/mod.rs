@@ -39,6 +39,21 @@ pub struct Report {
     pub rebuilt: bool,
 }
 
+impl Report {
+    /// What applying all of `change` does.
+    pub fn of(change: &Change) -> Report {
+        Report {
+            added: change.add.len(),
+            removed: change.remove.len(),
+            rebuilt: change.rebuild,
+        }
+    }
+}
+
+/// The longest timeout given to a firewall (10 years): a longer ban is put
+/// back when the firewall drops it. Kernels refuse timeouts of centuries.
+pub const MAX_TIMEOUT: u64 = 10 * 365 * 86_400;
+
 /// Why enforcement failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -133,7 +148,9 @@ impl Change {
 pub fn fold(desired: &[Target]) -> Vec<(IpNet, u64)> {
     let mut all: Vec<(IpNet, u64)> = desired
         .iter()
-        .map(|t| (t.net.trunc(), t.remaining.max(1)))
+        // A /0 "ban" would close the ports to a whole address family.
+        .filter(|t| t.net.prefix_len() > 0)
+        .map(|t| (t.net.trunc(), t.remaining.clamp(1, MAX_TIMEOUT)))
         .collect();
     // `IpNet` orders by family, then network address, then prefix length:
     // a wider block comes before the blocks it contains, and a block's
@@ -164,8 +181,12 @@ pub trait Enforcer: Send {
     fn read(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError>;
 
     /// Applies `change` (rebuild first, then remove, then add), in one
-    /// transaction where the tool has them.
-    fn apply(&mut self, change: &Change) -> Result<(), EnforceError>;
+    /// transaction where the tool has them; says what it really changed.
+    fn apply(&mut self, change: &Change) -> Result<Report, EnforceError>;
+
+    /// Drops whatever the backend believes about the firewall, so that the
+    /// next `read` asks the firewall itself.
+    fn forget(&mut self) {}
 
     /// For a backend that cannot read the firewall back: the targets it
     /// applied, which the daemon keeps in the store across restarts.
@@ -232,12 +253,7 @@ pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Repor
     if change.is_empty() {
         return Ok(Report::default());
     }
-    backend.apply(&change)?;
-    Ok(Report {
-        added: change.add.len(),
-        removed: change.remove.len(),
-        rebuilt: change.rebuild,
-    })
+    backend.apply(&change)
 }
 
 /// The backend `bans.enforce` asks for (not yet checked); `None` for
@@ -249,7 +265,7 @@ pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
         Backend::None => None,
         Backend::Nftables => {
             let mut nft = nft::Nft::new(enforce.ports.clone());
-            if config.responder.mode == Mode::Refuse {
+            if config.responder.mode == Mode::Refuse && config.responder.refuse_evidence {
                 // Sources stay counted for as long as their hits can matter.
                 let window = config.bans.findtime.0 + config.bans.grace.0;
                 nft = nft.with_evidence(config.decoy_addrs(), window);
@@ -258,7 +274,12 @@ pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
         }
         Backend::Iptables => Some(Box::new(ipset::Ipset::new(enforce.ports.clone()))),
         Backend::Fail2ban => Some(Box::new(fail2ban::Fail2ban::new(&enforce.fail2ban))),
-        Backend::Command => Some(Box::new(command::Commands::new(enforce.command.clone()?))),
+        Backend::Command => Some(Box::new(command::Commands::new(
+            enforce
+                .command
+                .clone()
+                .expect("config validation requires `command` for backend command"),
+        ))),
     }
 }
 

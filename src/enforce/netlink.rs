@@ -193,37 +193,16 @@ pub fn apply(table: &str, changes: &[SetChange<'_>]) -> std::io::Result<()> {
     }
     let (bytes, acked) = batch(table, changes, 1);
     let fd = socket()?;
-    let raw = fd.as_raw_fd();
     // Room for the whole batch in one send, and for every reply.
     let size = libc::c_int::try_from(bytes.len() + (1 << 16)).unwrap_or(libc::c_int::MAX);
-    setsockopt(raw, libc::SO_SNDBUFFORCE, size);
-    setsockopt(raw, libc::SO_RCVBUFFORCE, 1 << 20);
-    // SAFETY: sockaddr_nl is plain data; zeroed means "the kernel".
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: the buffer and the address outlive the call.
-    let sent = unsafe {
-        libc::sendto(
-            raw,
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            0,
-            (&raw const kernel).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    setsockopt(fd.as_raw_fd(), libc::SO_SNDBUFFORCE, size);
+    setsockopt(fd.as_raw_fd(), libc::SO_RCVBUFFORCE, 1 << 20);
+    send(&fd, &bytes)?;
     let mut pending: std::collections::HashSet<u32> = acked.into_iter().collect();
     let mut reply = vec![0u8; 1 << 16];
     while !pending.is_empty() {
-        // SAFETY: recv writes at most reply.len() bytes into reply.
-        let n = unsafe { libc::recv(raw, reply.as_mut_ptr().cast(), reply.len(), 0) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        for (seq, errno) in acks(&reply[..n as usize]) {
+        let n = recv(&fd, &mut reply)?;
+        for (seq, errno) in acks(&reply[..n]) {
             if errno != 0 {
                 return Err(std::io::Error::from_raw_os_error(errno));
             }
@@ -246,11 +225,108 @@ pub fn acks(mut buf: &[u8]) -> Vec<(u32, i32)> {
         }
         if kind == NLMSG_ERROR && len >= 20 {
             let error = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
-            out.push((seq, -error));
+            out.push((seq, error.wrapping_neg()));
         }
         buf = &buf[((len + 3) & !3).min(buf.len())..];
     }
     out
+}
+
+/// The kernel's nftables ruleset generation: one `NFT_MSG_GETGEN` request.
+/// It changes with every committed ruleset transaction (not with elements
+/// that the packet path adds or that expire).
+pub fn generation() -> std::io::Result<u32> {
+    const NFT_MSG_GETGEN: u16 = 16;
+    const NFT_MSG_NEWGEN: u16 = 15;
+    let fd = socket()?;
+    let mut request = Vec::with_capacity(20);
+    message(
+        &mut request,
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+        NLM_F_REQUEST,
+        1,
+        0,
+        0,
+        &[],
+    );
+    send(&fd, &request)?;
+    let mut reply = [0u8; 512];
+    let n = recv(&fd, &mut reply)?;
+    parse_generation(&reply[..n], (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)
+}
+
+/// The generation id (`NFTA_GEN_ID`) in a `NEWGEN` reply (pure).
+fn parse_generation(reply: &[u8], msg_type: u16) -> std::io::Result<u32> {
+    const NFTA_GEN_ID: u16 = 1;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let u16_at = |i: usize| {
+        reply
+            .get(i..i + 2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+    };
+    let len = reply
+        .get(0..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| bad("short netlink reply"))?;
+    if u16_at(4) != Some(msg_type) {
+        return Err(bad("not a generation reply (no permission?)"));
+    }
+    // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
+    let end = len.min(reply.len());
+    let mut at = 20;
+    while at + 4 <= end {
+        let alen = usize::from(u16_at(at).unwrap_or(0));
+        let atype = u16_at(at + 2).unwrap_or(0) & 0x3fff;
+        if alen < 4 {
+            break;
+        }
+        if atype == NFTA_GEN_ID
+            && let Some(b) = reply.get(at + 4..at + 8)
+            && alen >= 8
+        {
+            return Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        at += (alen + 3) & !3;
+    }
+    Err(bad("no generation id in the reply"))
+}
+
+/// One `sendto` of `bytes` to the kernel.
+fn send(fd: &OwnedFd, bytes: &[u8]) -> std::io::Result<()> {
+    // SAFETY: sockaddr_nl is plain data; zeroed means "the kernel".
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: the buffer and the address outlive the call.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            0,
+            (&raw const kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One `recv` into `buf` (retried when a signal interrupts it; bounded by
+/// the socket's receive timeout).
+fn recv(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 fn socket() -> std::io::Result<OwnedFd> {
@@ -359,6 +435,25 @@ mod tests {
             0,
         );
         assert_eq!(acked, [1, 2, 3]);
+    }
+
+    #[test]
+    fn reads_the_generation_attribute() {
+        let mut reply = vec![0u8; 36];
+        reply[0..4].copy_from_slice(&36u32.to_ne_bytes());
+        reply[4..6].copy_from_slice(&0x0a0fu16.to_ne_bytes());
+        // NFTA_GEN_ID, then NFTA_GEN_PROC_PID.
+        reply[20..22].copy_from_slice(&8u16.to_ne_bytes());
+        reply[22..24].copy_from_slice(&1u16.to_ne_bytes());
+        reply[24..28].copy_from_slice(&77u32.to_be_bytes());
+        reply[28..30].copy_from_slice(&8u16.to_ne_bytes());
+        reply[30..32].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(parse_generation(&reply, 0x0a0f).unwrap(), 77);
+        assert!(parse_generation(&reply, 0x0a10).is_err(), "an error reply");
+        assert!(parse_generation(&reply[..10], 0x0a0f).is_err());
+        assert!(parse_generation(&reply[..22], 0x0a0f).is_err());
+        // A truncated attribute never panics.
+        assert!(parse_generation(&reply[..26], 0x0a0f).is_err());
     }
 
     #[test]

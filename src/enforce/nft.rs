@@ -1,11 +1,12 @@
 //! The nftables backend: nolist's own table `inet nolist` with two sets per
 //! address family, every element with a timeout so bans also expire in the
 //! kernel when the daemon is gone: `banned4`/`banned6` for single addresses
-//! (hash sets: 100,000 elements load in well under a second) and
-//! `banned4_nets`/`banned6_nets` for networks (interval sets), and a chain
-//! that drops new TCP connections to the enforced ports from them. Every
-//! change is one `nft -f -` batch (one transaction); the state is read back
-//! with `nft -j`. No other table is ever touched.
+//! (hash sets) and `banned4_nets`/`banned6_nets` for networks (interval
+//! sets), and a chain that drops new TCP connections to the enforced ports
+//! from them. The table, the chain and networks are written with `nft -f -`
+//! (one transaction), single addresses as netlink set-element messages (one
+//! transaction; `nft` would spend most of the time parsing them); the state
+//! is read back with `nft -j`. No other table is ever touched.
 //!
 //! Reading back is what costs with many bans: nft loads the whole table
 //! (about a second for 100,000 elements). So the backend asks the kernel
@@ -16,7 +17,7 @@
 //! is left to expire: never deleted (the delete could race the kernel and
 //! fail the batch), never re-added (an `add` does not renew its timeout).
 //!
-//! In refuse mode a second table, `inet nolist_refuse` (its own table, so
+//! With refuse-mode evidence (opt-in) a second table, `inet nolist_refuse` (its own table, so
 //! reading it never loads the ban sets), holds the decoy's evidence: a rule
 //! per decoy address, after the drop rules (priority −5 against −10),
 //! answers SYNs with a TCP reset and counts them per source in a dynamic
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Change, Element, EnforceError, Enforcer, exec, netlink};
+use super::{Change, Element, EnforceError, Enforcer, Report, exec, netlink};
 
 /// The table nolist owns.
 pub const TABLE: &str = "nolist";
@@ -159,12 +160,7 @@ impl Nft {
     /// Tables, sets and chains, created if missing; the chains' rules
     /// replaced. Outside refuse mode the evidence table is removed.
     pub fn skeleton(&self) -> String {
-        let ports = if self.ports.is_empty() {
-            vec![25]
-        } else {
-            self.ports.clone()
-        };
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let ports = ports.join(", ");
         let mut text = format!("add table inet {TABLE}\n");
         for (set, ty, nets) in SETS {
@@ -291,27 +287,60 @@ impl Nft {
         }
     }
 
-    /// Reads every ban set; `None` when the table or a set is missing.
+    /// `nft -j list chain inet TABLE input`; `None` when it is missing.
+    fn list_chain(&self, table: &str) -> Result<Option<Vec<u8>>, EnforceError> {
+        match exec::run(
+            &self.binary,
+            &["-j", "list", "chain", "inet", table, "input"],
+            None,
+            exec::TIMEOUT,
+        ) {
+            Ok(json) => Ok(Some(json)),
+            Err(EnforceError::Failed { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads every ban set and checks the chains; `None` when anything of
+    /// nolist's is missing or not as nolist writes it (a set, a rule, an
+    /// element in the wrong set, a range): then the tables are recreated.
     fn read_all(&self) -> Result<Option<HashMap<IpNet, Instant>>, EnforceError> {
-        let now = Instant::now();
         let mut out = HashMap::new();
         for (set, _, _) in SETS {
             let Some(json) = self.list_set(TABLE, set)? else {
                 return Ok(None);
             };
-            for (net, expires) in parse_elements(&json).map_err(|m| self.output(m))? {
-                // No timeout (not one of ours): it never expires by itself.
-                let never = now + Duration::from_secs(10 * 365 * 86_400);
-                let at = expires.and_then(|s| now.checked_add(Duration::from_secs(s)));
-                out.insert(net, at.unwrap_or(never).min(never));
-            }
-        }
-        if !self.decoys.is_empty() {
-            for set in [SEEN4, SEEN6] {
-                if self.list_set(EVIDENCE_TABLE, set)?.is_none() {
+            // `expires` is in whole seconds, rounded down: count from the
+            // end of the listing, plus one, so the kernel drops an element
+            // before nolist believes it gone.
+            let now = Instant::now();
+            let never = now + Duration::from_secs(10 * 365 * 86_400);
+            for listed in parse_elements(&json).map_err(|m| self.output(m))? {
+                if !listed.exact || set_of(&listed.net) != set {
+                    tracing::warn!(set, element = %listed.net, "nftables: an element nolist did not write; recreating the table");
                     return Ok(None);
                 }
+                let at = listed
+                    .expires
+                    .and_then(|s| now.checked_add(Duration::from_secs(s.saturating_add(1))));
+                out.insert(listed.net, at.unwrap_or(never).min(never));
             }
+        }
+        let sets: Vec<&str> = SETS.iter().map(|(s, _, _)| *s).collect();
+        let intact = |json: Option<Vec<u8>>, rules: usize, sets: &[&str]| {
+            json.is_some_and(|j| chain_intact(&j, rules, sets))
+        };
+        if !intact(self.list_chain(TABLE)?, SETS.len(), &sets) {
+            return Ok(None);
+        }
+        if !self.decoys.is_empty()
+            && !intact(self.list_chain(EVIDENCE_TABLE)?, self.decoys.len(), &[])
+        {
+            return Ok(None);
         }
         Ok(Some(out))
     }
@@ -343,7 +372,7 @@ impl Enforcer for Nft {
     /// the last read or batch. Elements about to expire count as present,
     /// so they are not added again (see the module comment).
     fn read(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
-        let generation = generation().ok();
+        let generation = netlink::generation().ok();
         let fresh = match (&self.known, generation) {
             (Some(k), Some(g)) => k.generation == g,
             _ => false,
@@ -371,8 +400,9 @@ impl Enforcer for Nft {
         Ok(Some(known.expires.keys().copied().collect()))
     }
 
-    /// One `nft -f -` batch: one transaction.
-    fn apply(&mut self, change: &Change) -> Result<(), EnforceError> {
+    /// One transaction (two when networks and addresses both change, see
+    /// `write`).
+    fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
         let now = Instant::now();
         let settling = |net: &IpNet| {
             self.known
@@ -390,9 +420,11 @@ impl Enforcer for Nft {
                 .copied()
                 .collect(),
         };
-        let before = generation().ok();
+        let before = netlink::generation().ok();
         let (result, transactions) = self.write(&change);
-        let after = generation().ok();
+        let after = netlink::generation().ok();
+        // Timeouts start when the kernel takes the elements: count from now.
+        let written = Instant::now();
         // Only our batches happened in between: what we know stays true.
         match (&mut self.known, before, after, &result) {
             (Some(known), Some(b), Some(a), Ok(()))
@@ -405,12 +437,18 @@ impl Enforcer for Nft {
                     known.expires.remove(net);
                 }
                 for (net, secs) in &change.add {
-                    known.expires.insert(*net, now + Duration::from_secs(*secs));
+                    known
+                        .expires
+                        .insert(*net, written + Duration::from_secs(*secs));
                 }
             }
             _ => self.known = None,
         }
-        result
+        result.map(|()| Report::of(&change))
+    }
+
+    fn forget(&mut self) {
+        self.known = None;
     }
 
     /// The ruleset generation moved past what this backend knows, or it
@@ -420,7 +458,7 @@ impl Enforcer for Nft {
             return true;
         };
         let now = Instant::now();
-        generation().ok() != Some(known.generation)
+        netlink::generation().ok() != Some(known.generation)
             || known.expires.values().any(|e| *e <= now + SETTLING)
     }
 
@@ -439,6 +477,9 @@ pub fn batch_text(skeleton: &str, change: &Change) -> String {
     let mut text =
         String::with_capacity(skeleton.len() + 40 * (change.add.len() + change.remove.len()));
     if change.rebuild {
+        // Recreated, so nothing of what was there survives (the batch is one
+        // transaction: the table is never seen half built).
+        let _ = writeln!(text, "add table inet {TABLE}\ndelete table inet {TABLE}");
         text.push_str(skeleton);
     }
     // One pass per set and verb keeps the text in a fixed order.
@@ -570,20 +611,59 @@ fn elements(json: &[u8]) -> Result<impl Iterator<Item = Elem>, String> {
         .flat_map(|s| s.elem))
 }
 
-/// The elements of `nft -j list set` output, each with the seconds until
-/// the kernel drops it (if it has a timeout).
-pub fn parse_elements(json: &[u8]) -> Result<Vec<(IpNet, Option<u64>)>, String> {
+/// One element of `nft -j list set` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The address or network (a range's start address).
+    pub net: IpNet,
+    /// Seconds until the kernel drops it, if it has a timeout.
+    pub expires: Option<u64>,
+    /// False for a range that is not one network: nolist never writes one.
+    pub exact: bool,
+}
+
+/// The elements of `nft -j list set` output.
+pub fn parse_elements(json: &[u8]) -> Result<Vec<Listed>, String> {
     elements(json)?
-        .map(|e| match e {
-            Elem::Full { elem } => Ok((elem.val.net()?, elem.expires)),
-            Elem::Bare(v) => Ok((v.net()?, None)),
+        .map(|e| {
+            let (val, expires) = match e {
+                Elem::Full { elem } => (elem.val, elem.expires),
+                Elem::Bare(v) => (v, None),
+            };
+            Ok(Listed {
+                net: val.net()?,
+                expires,
+                exact: !matches!(val, Value::Range { .. }),
+            })
         })
         .collect()
 }
 
-/// The elements of `nft -j list set` output.
+/// The addresses and networks of `nft -j list set` output.
 pub fn parse_set(json: &[u8]) -> Result<Vec<IpNet>, String> {
-    Ok(parse_elements(json)?.into_iter().map(|(n, _)| n).collect())
+    Ok(parse_elements(json)?.into_iter().map(|l| l.net).collect())
+}
+
+/// Whether `nft -j list chain` output has exactly `rules` rules, one
+/// referring to each of `sets` (a flushed or edited chain does not).
+fn chain_intact(json: &[u8], rules: usize, sets: &[&str]) -> bool {
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return false;
+    };
+    let found: Vec<String> = doc["nftables"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|i| i.get("rule").is_some())
+                .map(|i| i["rule"].to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.len() == rules
+        && sets
+            .iter()
+            .all(|set| found.iter().any(|r| r.contains(&format!("\"@{set}\""))))
 }
 
 /// The sources and SYN counts of an evidence set's `nft -j list set` output.
@@ -604,111 +684,6 @@ pub fn parse_counters(json: &[u8]) -> Result<Vec<(IpAddr, u64)>, String> {
             _ => Err("unexpected evidence element".to_owned()),
         })
         .collect()
-}
-
-/// The kernel's nftables ruleset generation: one `NFT_MSG_GETGEN` request
-/// over netlink. It changes with every committed ruleset transaction (not
-/// with elements that the packet path adds or that expire).
-pub fn generation() -> std::io::Result<u32> {
-    const NETLINK_NETFILTER: libc::c_int = 12;
-    const NFNL_SUBSYS_NFTABLES: u16 = 10;
-    const NFT_MSG_GETGEN: u16 = 16;
-    const NFT_MSG_NEWGEN: u16 = 15;
-    const NFTA_GEN_ID: u16 = 1;
-    // SAFETY: a plain socket call; the descriptor is closed by OwnedFd.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    let timeout = libc::timeval {
-        tv_sec: 2,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt reads `timeout` for its size.
-    unsafe {
-        libc::setsockopt(
-            raw,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
-    // nlmsghdr (16 bytes) + nfgenmsg (family, version, res_id).
-    let mut request = [0u8; 20];
-    request[0..4].copy_from_slice(&20u32.to_ne_bytes());
-    request[4..6].copy_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
-    request[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    request[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    // SAFETY: sockaddr_nl is plain data; zeroed means "the kernel".
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: the buffers and the address outlive the calls.
-    let sent = unsafe {
-        libc::sendto(
-            raw,
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-            (&raw const kernel).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut reply = [0u8; 512];
-    // SAFETY: recv writes at most reply.len() bytes into reply.
-    let n = unsafe { libc::recv(raw, reply.as_mut_ptr().cast(), reply.len(), 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    parse_generation(
-        &reply[..n as usize],
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN,
-        NFTA_GEN_ID,
-    )
-}
-
-/// The generation id in a `NFT_MSG_NEWGEN` reply (pure).
-fn parse_generation(reply: &[u8], msg_type: u16, attr_type: u16) -> std::io::Result<u32> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    let u16_at = |i: usize| {
-        reply
-            .get(i..i + 2)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-    };
-    let len = reply
-        .get(0..4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(|| bad("short netlink reply"))?;
-    if u16_at(4) != Some(msg_type) {
-        return Err(bad("not a generation reply (no permission?)"));
-    }
-    // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
-    let mut at = 20;
-    while at + 4 <= len.min(reply.len()) {
-        let alen = usize::from(u16_at(at).unwrap_or(0));
-        let atype = u16_at(at + 2).unwrap_or(0) & 0x3fff;
-        if alen < 4 {
-            break;
-        }
-        if atype == attr_type && alen >= 8 {
-            let b = &reply[at + 4..at + 8];
-            return Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        }
-        at += (alen + 3) & !3;
-    }
-    Err(bad("no generation id in the reply"))
 }
 
 #[cfg(test)]
@@ -819,15 +794,17 @@ mod tests {
     fn parses_nft_json() {
         let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "banned4", "table": "nolist", "type": "ipv4_addr", "flags": ["interval", "timeout"], "elem": [{"elem": {"val": {"prefix": {"addr": "198.51.100.0", "len": 24}}, "timeout": 60, "expires": 59}}, {"elem": {"val": "203.0.113.9", "timeout": 3600, "expires": 3599}}, "192.0.2.1", {"elem": {"val": {"range": ["192.0.2.5", "192.0.2.7"]}}}]}}]}"#;
         let got = parse_elements(json).unwrap();
-        let text: Vec<(String, Option<u64>)> =
-            got.iter().map(|(n, e)| (n.to_string(), *e)).collect();
+        let text: Vec<(String, Option<u64>, bool)> = got
+            .iter()
+            .map(|l| (l.net.to_string(), l.expires, l.exact))
+            .collect();
         assert_eq!(
             text,
             [
-                ("198.51.100.0/24".to_owned(), Some(59)),
-                ("203.0.113.9/32".to_owned(), Some(3599)),
-                ("192.0.2.1/32".to_owned(), None),
-                ("192.0.2.5/32".to_owned(), None)
+                ("198.51.100.0/24".to_owned(), Some(59), true),
+                ("203.0.113.9/32".to_owned(), Some(3599), true),
+                ("192.0.2.1/32".to_owned(), None, true),
+                ("192.0.2.5/32".to_owned(), None, false)
             ]
         );
         assert!(parse_set(b"not json").is_err());
@@ -836,6 +813,37 @@ mod tests {
             parse_set(br#"{"nftables": [{"set": {"name": "banned4"}}]}"#).unwrap(),
             vec![]
         );
+    }
+
+    #[test]
+    fn a_chain_is_intact_with_its_rules_only() {
+        // `nft -j list chain inet nolist input` (nft 1.0.6), one rule shown.
+        let rule = |set: &str| {
+            format!(
+                r#"{{"rule": {{"family": "inet", "table": "nolist", "chain": "input", "handle": 9, "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "tcp", "field": "dport"}}}}, "right": 25}}}}, {{"match": {{"op": "==", "left": {{"payload": {{"protocol": "ip", "field": "saddr"}}}}, "right": "@{set}"}}}}, {{"drop": null}}]}}}}"#
+            )
+        };
+        let chain = r#"{"chain": {"family": "inet", "table": "nolist", "name": "input", "handle": 5, "type": "filter", "hook": "input", "prio": -10, "policy": "accept"}}"#;
+        let doc = |rules: &[String]| {
+            format!(
+                r#"{{"nftables": [{{"metainfo": {{"version": "1.0.6"}}}}, {chain}{}]}}"#,
+                rules.iter().map(|r| format!(", {r}")).collect::<String>()
+            )
+        };
+        let sets = ["banned4", "banned4_nets"];
+        let both = doc(&[rule("banned4"), rule("banned4_nets")]);
+        assert!(chain_intact(both.as_bytes(), 2, &sets));
+        assert!(
+            !chain_intact(doc(&[rule("banned4")]).as_bytes(), 2, &sets),
+            "a rule gone"
+        );
+        assert!(!chain_intact(doc(&[]).as_bytes(), 2, &sets), "flushed");
+        assert!(!chain_intact(
+            doc(&[rule("banned4"), rule("other")]).as_bytes(),
+            2,
+            &sets
+        ));
+        assert!(!chain_intact(b"garbage", 0, &[]));
     }
 
     #[test]
@@ -854,25 +862,5 @@ mod tests {
             parse_counters(br#"{"nftables": [{"set": {"elem": [{"elem": {"val": "x; drop"}}]}}]}"#)
                 .is_err()
         );
-    }
-
-    #[test]
-    fn reads_the_generation_attribute() {
-        let mut reply = vec![0u8; 36];
-        reply[0..4].copy_from_slice(&36u32.to_ne_bytes());
-        reply[4..6].copy_from_slice(&0x0a0fu16.to_ne_bytes());
-        // NFTA_GEN_ID, then NFTA_GEN_PROC_PID.
-        reply[20..22].copy_from_slice(&8u16.to_ne_bytes());
-        reply[22..24].copy_from_slice(&1u16.to_ne_bytes());
-        reply[24..28].copy_from_slice(&77u32.to_be_bytes());
-        reply[28..30].copy_from_slice(&8u16.to_ne_bytes());
-        reply[30..32].copy_from_slice(&2u16.to_ne_bytes());
-        assert_eq!(parse_generation(&reply, 0x0a0f, 1).unwrap(), 77);
-        assert!(
-            parse_generation(&reply, 0x0a10, 1).is_err(),
-            "an error reply"
-        );
-        assert!(parse_generation(&reply[..10], 0x0a0f, 1).is_err());
-        assert!(parse_generation(&reply[..22], 0x0a0f, 1).is_err());
     }
 }

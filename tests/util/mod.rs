@@ -84,7 +84,7 @@ pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
         let msg = format!(
             "`{name}` is not installed (Debian package {package}); run scripts/test as root to install it"
         );
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if in_ci() {
             panic!("CI=true: {msg}");
         }
         eprintln!("\n*** SKIPPED: {msg} ***\n");
@@ -92,9 +92,15 @@ pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
+/// Whether this is a CI run (`CI` set to anything but empty, `0` or
+/// `false`): then a missing prerequisite fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+}
+
 /// A loud skip for a missing prerequisite, or a failure under `CI=true`.
 pub fn skip<T>(msg: &str) -> Option<T> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if in_ci() {
         panic!("CI=true: {msg}");
     }
     eprintln!("\n*** SKIPPED: {msg} ***\n");

@@ -18,7 +18,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,8 +50,8 @@ impl Postfix {
                 "Postfix pcre maps are not installed (Debian package postfix-pcre); run scripts/test as root to install them",
             );
         }
-        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
-            return skip("a private Postfix instance needs root (it runs as user postfix)");
+        if !super::require_root("a private Postfix instance runs as user postfix") {
+            return None;
         }
         let mut last_error = String::new();
         // A port can be taken between free_port() and master's bind: retry.
@@ -72,8 +72,8 @@ impl Postfix {
     /// `None` after a loud skip when Postfix is not installed or not root.
     pub fn start_real_mx(addr: SocketAddr, domain: &str) -> Option<Postfix> {
         let postfix = require_tool("postfix", "postfix")?;
-        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
-            return skip("a private Postfix instance needs root (it runs as user postfix)");
+        if !super::require_root("a private Postfix instance runs as user postfix") {
+            return None;
         }
         let role = Role::RealMx {
             domain: domain.to_owned(),

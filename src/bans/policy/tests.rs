@@ -402,3 +402,18 @@ fn reloaded_network_sizes_keep_remembered_deliveries() {
     assert_eq!(engine.set_policy(wider, T0 + HOUR, &mut out), 0);
     assert_eq!(engine.sizes().delivering_networks, 1);
 }
+
+#[test]
+fn deliveries_restored_at_another_network_size_still_clear_their_network() {
+    let mut narrower = policy();
+    narrower.v4_prefix = 26;
+    let mut engine = Engine::new(narrower);
+    let mut out = Vec::new();
+    // Stored as a /24 by a run with the default size.
+    engine.restore_delivery("198.51.100.0/24".parse().unwrap(), T0);
+    for i in 0..3 {
+        engine.hit(ip("198.51.100.200"), T0 + i * MIN, &mut out);
+    }
+    engine.advance(T0 + HOUR, &mut out);
+    assert!(bans(&out).is_empty(), "{out:?}");
+}
