@@ -89,6 +89,13 @@ fn invalid_targets_and_missing_config_are_usage_errors() {
             .code(2)
             .stderr(predicate::str::contains("invalid CIDR"));
     }
+    for everything in ["0.0.0.0/0", "::/0"] {
+        nolist()
+            .args(["bans", "-c", c, "add", everything])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("every address"));
+    }
     nolist()
         .args(["bans", "list"])
         .assert()

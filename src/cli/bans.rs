@@ -144,6 +144,11 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             reason,
         } => {
             let target = target(text)?;
+            if target.prefix_len() == 0 {
+                return Err(Failure::Usage(format!(
+                    "bans: {target} would close the enforced ports to every address; nolist does not enforce it"
+                )));
+            }
             let mut store = open(args.config.as_ref())?;
             let now = unix_now();
             let until = now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
