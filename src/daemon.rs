@@ -119,6 +119,9 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.metrics != new.metrics {
         out.push("metrics");
     }
+    if old.responder.threads != new.responder.threads {
+        out.push("responder.threads");
+    }
     out
 }
 

@@ -197,10 +197,12 @@ fn sighup_reloads_what_it_can_and_keeps_the_old_config_when_the_new_one_is_bad()
     assert!(dig_soa_and_ttl(&dig, dns).contains("\t600\t"));
 
     // Dropping an address closes it; restart-only keys are named.
-    let moved = config("4.7.1 fourth reply", &["127.0.0.1:0"], 600).replace(
-        "metrics:\n  listen: \"127.0.0.1:0\"\n",
-        "metrics:\n  listen: \"127.0.0.1:1\"\n",
-    );
+    let moved = config("4.7.1 fourth reply", &["127.0.0.1:0"], 600)
+        .replace(
+            "metrics:\n  listen: \"127.0.0.1:0\"\n",
+            "metrics:\n  listen: \"127.0.0.1:1\"\n",
+        )
+        .replace("  mode: rcpt-450\n", "  mode: rcpt-450\n  threads: 3\n");
     std::fs::write(&cfg, moved).unwrap();
     reload(&server, 4);
     assert!(server.wait_for_log(
@@ -209,6 +211,10 @@ fn sighup_reloads_what_it_can_and_keeps_the_old_config_when_the_new_one_is_bad()
     ));
     assert!(server.wait_for_log(
         "reload: metrics changed; restart nolist to apply that",
+        Duration::from_secs(5)
+    ));
+    assert!(server.wait_for_log(
+        "reload: responder.threads changed; restart nolist to apply that",
         Duration::from_secs(5)
     ));
     assert_eq!(rcpt_reply(smtp), "450 4.7.1 fourth reply");

@@ -246,6 +246,74 @@ fn connection_limits_answer_421() {
     assert_eq!(probe(addr), ["220", "250", "250", "450", "221"]);
 }
 
+/// A connection from the loopback address `source`.
+fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// The names of the process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn several_threads_share_the_port_the_limits_and_the_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = start(
+        dir.path(),
+        "rcpt-450",
+        "  threads: 3\n  max_connections: 5\n  max_per_ip: 2\n",
+    );
+    let smtp: Vec<String> = thread_names(server.pid())
+        .into_iter()
+        .filter(|n| n.starts_with("nolist-smtp-"))
+        .collect();
+    assert_eq!(smtp, ["nolist-smtp-0", "nolist-smtp-1", "nolist-smtp-2"]);
+    // Each connection comes from a new port, so the kernel spreads them
+    // over the three sockets: every one of them is served (a socket nobody
+    // accepted on would leave its share hanging until the read timeout).
+    for _ in 0..30 {
+        assert_eq!(probe(addr), ["220", "250", "250", "450", "221"]);
+    }
+    // The limits are the responder's, not each thread's: two sessions per
+    // address and five in all, wherever they landed.
+    let mut held = Vec::new();
+    for last in [1, 1, 2, 2, 3] {
+        let mut s = connect_from([127, 0, 0, last], addr);
+        assert!(read_reply(&mut s).starts_with("220 "));
+        held.push(s);
+    }
+    for (last, why) in [(1, "per-IP limit"), (4, "max_connections")] {
+        let mut over = connect_from([127, 0, 0, last], addr);
+        assert!(
+            read_reply(&mut over).starts_with("421 "),
+            "{why} across threads"
+        );
+    }
+    // SIGTERM reaches the sessions on every thread.
+    server.signal("TERM");
+    for s in &mut held {
+        assert!(read_reply(s).starts_with("421 4.3.2"));
+    }
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+}
+
 #[test]
 fn abuse_leaves_it_up_bounded_and_answering() {
     let dir = tempfile::tempdir().unwrap();

@@ -111,8 +111,10 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr through a bounded, lossy queue drained by a thread of
 /// its own: a stalled stderr (a full pipe, a hung log collector) drops log
 /// lines instead of blocking the responder or the DNS workers. `NOLIST_LOG`
-/// (tracing's env-filter syntax) overrides the default filter. Keep the
-/// returned guard alive: dropping it flushes the queue.
+/// (tracing's env-filter syntax) overrides the default filter. The thread
+/// writes through a buffer that it flushes whenever the queue is empty: one
+/// line alone is written at once, a burst (a flood of decoy sessions) in
+/// few writes. Keep the returned guard alive: dropping it flushes the queue.
 pub(crate) fn init_logging() -> Logging {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOLIST_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
@@ -122,7 +124,7 @@ pub(crate) fn init_logging() -> Logging {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE)
-        .finish(io::stderr());
+        .finish(io::BufWriter::with_capacity(64 * 1024, io::stderr()));
     let dropped = writer.error_counter();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

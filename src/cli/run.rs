@@ -240,9 +240,10 @@ async fn start_metrics(
     ))))
 }
 
-/// Binds the responder's sockets for `addrs` (none is added on failure).
-async fn bind(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, String> {
-    responder::bind(addrs).await.map_err(|e| {
+/// Binds the responder's sockets for `addrs`, `threads` each (none is
+/// added on failure).
+fn bind(addrs: &[SocketAddr], threads: usize) -> Result<Vec<Vec<std::net::TcpListener>>, String> {
+    responder::bind(addrs, threads).map_err(|e| {
         format!("starting the decoy responder (is the decoy address configured on this host?): {e}")
     })
 }
@@ -291,7 +292,12 @@ impl Daemon {
             Arc::new(settings(&config)),
             events.clone(),
             shutdown.clone(),
-        );
+            config.responder.threads.0,
+        )
+        .map_err(|source| Failure::Io {
+            context: "starting the decoy responder's threads".into(),
+            source,
+        })?;
         let listen = responder_addrs(&config);
         if config.responder.mode == Mode::Refuse {
             warn_unless_local(&config.decoy_addrs());
@@ -319,7 +325,7 @@ impl Daemon {
         }
         for (key, listener) in listen
             .iter()
-            .zip(bind(&listen).await.map_err(Failure::Usage)?)
+            .zip(bind(&listen, responder.threads()).map_err(Failure::Usage)?)
         {
             let addr = responder
                 .listen(*key, listener)
@@ -412,7 +418,7 @@ impl Daemon {
         if config.responder.mode == Mode::Refuse && self.current.responder.mode != Mode::Refuse {
             warn_unless_local(&config.decoy_addrs());
         }
-        let listeners = bind(&added).await?;
+        let listeners = bind(&added, self.responder.threads())?;
         let snapshot = match &self.dns {
             Some((authority, _)) => Some(super::serve::snapshot(
                 &config,

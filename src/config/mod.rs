@@ -225,6 +225,30 @@ pub struct Responder {
     /// Refuse mode with the nftables backend: count the refused SYNs as
     /// decoy hits. Off by default: a SYN's source can be forged.
     pub refuse_evidence: bool,
+    /// Threads serving decoy sessions (each with its own sockets).
+    pub threads: Threads,
+}
+
+/// `responder.threads`: 1 to 64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Threads(pub usize);
+
+impl Default for Threads {
+    fn default() -> Self {
+        Threads(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        match usize::try_from(n) {
+            Ok(n @ 1..=64) => Ok(Threads(n)),
+            _ => Err(serde::de::Error::custom(format!(
+                "responder threads must be 1 to 64, not {n}"
+            ))),
+        }
+    }
 }
 
 impl Default for Responder {
@@ -242,6 +266,7 @@ impl Default for Responder {
             max_commands: NonZeroU32::new(20).expect("non-zero"),
             tarpit: Duration::from_secs(0),
             refuse_evidence: false,
+            threads: Threads::default(),
         }
     }
 }

@@ -137,6 +137,26 @@ fn zero_limits_are_rejected() {
 }
 
 #[test]
+fn responder_threads_are_bounded() {
+    assert_eq!(ok(MINIMAL).responder.threads.0, 1);
+    let c = ok(&format!("{MINIMAL}responder:\n  threads: 4\n"));
+    assert_eq!(c.responder.threads.0, 4);
+    for bad in ["0", "65", "-1"] {
+        assert_err(
+            &format!("{MINIMAL}responder:\n  threads: {bad}\n"),
+            7,
+            12,
+            "",
+        );
+    }
+    let (_, _, m) = err(&format!("{MINIMAL}responder:\n  threads: 65\n"));
+    assert!(
+        m.contains("responder threads must be 1 to 64, not 65"),
+        "{m}"
+    );
+}
+
+#[test]
 fn duplicate_address() {
     assert_err(
         &MINIMAL.replace("[192.0.2.10]", "[192.0.2.10, 192.0.2.10]"),

@@ -6,7 +6,15 @@
 //! with a non-blocking write and are dropped, and events are offered to a
 //! bounded channel with `try_send` (what does not fit is counted, not waited
 //! for).
+//!
+//! The responder runs on threads of its own (`responder.threads`, default
+//! one), each a single-threaded runtime with its own listening socket per
+//! address (`SO_REUSEPORT` when there are several, so the kernel spreads the
+//! connections): a session never migrates between threads, and a flood of
+//! decoy connections takes at most that many cores from the DNS server, the
+//! ban engine and the MTA beside it.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,9 +84,43 @@ impl EventSink {
     }
 
     /// Offers an event; a full or closed channel counts it as dropped.
+    ///
+    /// On a responder thread the event joins that thread's batch, which
+    /// leaves [`BATCH_DELAY`] after its first event or when it holds
+    /// [`BATCH_MAX`]: under a flood the engine is woken a hundred times a
+    /// second, not once per session, and an idle responder arms no timer.
     pub fn offer(&self, event: SessionEvent) {
         metrics::counter!(crate::metrics::SESSIONS, "stage" => event.stage.as_str(), "end" => event.end.as_str())
             .increment(1);
+        let mut event = Some(event);
+        let queued = BATCH.with_borrow_mut(|batch| {
+            let batch = batch.as_mut()?;
+            batch.extend(event.take());
+            Some(batch.len())
+        });
+        match (queued, event) {
+            (None, Some(event)) => self.send(event),
+            (Some(1), _) => {
+                let sink = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(BATCH_DELAY).await;
+                    sink.flush();
+                });
+            }
+            (Some(n), _) if n >= BATCH_MAX => self.flush(),
+            _ => {}
+        }
+    }
+
+    /// Sends this thread's batch now.
+    fn flush(&self) {
+        let batch = BATCH.with_borrow_mut(|b| b.as_mut().map(std::mem::take));
+        for event in batch.into_iter().flatten() {
+            self.send(event);
+        }
+    }
+
+    fn send(&self, event: SessionEvent) {
         if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::metrics::EVENTS_DROPPED).increment(1);
@@ -89,6 +132,18 @@ impl EventSink {
         self.dropped.load(Ordering::Relaxed)
     }
 }
+
+thread_local! {
+    /// A responder thread's events on their way to the engine; `None` on
+    /// every other thread (their events are sent at once).
+    static BATCH: RefCell<Option<Vec<SessionEvent>>> = const { RefCell::new(None) };
+}
+
+/// How long an event may wait in its thread's batch.
+const BATCH_DELAY: Duration = Duration::from_millis(10);
+
+/// Events in a batch that make it leave at once.
+const BATCH_MAX: usize = 256;
 
 /// Everything a session needs, shared by all of them.
 #[derive(Clone, Debug)]
@@ -143,16 +198,82 @@ impl Drop for IpSlot {
     }
 }
 
-/// Binds a listener on each address.
-pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
-    let mut out = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        out.push(listener);
+/// Binds `threads` listening sockets on each address (one per responder
+/// thread; port 0 is resolved by the first, the others share its port).
+/// Nothing is registered with a runtime yet: [`Responder::listen`] does that
+/// on the threads that will accept.
+pub fn bind(addrs: &[SocketAddr], threads: usize) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let mut at = *addr;
+            (0..threads.max(1))
+                .map(|_| {
+                    let socket = listen_socket(at, threads > 1).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                    })?;
+                    at = socket.local_addr()?;
+                    Ok(socket)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn listen_socket(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As every server does: a restart can bind while old connections linger.
+    socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
     }
-    Ok(out)
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Connections the kernel queues per listening socket before accept (it
+/// caps this at `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// One responder thread: a single-threaded runtime that runs until `stop`,
+/// then sends what is left in its batch of events.
+struct Worker {
+    handle: Handle,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start(index: usize, events: EventSink) -> io::Result<Worker> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("nolist-smtp-{index}"))
+            .spawn(move || {
+                BATCH.set(Some(Vec::new()));
+                runtime.block_on(until.cancelled());
+                events.flush();
+            })?;
+        Ok(Worker {
+            handle,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Worker {
+    /// Stops the thread (its runtime drops whatever still runs on it).
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// What every new session uses; replaced as a whole on reload.
@@ -171,10 +292,11 @@ impl Shared {
     }
 }
 
-/// The running responder: one accept loop per listen address, all sharing
-/// the limits, the per-IP table and the settings. Addresses can be added
-/// and closed, and the settings replaced, while it runs (SIGHUP).
+/// The running responder: one accept loop per listen address and thread,
+/// all sharing the limits, the per-IP table and the settings. Addresses can
+/// be added and closed, and the settings replaced, while it runs (SIGHUP).
 pub struct Responder {
+    workers: Vec<Worker>,
     shared: watch::Sender<Shared>,
     per_ip: Arc<PerIp>,
     events: EventSink,
@@ -184,38 +306,73 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// A responder without listeners yet. Cancelling `shutdown` stops every
-    /// accept loop and tells open sessions `421`.
+    /// A responder with `threads` threads and no listeners yet. Cancelling
+    /// `shutdown` stops every accept loop and tells open sessions `421`.
     pub fn new(
         settings: Arc<Settings>,
         events: EventSink,
         shutdown: CancellationToken,
-    ) -> Responder {
-        Responder {
+        threads: usize,
+    ) -> io::Result<Responder> {
+        let workers = (0..threads.max(1))
+            .map(|i| Worker::start(i, events.clone()))
+            .collect::<io::Result<_>>()?;
+        Ok(Responder {
+            workers,
             shared: watch::Sender::new(Shared::new(settings)),
             per_ip: Arc::new(PerIp::default()),
             events,
             shutdown,
             tracker: TaskTracker::new(),
             loops: BTreeMap::new(),
-        }
+        })
     }
 
-    /// Starts accepting on `listener`, known as `key` (the configured
-    /// address, which differs from the bound one for port 0); returns the
-    /// bound address.
-    pub fn listen(&mut self, key: SocketAddr, listener: TcpListener) -> io::Result<SocketAddr> {
-        let addr = listener.local_addr()?;
+    /// The number of threads, and so of sockets [`Responder::listen`] takes
+    /// per address.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Starts accepting on `sockets` (from [`bind`], one per thread), known
+    /// as `key` (the configured address, which differs from the bound one
+    /// for port 0); returns the bound address.
+    pub fn listen(
+        &mut self,
+        key: SocketAddr,
+        sockets: Vec<std::net::TcpListener>,
+    ) -> io::Result<SocketAddr> {
+        if sockets.len() != self.workers.len() {
+            return Err(io::Error::other(format!(
+                "{} sockets for {} responder threads",
+                sockets.len(),
+                self.workers.len()
+            )));
+        }
+        let addr = sockets[0].local_addr()?;
+        // Registered with each thread's runtime first, so that an error
+        // leaves nothing half started.
+        let listeners = self
+            .workers
+            .iter()
+            .zip(sockets)
+            .map(|(worker, socket)| {
+                let _entered = worker.handle.enter();
+                TcpListener::from_std(socket)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         let stop = self.shutdown.child_token();
-        self.tracker.spawn(accept_loop(
-            listener,
-            self.shared.subscribe(),
-            self.events.clone(),
-            self.per_ip.clone(),
-            stop.clone(),
-            self.shutdown.clone(),
-            self.tracker.clone(),
-        ));
+        for (worker, listener) in self.workers.iter().zip(listeners) {
+            worker.handle.spawn(self.tracker.track_future(accept_loop(
+                listener,
+                self.shared.subscribe(),
+                self.events.clone(),
+                self.per_ip.clone(),
+                stop.clone(),
+                self.shutdown.clone(),
+                self.tracker.clone(),
+            )));
+        }
         if let Some(old) = self.loops.insert(key, stop) {
             old.cancel();
         }
@@ -247,11 +404,25 @@ impl Responder {
     }
 
     /// Waits, after `shutdown` was cancelled, for open sessions to finish,
-    /// at most `drain`.
-    pub async fn drain(self, drain: Duration) {
+    /// at most `drain`; then stops the threads.
+    pub async fn drain(mut self, drain: Duration) {
         self.shutdown.cancelled().await;
         self.tracker.close();
         let _ = tokio::time::timeout(drain, self.tracker.wait()).await;
+        let threads: Vec<_> = self
+            .workers
+            .iter_mut()
+            .filter_map(|w| {
+                w.stop.cancel();
+                w.thread.take()
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 

@@ -7,6 +7,7 @@
 //!                  [--sources IP,IP,...] [--threads 1] [--rate SESSIONS_PER_S]
 //! nolist-load hold --target ADDR --count N [--sources IP,...] [--in-flight 256]
 //!                  [--hold 10] [--threads 1]
+//! nolist-load sink --target ADDR [--threads 2]
 //! ```
 //!
 //! `rate` runs `--concurrency` clients, each repeating one decoy session
@@ -18,6 +19,14 @@
 //! `--hold` seconds. Both print one `key=value` line at the end, including
 //! the generator's own CPU time (`cpu_s`), because it shares the cores with
 //! the server under test.
+//!
+//! `sink` is the other end: the least an SMTP decoy can do. It listens on
+//! `--target`, sends a fixed banner, answers each line from its first four
+//! bytes alone (`RCPT` → 450, `QUIT` → 221 and close, anything else → 250),
+//! and closes first, as a real server does. No limits, no parsing, no
+//! logging, no events: what is left is the kernel's TCP work and the async
+//! runtime, the floor under any responder on this machine. It prints
+//! `listening=ADDR` and runs until killed.
 //!
 //! Clients bind to the `--sources` loopback addresses in turn, with
 //! `IP_BIND_ADDRESS_NO_PORT` so that the ephemeral port is picked at
@@ -37,7 +46,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout};
 
-const USAGE: &str = "usage: nolist-load rate|hold --target ADDR [--concurrency N] [--seconds S] \
+const USAGE: &str = "usage: nolist-load rate|hold|sink --target ADDR [--concurrency N] [--seconds S] \
 [--warmup S] [--count N] [--hold S] [--in-flight N] [--sources IP,...] [--threads N] [--rate N]";
 
 /// The command line, validated.
@@ -60,6 +69,7 @@ struct Args {
 enum Mode {
     Rate,
     Hold,
+    Sink,
 }
 
 fn parse() -> Result<Args, String> {
@@ -67,6 +77,7 @@ fn parse() -> Result<Args, String> {
     let mode = match it.next().as_deref() {
         Some("rate") => Mode::Rate,
         Some("hold") => Mode::Hold,
+        Some("sink") => Mode::Sink,
         _ => return Err(USAGE.into()),
     };
     let mut args = Args {
@@ -143,6 +154,7 @@ fn main() -> ExitCode {
     let line = match args.mode {
         Mode::Rate => runtime.block_on(rate(args.clone())),
         Mode::Hold => runtime.block_on(hold(args.clone())),
+        Mode::Sink => runtime.block_on(sink(args.target)),
     };
     println!("{line} cpu_s={:.2}", cpu_seconds());
     // `hold` exits with thousands of sockets open: the kernel closes them.
@@ -183,7 +195,11 @@ async fn rate(args: Arc<Args>) -> String {
             let pace = (args.rate > 0.0)
                 .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
             let mut next = Instant::now()
-                + Duration::from_secs_f64(if args.rate > 0.0 { i as f64 / args.rate } else { 0.0 });
+                + Duration::from_secs_f64(if args.rate > 0.0 {
+                    i as f64 / args.rate
+                } else {
+                    0.0
+                });
             while Instant::now() < end {
                 if let Some(pace) = pace {
                     tokio::time::sleep_until(next).await;
@@ -392,6 +408,52 @@ async fn hold(args: Arc<Args>) -> String {
     tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
     let _ = release_tx.send(true);
     line
+}
+
+async fn sink(addr: SocketAddr) -> String {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => return format!("error=bind:{e}"),
+    };
+    let bound = listener.local_addr().map_or(addr, |a| a);
+    println!("listening={bound}");
+    let _ = std::io::stdout().flush();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        tokio::spawn(sink_session(stream));
+    }
+}
+
+async fn sink_session(mut s: TcpStream) {
+    if s.write_all(b"220 sink ESMTP\r\n").await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 512];
+    let mut len = 0;
+    loop {
+        match s.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => len += n,
+        }
+        while let Some(nl) = buf[..len].iter().position(|&b| b == b'\n') {
+            let reply: &[u8] = match buf.get(..4) {
+                Some(b"RCPT") => b"450 4.7.1 try later\r\n",
+                Some(b"QUIT") => b"221 2.0.0 bye\r\n",
+                _ => b"250 ok\r\n",
+            };
+            if s.write_all(reply).await.is_err() || reply.starts_with(b"221") {
+                return;
+            }
+            buf.copy_within(nl + 1..len, 0);
+            len -= nl + 1;
+        }
+        if len == buf.len() {
+            return;
+        }
+    }
 }
 
 /// `connect:3,timeout:1`, or `-` when nothing failed.
