@@ -540,3 +540,6 @@ fn event(
         end,
     }
 }
+
+#[cfg(test)]
+mod tests;
