@@ -14,6 +14,7 @@ use crate::plan::Finding;
 
 mod bans;
 mod diff;
+mod log;
 mod plan;
 mod probe;
 mod replay;
@@ -108,49 +109,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr through a bounded, lossy queue drained by a thread of
-/// its own: a stalled stderr (a full pipe, a hung log collector) drops log
-/// lines instead of blocking the responder or the DNS workers. `NOLIST_LOG`
-/// (tracing's env-filter syntax) overrides the default filter. The thread
-/// writes through a buffer that it flushes whenever the queue is empty: one
-/// line alone is written at once, a burst (a flood of decoy sessions) in
-/// few writes. Keep the returned guard alive: dropping it flushes the queue.
-pub(crate) fn init_logging() -> Logging {
+/// Logs go to stderr through [`log::Log`]: a bounded, lossy buffer written
+/// in batches by a thread of its own, so a stalled stderr (a full pipe, a
+/// hung log collector) drops log lines instead of blocking the responder or
+/// the DNS workers. `NOLIST_LOG` (tracing's env-filter syntax) overrides the
+/// default filter. Keep the returned value alive: dropping it writes what is
+/// pending. Without the thread (it could not start) lines go straight to
+/// stderr.
+pub(crate) fn init_logging() -> Option<log::Log> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOLIST_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_resolver=warn",
         )
     });
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE)
-        .finish(io::BufWriter::with_capacity(64 * 1024, io::stderr()));
-    let dropped = writer.error_counter();
-    let _ = tracing_subscriber::fmt()
+    let ansi = io::IsTerminal::is_terminal(&io::stderr());
+    let log = log::Log::start(io::stderr()).ok();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .try_init();
-    Logging {
-        _guard: guard,
-        dropped,
-    }
-}
-
-/// Log lines queued for stderr at most; more are dropped and counted.
-const LOG_QUEUE: usize = 16_384;
-
-/// Keeps the log writer alive; knows how many lines were dropped.
-pub(crate) struct Logging {
-    _guard: tracing_appender::non_blocking::WorkerGuard,
-    dropped: tracing_appender::non_blocking::ErrorCounter,
-}
-
-impl Logging {
-    /// Log lines dropped because stderr did not keep up.
-    pub(crate) fn dropped(&self) -> usize {
-        self.dropped.dropped_lines()
-    }
+        .with_ansi(ansi);
+    let _ = match &log {
+        Some(log) => builder.with_writer(log.writer()).try_init(),
+        None => builder.with_writer(io::stderr).try_init(),
+    };
+    log
 }
 
 /// What a signal asks for.

@@ -169,7 +169,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         let dropped = daemon.stop().await;
         tracing::info!(
             dropped_events = dropped,
-            dropped_log_lines = logging.dropped(),
+            dropped_log_lines = logging.as_ref().map_or(0, super::log::Log::dropped),
             "stopped"
         );
         Ok(ExitCode::SUCCESS)
