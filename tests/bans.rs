@@ -106,3 +106,45 @@ fn invalid_targets_and_missing_config_are_usage_errors() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn reading_a_missing_store_is_an_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let c = cfg.to_str().unwrap();
+    let state = dir.path().join("state");
+    for args in [
+        &["bans", "-c", c, "list"][..],
+        &["bans", "-c", c, "remove", "203.0.113.9"],
+        &["status", "-c", c],
+    ] {
+        nolist()
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(format!(
+                "no nolist store at {}",
+                state.join("nolist.db").display()
+            )));
+    }
+    assert!(!state.exists(), "a read created the state directory");
+
+    // --state-dir points every command at another store, as `run --state-dir` does.
+    let other = dir.path().join("other");
+    let o = other.to_str().unwrap();
+    nolist()
+        .args(["bans", "-c", c, "--state-dir", o, "add", "203.0.113.9"])
+        .assert()
+        .success();
+    nolist()
+        .args(["bans", "-c", c, "list", "--state-dir", o])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("203.0.113.9/32"));
+    nolist()
+        .args(["status", "-c", c, "--state-dir", o])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("bans in force: 1 (1 manual)"));
+    assert!(other.join("nolist.db").exists() && !state.exists());
+}

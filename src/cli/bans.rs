@@ -18,6 +18,10 @@ pub(crate) struct BansArgs {
     /// The nolist config file (YAML): its `state_dir` holds the store.
     #[arg(short, long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+    /// Use the store in DIR instead of the config's `state_dir` (as
+    /// `run --state-dir`).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub action: BansAction,
 }
@@ -53,6 +57,9 @@ pub(crate) struct StatusArgs {
     /// The nolist config file (YAML).
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Use the store in DIR instead of the config's `state_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -66,14 +73,35 @@ pub(crate) enum Format {
     Json,
 }
 
-fn open(config: Option<&PathBuf>) -> Result<Store, Failure> {
+/// Whether a command may create the store: only `bans add` does (the
+/// daemon picks the ban up when it starts); reading a store that is not
+/// there is an error, not an empty answer and a new directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    Yes,
+    No,
+}
+
+fn open(
+    config: Option<&PathBuf>,
+    state_dir: Option<&PathBuf>,
+    create: Create,
+) -> Result<Store, Failure> {
     let Some(path) = config else {
         return Err(Failure::Usage(
             "-c FILE is required: the config's state_dir holds the store".into(),
         ));
     };
     let config = config::load(path)?;
-    Store::open(&config.state_dir).map_err(|e| Failure::Usage(e.to_string()))
+    let dir = state_dir.unwrap_or(&config.state_dir);
+    let file = Store::file(dir);
+    if create == Create::No && !file.exists() {
+        return Err(Failure::Usage(format!(
+            "no nolist store at {} (`nolist run` or `nolist bans add` creates it; is state_dir or --state-dir right?)",
+            file.display()
+        )));
+    }
+    Store::open(dir).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 #[derive(Serialize)]
@@ -92,7 +120,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
         |text: &str| store::parse_target(text).map_err(|e| Failure::Usage(format!("bans: {e}")));
     match &args.action {
         BansAction::List { format } => {
-            let store = open(args.config.as_ref())?;
+            let store = open(args.config.as_ref(), args.state_dir.as_ref(), Create::No)?;
             let bans = store
                 .bans(unix_now())
                 .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -149,7 +177,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
                     "bans: {target} would close the enforced ports to every address; nolist does not enforce it"
                 )));
             }
-            let mut store = open(args.config.as_ref())?;
+            let mut store = open(args.config.as_ref(), args.state_dir.as_ref(), Create::Yes)?;
             let now = unix_now();
             let until = now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
             store
@@ -168,7 +196,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
         }
         BansAction::Remove { target: text } => {
             let target = target(text)?;
-            let mut store = open(args.config.as_ref())?;
+            let mut store = open(args.config.as_ref(), args.state_dir.as_ref(), Create::No)?;
             let removed = store
                 .remove_ban(&target, unix_now(), "removed by hand")
                 .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -184,7 +212,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
 }
 
 pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
-    let store = open(Some(&args.config))?;
+    let store = open(Some(&args.config), args.state_dir.as_ref(), Create::No)?;
     let status = store
         .status(unix_now(), 10)
         .map_err(|e| Failure::Usage(e.to_string()))?;

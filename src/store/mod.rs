@@ -180,6 +180,11 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 impl Store {
+    /// The database file of the store in `state_dir`.
+    pub fn file(state_dir: &Path) -> PathBuf {
+        state_dir.join(DB_FILE)
+    }
+
     /// Opens (creating and migrating as needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
