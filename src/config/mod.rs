@@ -475,6 +475,9 @@ pub struct Enforce {
     pub command: Option<CommandSpec>,
     /// `backend: fail2ban`: the jail.
     pub fail2ban: Fail2banSpec,
+    /// Whether the config has a `fail2ban` table (the lint
+    /// `enforce-table-unused` tells when another backend ignores it).
+    pub fail2ban_given: bool,
 }
 
 impl Default for Enforce {
@@ -484,6 +487,7 @@ impl Default for Enforce {
             ports: vec![25],
             command: None,
             fail2ban: Fail2banSpec::default(),
+            fail2ban_given: false,
         }
     }
 }
@@ -500,7 +504,7 @@ impl<'de> Deserialize<'de> for Enforce {
             #[serde(default)]
             command: Option<CommandSpec>,
             #[serde(default)]
-            fail2ban: Fail2banSpec,
+            fail2ban: Option<Fail2banSpec>,
         }
         let raw = Raw::deserialize(d)?;
         if raw.backend == Backend::Command && raw.command.is_none() {
@@ -525,7 +529,8 @@ impl<'de> Deserialize<'de> for Enforce {
             backend: raw.backend,
             ports,
             command: raw.command,
-            fail2ban: raw.fail2ban,
+            fail2ban_given: raw.fail2ban.is_some(),
+            fail2ban: raw.fail2ban.unwrap_or_default(),
         })
     }
 }

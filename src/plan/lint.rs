@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
-use crate::config::{Config, Domain, Loc, Mode, MxHost, MxTarget, Name, Role};
+use crate::config::{Backend, Config, Domain, Loc, Mode, MxHost, MxTarget, Name, Role};
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -82,6 +82,8 @@ lints! {
         "a TTL below 300 s multiplies DNS load and makes every sender re-resolve";
     TTL_HIGH = "ttl-high", Warning,
         "a TTL above one week keeps a mistake in caches for that long";
+    ENFORCE_TABLE_UNUSED = "enforce-table-unused", Warning,
+        "a `bans.enforce` table for another backend than the one chosen is ignored: the bans are not enforced the way it says";
 }
 
 /// TTLs below this many seconds draw `ttl-low`.
@@ -143,6 +145,25 @@ pub fn lint(config: &Config) -> Vec<Finding> {
                 serde_json::to_string(&config.responder.mode).unwrap_or_default()
             ),
         );
+    }
+    let enforce = &config.bans.enforce;
+    for (table, given, backend) in [
+        ("command", enforce.command.is_some(), Backend::Command),
+        ("fail2ban", enforce.fail2ban_given, Backend::Fail2ban),
+    ] {
+        if given && enforce.backend != backend {
+            out.push(
+                ENFORCE_TABLE_UNUSED,
+                None,
+                None,
+                format!(
+                    "bans.enforce.{table} is set but bans.enforce.backend is {}: it is ignored (set `backend: {table}`, or remove the table)",
+                    serde_json::to_string(&enforce.backend)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                ),
+            );
+        }
     }
     for domain in &config.domains {
         lint_domain(domain, &mut out);

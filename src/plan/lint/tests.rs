@@ -177,6 +177,36 @@ fn responder_not_refuse() {
 }
 
 #[test]
+fn enforce_table_unused() {
+    let command = "command: { ban: [/bin/true, \"{ip}\"], unban: [/bin/true, \"{ip}\"] }";
+    let f = fires(
+        &format!("{CLEAN}bans:\n  enforce: {{ backend: nftables, {command} }}\n"),
+        ENFORCE_TABLE_UNUSED,
+    );
+    assert!(f.domain.is_none());
+    assert_eq!(
+        f.message,
+        "bans.enforce.command is set but bans.enforce.backend is nftables: it is ignored (set `backend: command`, or remove the table)"
+    );
+    let f = fires(
+        &format!("{CLEAN}bans:\n  enforce: {{ fail2ban: {{ jail: nolist }} }}\n"),
+        ENFORCE_TABLE_UNUSED,
+    );
+    assert!(
+        f.message.starts_with("bans.enforce.fail2ban is set"),
+        "{}",
+        f.message
+    );
+    for fine in [
+        format!("bans:\n  enforce: {{ backend: command, {command} }}\n"),
+        "bans:\n  enforce: { backend: fail2ban, fail2ban: { jail: nolist } }\n".to_owned(),
+        "bans:\n  enforce: { backend: iptables }\n".to_owned(),
+    ] {
+        assert!(ids(&format!("{CLEAN}{fine}")).is_empty(), "{fine}");
+    }
+}
+
+#[test]
 fn non_public_address() {
     for addr in [
         "192.0.2.10",
