@@ -133,12 +133,16 @@ fn authoritative_flags_nxdomain_nodata_and_refusals() {
 fn axfr_is_served_to_allowed_clients_only() {
     let Some(tool) = dig_tool() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let cfg = read_example("sandwich.yaml")
-        .replace("axfr_allow: []", "axfr_allow: [127.0.0.0/8]")
-        .replace(
-            "base_zone: base/",
-            &format!("base_zone: {}/examples/base/", util::root().display()),
-        );
+    let cfg = format!(
+        "state_dir: {}\n{}",
+        dir.path().join("state").display(),
+        read_example("sandwich.yaml")
+            .replace("axfr_allow: []", "axfr_allow: [127.0.0.0/8]")
+            .replace(
+                "base_zone: base/",
+                &format!("base_zone: {}/examples/base/", util::root().display()),
+            )
+    );
     let server = Server::start(&config_in(dir.path(), &cfg));
     let v4 = dig(&tool, server.addr("tcp", false), &["example.com", "AXFR"]);
     assert_eq!(v4.matches("\tIN\tSOA\t").count(), 2, "{v4}");
@@ -349,6 +353,85 @@ fn sighup_reloads_and_bumps_the_serial_and_a_bad_config_keeps_the_old_zones() {
         server.log_text()
     );
     assert_eq!(serial(&tool), 2026112802);
+}
+
+/// Secondaries ignore a serial that goes backwards, so with AXFR allowed
+/// the served serials survive a restart (kept in the state directory).
+#[test]
+fn with_axfr_the_served_serial_never_goes_back_across_restarts() {
+    let Some(tool) = dig_tool() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let original = format!(
+        "state_dir: {}\n{}",
+        state.display(),
+        read_example("sandwich.yaml")
+            .replace("axfr_allow: []", "axfr_allow: [127.0.0.0/8]")
+            .replace(
+                "base_zone: base/",
+                &format!("base_zone: {}/examples/base/", util::root().display()),
+            )
+    );
+    let cfg = config_in(dir.path(), &original);
+    let serial_of = |server: &Server| -> u32 {
+        short(
+            &tool,
+            server.addr("udp", false),
+            "example.com",
+            "SOA",
+            false,
+        )[0]
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+    };
+    let changed = original.replace("preference: 30", "preference: 40");
+    {
+        let server = Server::start(&cfg);
+        assert_eq!(serial_of(&server), 2026112801);
+        std::fs::write(&cfg, &changed).unwrap();
+        server.signal("HUP");
+        assert!(server.wait_for_log("serial=2026112802", Duration::from_secs(10)));
+    }
+    // Same config after a restart: the bumped serial, not the configured one.
+    let server = Server::start(&cfg);
+    assert_eq!(serial_of(&server), 2026112802, "{}", server.log_text());
+    drop(server);
+    // Changed while stopped: one more.
+    std::fs::write(&cfg, original.replace("preference: 30", "preference: 50")).unwrap();
+    let server = Server::start(&cfg);
+    assert_eq!(serial_of(&server), 2026112803, "{}", server.log_text());
+    drop(server);
+    // A configured serial ahead of the kept one wins.
+    std::fs::write(
+        &cfg,
+        original
+            .replace("preference: 30", "preference: 50")
+            .replace("serial: 2026112801", "serial: 2026120101"),
+    )
+    .unwrap();
+    let server = Server::start(&cfg);
+    assert_eq!(serial_of(&server), 2026120101, "{}", server.log_text());
+    let kept = std::fs::read_to_string(state.join("serials.json")).unwrap();
+    assert!(
+        kept.contains("\"example.com.\"") && kept.contains("2026120101"),
+        "{kept}"
+    );
+    drop(server);
+
+    // Without AXFR nothing is kept: the configured serial is served.
+    let plain = dir.path().join("plain");
+    let cfg = config_in(
+        dir.path(),
+        &original
+            .replace("axfr_allow: [127.0.0.0/8]", "axfr_allow: []")
+            .replace(&state.display().to_string(), &plain.display().to_string()),
+    );
+    let server = Server::start(&cfg);
+    assert_eq!(serial_of(&server), 2026112801);
+    assert!(!plain.exists());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `nolist serve`: authoritative DNS for the planned zones, reloaded on
 //! SIGHUP and drained on SIGTERM/SIGINT.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILED, Failure, findings_text};
 use crate::config::{self, Config};
-use crate::dns::{Authority, Listeners, Snapshot, TcpLimits, ZoneData};
+use crate::dns::{Authority, Listeners, Snapshot, TcpLimits, ZoneData, serials};
 use crate::plan::Plan;
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +23,10 @@ pub(crate) struct ServeArgs {
     /// Listen on this address, UDP and TCP (repeatable); default: dns.serve.listen.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
+    /// Keep the served serials (with `dns.serve.axfr_allow`) in DIR instead
+    /// of the config's `state_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How long open TCP connections may take to finish at shutdown.
@@ -48,8 +53,15 @@ impl std::fmt::Display for LoadError {
 
 /// Loads the config and builds the zones to serve; `previous` carries SOA
 /// serials across reloads.
-fn load(path: &Path, previous: Option<&Snapshot>) -> Result<(Config, Snapshot), LoadError> {
-    let config = config::load(path).map_err(LoadError::Config)?;
+fn load(
+    path: &Path,
+    state_dir: Option<&Path>,
+    previous: Option<&Snapshot>,
+) -> Result<(Config, Snapshot), LoadError> {
+    let mut config = config::load(path).map_err(LoadError::Config)?;
+    if let Some(dir) = state_dir {
+        config.state_dir = dir.to_owned();
+    }
     let plan = Plan::build(&config);
     if plan.has_errors() {
         return Err(LoadError::Lint(findings_text(path, &plan.findings)));
@@ -58,24 +70,50 @@ fn load(path: &Path, previous: Option<&Snapshot>) -> Result<(Config, Snapshot), 
     Ok((config, snapshot))
 }
 
-/// The zones of `plan` (with their base zones) ready to serve.
+/// The zones of `plan` (with their base zones) ready to serve, each with
+/// its serial following what was served before: by this process
+/// (`previous`), or, for zones secondaries copy (`dns.serve.axfr_allow` set),
+/// by an earlier run, as kept in `STATE_DIR/serials.json`, which is then
+/// updated. A state that cannot be read or written is a warning: the zones
+/// are served, with serials that may not survive a restart.
 pub(crate) fn snapshot(
     config: &Config,
     plan: &Plan,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, String> {
-    let mut zones = Vec::with_capacity(plan.zones.len());
-    for (zone, domain) in plan.zones.iter().zip(&config.domains) {
-        let data = ZoneData::build(zone, domain.base_zone.as_deref()).map_err(|e| e.to_string())?;
-        let before = previous.and_then(|p| p.zones().iter().find(|z| z.origin == data.origin));
-        zones.push(data.succeed(before));
-    }
     let axfr_allow = config
         .dns
         .serve
         .as_ref()
         .map(|s| s.axfr_allow.clone())
         .unwrap_or_default();
+    let kept_at = (!axfr_allow.is_empty()).then(|| serials::file(&config.state_dir));
+    let kept = kept_at.as_deref().map_or_else(BTreeMap::new, |path| {
+        serials::load(path).unwrap_or_else(|e| {
+            tracing::warn!("served serials: {e}; starting from the configured ones");
+            BTreeMap::new()
+        })
+    });
+    let mut zones = Vec::with_capacity(plan.zones.len());
+    for (zone, domain) in plan.zones.iter().zip(&config.domains) {
+        let data = ZoneData::build(zone, domain.base_zone.as_deref()).map_err(|e| e.to_string())?;
+        let before = previous
+            .and_then(|p| p.zones().iter().find(|z| z.origin == data.origin))
+            .map(ZoneData::served)
+            .or_else(|| kept.get(&data.origin.to_string()).copied());
+        zones.push(data.succeed(before));
+    }
+    if let Some(path) = kept_at {
+        let served = zones
+            .iter()
+            .map(|z| (z.origin.to_string(), z.served()))
+            .collect();
+        if let Err(e) = serials::save(&path, served) {
+            tracing::warn!(
+                "served serials: {e}; a restart may serve lower serials, which secondaries ignore"
+            );
+        }
+    }
     Snapshot::new(zones, axfr_allow)
 }
 
@@ -95,7 +133,7 @@ pub(crate) fn tcp_limits(config: &Config) -> TcpLimits {
 
 pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
     let _logging = super::init_logging();
-    let (config, snapshot) = match load(&args.config, None) {
+    let (config, snapshot) = match load(&args.config, args.state_dir.as_deref(), None) {
         Ok(loaded) => loaded,
         Err(LoadError::Config(e)) => return Err(e.into()),
         Err(e @ LoadError::Lint(_)) => {
@@ -135,7 +173,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
         let shutdown = CancellationToken::new();
         let server =
             tokio::spawn(listeners.serve(authority.clone(), limits, shutdown.clone(), DRAIN));
-        reload_until_stopped(&args.config, &authority, &mut signals).await;
+        reload_until_stopped(args, &authority, &mut signals).await;
         tracing::info!("shutting down");
         shutdown.cancel();
         let _ = server.await;
@@ -145,10 +183,14 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
 }
 
 /// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
-async fn reload_until_stopped(path: &Path, authority: &Authority, signals: &mut super::Signals) {
+async fn reload_until_stopped(
+    args: &ServeArgs,
+    authority: &Authority,
+    signals: &mut super::Signals,
+) {
     while signals.next().await == super::Signal::Reload {
         let current = authority.current();
-        match load(path, Some(&current)) {
+        match load(&args.config, args.state_dir.as_deref(), Some(&current)) {
             Ok((_, snapshot)) => {
                 for zone in snapshot.zones() {
                     tracing::info!(zone = %zone.origin, serial = zone.serial, "reloaded zone");

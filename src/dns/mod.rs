@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod records;
+pub mod serials;
 pub mod server;
 pub mod zone;
 

@@ -121,14 +121,27 @@ impl ZoneData {
         lines
     }
 
-    /// The serial to serve after a reload that produced `self`, given what
-    /// was served before: unchanged content keeps its serial; changed content
-    /// gets the configured serial or one more than before, whichever is later
+    /// What was served: the serial and a digest of everything else.
+    pub fn served(&self) -> Served {
+        Served {
+            serial: self.serial,
+            digest: digest(&self.fingerprint),
+        }
+    }
+
+    /// The serial to serve now that the config produced `self`, given what
+    /// was served before (by this process, or by an earlier one as kept in
+    /// the state): unchanged content keeps its serial; changed content gets
+    /// the configured serial or one more than before, whichever is later
     /// (RFC 1982 arithmetic).
-    pub fn succeed(mut self, previous: Option<&ZoneData>) -> ZoneData {
+    pub fn succeed(mut self, previous: Option<Served>) -> ZoneData {
         let Some(prev) = previous else { return self };
-        let serial = if prev.fingerprint == self.fingerprint {
-            prev.serial
+        let serial = if prev.digest == digest(&self.fingerprint) {
+            if serial_gt(self.serial, prev.serial) {
+                self.serial
+            } else {
+                prev.serial
+            }
         } else {
             let next = prev.serial.wrapping_add(1).max(1);
             if serial_gt(self.serial, prev.serial) {
@@ -166,6 +179,26 @@ impl ZoneData {
     pub fn names(&self) -> BTreeSet<&DnsName> {
         self.records.iter().map(|r| &r.name).collect()
     }
+}
+
+/// A zone as served: its serial, and a digest of its content apart from the
+/// serial (FNV-1a over the sorted record lines; stable across versions, so
+/// it can be kept in the state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Served {
+    /// The SOA serial.
+    pub serial: u32,
+    /// The content digest.
+    pub digest: u64,
+}
+
+fn digest(lines: &[String]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in lines.iter().flat_map(|l| l.bytes().chain([b'\n'])) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 /// `a` is later than `b` in serial-number arithmetic (RFC 1982).

@@ -96,14 +96,14 @@ fn serial_is_kept_when_nothing_changed_and_bumped_when_it_did() {
     let first = ZoneData::build(&zone(CONFIG), None).unwrap();
     let same = ZoneData::build(&zone(CONFIG), None)
         .unwrap()
-        .succeed(Some(&first));
+        .succeed(Some(first.served()));
     assert_eq!(same.serial, 100);
     let changed = ZoneData::build(
         &zone(&CONFIG.replace("preference: 20", "preference: 30")),
         None,
     )
     .unwrap()
-    .succeed(Some(&same));
+    .succeed(Some(same.served()));
     assert_eq!(changed.serial, 101);
     // A configured serial ahead of the served one wins.
     let ahead = ZoneData::build(
@@ -115,7 +115,7 @@ fn serial_is_kept_when_nothing_changed_and_bumped_when_it_did() {
         None,
     )
     .unwrap()
-    .succeed(Some(&changed));
+    .succeed(Some(changed.served()));
     assert_eq!(ahead.serial, 2026112801);
     // The SOA record carries the served serial.
     let soa = ahead
@@ -127,6 +127,35 @@ fn serial_is_kept_when_nothing_changed_and_bumped_when_it_did() {
         panic!()
     };
     assert_eq!(data.serial, 2026112801);
+    // A configured serial raised with nothing else changed is served too.
+    let raised = ZoneData::build(&zone(&CONFIG.replace("serial: 100", "serial: 150")), None)
+        .unwrap()
+        .succeed(Some(first.served()));
+    assert_eq!(raised.serial, 150);
+}
+
+#[test]
+fn the_digest_ignores_the_serial_and_nothing_else() {
+    let a = ZoneData::build(&zone(CONFIG), None).unwrap().served();
+    let b = ZoneData::build(&zone(&CONFIG.replace("serial: 100", "serial: 7")), None)
+        .unwrap()
+        .served();
+    let c = ZoneData::build(
+        &zone(&CONFIG.replace("preference: 20", "preference: 21")),
+        None,
+    )
+    .unwrap()
+    .served();
+    assert_eq!(a.digest, b.digest);
+    assert_ne!(a.digest, c.digest);
+    // Deterministic: it is kept in the state and compared after a restart.
+    assert_eq!(
+        a.digest,
+        ZoneData::build(&zone(CONFIG), None)
+            .unwrap()
+            .served()
+            .digest
+    );
 }
 
 #[test]
