@@ -263,6 +263,9 @@ impl Dialogue {
             }
             b"RCPT" => {
                 self.stage = Stage::Rcpt;
+                if self.first_rcpt.is_none() {
+                    self.first_rcpt = Some(raw_path(line));
+                }
                 Reply::line(format!("450 {}", self.reply))
             }
             b"MAIL" => Reply::line("451 4.5.1 Error: bad sender address syntax, try again"),
@@ -271,6 +274,19 @@ impl Dialogue {
             _ => Reply::line("501 5.5.4 Error: syntax error"),
         }
     }
+}
+
+/// The path of a `RCPT TO:` line the parser refused (an address literal
+/// such as `<user@[192.0.2.1]>`, stray spaces, a missing `<>`), as evidence:
+/// what follows the colon, inside the angle brackets when there are some.
+fn raw_path(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let arg = text.split_once(':').map_or("", |(_, rest)| rest).trim();
+    let path = match arg.strip_prefix('<') {
+        Some(inner) => inner.split('>').next().unwrap_or(""),
+        None => arg.split_whitespace().next().unwrap_or(""),
+    };
+    evidence(path.trim())
 }
 
 #[cfg(test)]

@@ -78,6 +78,30 @@ fn out_of_order_and_odd_commands_never_accept_or_bounce() {
 }
 
 #[test]
+fn a_recipient_the_parser_refuses_is_still_recorded() {
+    for (line, path) in [
+        ("RCPT TO:<user@[192.0.2.1]>\r\n", "user@[192.0.2.1]"),
+        ("RCPT TO: user@example.org junk\r\n", "user@example.org"),
+        (
+            "RCPT TO:<\u{1}x@example.org> NOTIFY=bogus\r\n",
+            "?x@example.org",
+        ),
+        ("RCPT\r\n", ""),
+    ] {
+        let mut d = rcpt450();
+        let reply = d.command(line.as_bytes());
+        assert_eq!(reply.code(), 450, "{line:?}");
+        assert_eq!(d.stage, Stage::Rcpt);
+        assert_eq!(d.first_rcpt.as_deref(), Some(path), "{line:?}");
+    }
+    // The first recipient stays the first.
+    let mut d = rcpt450();
+    expect(&mut d, "RCPT TO:<first@example.org>", 450);
+    expect(&mut d, "RCPT TO:<x@[192.0.2.1]>", 450);
+    assert_eq!(d.first_rcpt.as_deref(), Some("first@example.org"));
+}
+
+#[test]
 fn evidence_is_sanitised_and_bounded() {
     let mut d = rcpt450();
     let long = format!("EHLO {}\u{7}[1.2.3.4]\r\n", "x".repeat(1000));
