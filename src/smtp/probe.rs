@@ -388,13 +388,16 @@ pub fn transcript_text(report: &ProbeReport) -> String {
     let mut out = format!("=== Trying {}...\n", report.address);
     match report.outcome {
         Outcome::Refused => out.push_str("*** Connection refused (nothing listens: TCP reset)\n"),
-        Outcome::Timeout if report.transcript.is_empty() => {
+        Outcome::Timeout if report.step == Step::Connect => {
             out.push_str("*** Timed out connecting (dropped?)\n");
         }
         _ => {}
     }
-    if !report.transcript.is_empty() || report.banner.is_some() {
+    if report.step != Step::Connect {
         out.push_str(&format!("=== Connected to {}.\n", report.address));
+    }
+    if report.outcome == Outcome::Timeout && report.step == Step::Banner {
+        out.push_str("*** Timed out waiting for the banner\n");
     }
     for line in &report.transcript {
         let arrow = match line.dir {

@@ -155,6 +155,20 @@ async fn refused_and_timeout_over_real_sockets() {
     assert_eq!((r.outcome, r.step), (Outcome::Timeout, Step::Banner));
     let text = transcript_text(&r);
     assert!(text.contains("outcome timeout"), "{text}");
+    assert!(
+        text.contains("=== Connected to") && text.contains("*** Timed out waiting for the banner"),
+        "{text}"
+    );
+    assert!(!text.contains("Timed out connecting"), "{text}");
+    // A connect that never completes reads as such.
+    let mut dropped = ProbeReport::new(addr);
+    dropped.outcome = Outcome::Timeout;
+    let text = transcript_text(&dropped);
+    assert!(
+        text.contains("*** Timed out connecting (dropped?)"),
+        "{text}"
+    );
+    assert!(!text.contains("Connected"), "{text}");
 }
 
 #[tokio::test]
