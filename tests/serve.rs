@@ -556,6 +556,42 @@ fn tcp_connection_flood_is_bounded() {
     assert_eq!(&reply[..2], &9u16.to_be_bytes());
 }
 
+/// The TCP limit counts connections being served, whatever the listener:
+/// an idle listener holds no slot, so with two listeners and a limit of two,
+/// one listener can serve two connections at once.
+#[test]
+fn an_idle_listener_holds_no_tcp_slot() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = read_example("sandwich.yaml")
+        .replace("tcp_max_connections: 256", "tcp_max_connections: 2")
+        .replace("base_zone: base/example.com.zone", "");
+    let server = Server::start(&config_in(dir.path(), &cfg));
+    let tcp = server.addr("tcp", false);
+    let ask = |s: &mut std::net::TcpStream, id: u16| -> Option<u16> {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let q = query_packet(id, "example.com", 15);
+        let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed).ok()?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).ok()?;
+        let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut reply).ok()?;
+        Some(u16::from_be_bytes([reply[0], reply[1]]))
+    };
+    let mut first = std::net::TcpStream::connect(tcp).unwrap();
+    assert_eq!(ask(&mut first, 1), Some(1));
+    // `first` stays open (served, idle); the [::1] listener has no client.
+    let mut second = std::net::TcpStream::connect(tcp).unwrap();
+    assert_eq!(
+        ask(&mut second, 2),
+        Some(2),
+        "the second slot was held by an idle listener"
+    );
+    assert_eq!(ask(&mut first, 3), Some(3));
+}
+
 /// serve → verify end to end, over UDP and over TCP only.
 #[test]
 fn verify_passes_against_serve_over_udp_and_tcp() {

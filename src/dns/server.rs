@@ -458,11 +458,6 @@ async fn tcp_accept(
     tracker: TaskTracker,
 ) {
     loop {
-        // A full server stops accepting; new connections wait in the backlog.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            () = shutdown.cancelled() => return,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shutdown.cancelled() => return,
@@ -475,6 +470,15 @@ async fn tcp_accept(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // The slot is taken after the accept, so an idle listener holds
+        // none (with more listeners than slots, one that held a slot while
+        // waiting would starve the others). A full server stops accepting:
+        // this connection waits here for a slot, the next ones in the
+        // kernel's backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = shutdown.cancelled() => return,
         };
         let authority = authority.clone();
         let shutdown = shutdown.clone();
