@@ -442,11 +442,16 @@ pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
         .filter(|b| b.source == Source::Engine)
     {
         if let Some(ip) = host_of(&ban.target) {
-            engine.restore_ban(ip, ban.until, ban.hits, ban.offence, ban.since);
+            engine.restore_ban(ip, ban.until, ban.hits, ban.offence);
         }
     }
     for (net, at) in store.deliveries(now - engine.policy().remember)? {
         engine.restore_delivery(net, at);
+    }
+    for (target, offence, until) in store.offences(now - engine.policy().remember)? {
+        if let Some(ip) = host_of(&target) {
+            engine.restore_offence(ip, offence, until);
+        }
     }
     Ok((store, engine))
 }
@@ -576,13 +581,14 @@ fn spawn_writer(
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            // Retention: expired bans and deliveries past `remember` go.
+            // Retention: expired bans, and deliveries and offence counts past `remember`, go.
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE) {
                 last_prune = Some(std::time::Instant::now());
                 let now = unix_now();
                 if let Err(e) = store.expire(now).and_then(|_| {
                     let remember = remember.load(std::sync::atomic::Ordering::Relaxed);
-                    store.prune_deliveries(now - remember)
+                    store.prune_deliveries(now - remember)?;
+                    store.prune_offences(now - remember)
                 }) {
                     tracing::warn!(error = %e, "pruning the store failed");
                 }
@@ -733,3 +739,6 @@ pub async fn run_engine(
     drop(writer);
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
 }
+
+#[cfg(test)]
+mod tests;

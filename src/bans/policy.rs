@@ -198,6 +198,9 @@ pub struct Engine {
     bans: HashMap<IpAddr, Ban>,
     banned_nets: HashMap<IpNet, Vec<IpAddr>>,
     allowed: Vec<IpNet>,
+    /// Bans so far and when the latest one ends (or ended): the count is
+    /// remembered for `remember` after that, so an escalated ban longer
+    /// than `remember` still escalates the next one.
     offences: HashMap<IpAddr, (u32, i64)>,
     due: BinaryHeap<Reverse<(i64, Due, IpAddr)>>,
     now: i64,
@@ -241,15 +244,25 @@ impl Engine {
 
     /// Restores a ban from the store (at start-up): the engine then knows
     /// to lift it on a delivery and to expire it on time.
-    pub fn restore_ban(&mut self, ip: IpAddr, until: i64, hits: u32, offence: u32, at: i64) {
+    pub fn restore_ban(&mut self, ip: IpAddr, until: i64, hits: u32, offence: u32) {
         let ip = canonical(ip);
         self.bans.insert(ip, Ban { until, hits });
         self.banned_nets
             .entry(self.policy.network(ip))
             .or_default()
             .push(ip);
-        self.offences.insert(ip, (offence, at));
+        self.restore_offence(ip, offence, until);
         self.due.push(Reverse((until, Due::Expire, ip)));
+    }
+
+    /// Restores an offence count from the store (at start-up) for a client
+    /// whose latest ban ends or ended at `until`; a larger count already
+    /// known wins.
+    pub fn restore_offence(&mut self, ip: IpAddr, offence: u32, until: i64) {
+        let known = self.offences.entry(canonical(ip)).or_insert((0, until));
+        if offence >= known.0 {
+            *known = (offence, known.1.max(until));
+        }
     }
 
     /// Replaces the policy (a reloaded config) at `now`. Engine bans of
@@ -453,8 +466,8 @@ impl Engine {
         }
         let hits = client.total;
         let offence = self.offences.get(&ip).map_or(0, |o| o.0) + 1;
-        self.offences.insert(ip, (offence, at));
         let until = at.saturating_add(self.policy.ban_length(offence));
+        self.offences.insert(ip, (offence, until));
         self.bans.insert(ip, Ban { until, hits });
         self.banned_nets.entry(net).or_default().push(ip);
         self.clients.remove(&ip);

@@ -177,6 +177,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (backend, target)
     );
 ",
+    "
+    -- Each client's engine ban count and when its latest ban ends, kept for
+    -- bans.remember after that (escalation survives the ban's expiry and a
+    -- restart).
+    CREATE TABLE offences (
+        target  TEXT PRIMARY KEY,
+        offence INTEGER NOT NULL,
+        until   INTEGER NOT NULL
+    );
+    INSERT INTO offences (target, offence, until)
+        SELECT target, offence, until FROM bans WHERE source = 'engine';
+",
 ];
 
 impl Store {
@@ -359,6 +371,42 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Offence counts of clients whose latest engine ban ends at or after
+    /// `since`: target, count, end of that ban.
+    pub fn offences(&self, since: i64) -> Result<Vec<(IpNet, u32, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT target, offence, until FROM offences WHERE until >= ?1 ORDER BY target",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (target, offence, until) = row.map_err(|e| self.err(e))?;
+            // A row this version did not write is skipped, not fatal.
+            if let Ok(net) = target.parse::<IpNet>() {
+                out.push((net, offence, until));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets offence counts whose latest ban ended before `before`.
+    pub fn prune_offences(&mut self, before: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM offences WHERE until < ?1", params![before])
+            .map_err(|e| self.err(e))
+    }
+
     /// Forgets deliveries older than `before` (they no longer clear anyone).
     pub fn prune_deliveries(&mut self, before: i64) -> Result<usize, StoreError> {
         self.conn
@@ -528,6 +576,12 @@ fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> ru
                     source: Source::Engine,
                 };
                 upsert_ban(tx, &ban)?;
+                tx.execute(
+                    "INSERT INTO offences (target, offence, until) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(target) DO UPDATE SET offence = max(offence, excluded.offence),
+                         until = max(until, excluded.until)",
+                    params![target.to_string(), ban.offence, ban.until],
+                )?;
                 history(tx, d.at, "ban", &target.to_string(), d.until, &d.reason)?;
             }
             Action::Unban => {

@@ -257,3 +257,62 @@ fn enforcement_reads_targets_notices_other_writers_and_remembers_what_it_applied
     reader.set_enforced("command", &[]).unwrap();
     assert!(reader.enforced("command").unwrap().is_empty());
 }
+
+#[test]
+fn offence_counts_outlive_the_ban_until_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut second = decision(Action::Ban, "203.0.113.9", T0 + 3 * 86_400);
+    second.offence = 2;
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    store.apply(&[second]).unwrap();
+    // A replayed older decision never lowers the count.
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    let until = T0 + 4 * 86_400;
+    let expect = vec![("203.0.113.9/32".parse().unwrap(), 2, until)];
+    assert_eq!(store.offences(T0).unwrap(), expect);
+    // The ban expires and is purged; the count stays.
+    assert_eq!(store.expire(until + 1).unwrap(), 1);
+    assert_eq!(store.offences(until).unwrap(), expect);
+    assert!(store.offences(until + 1).unwrap().is_empty());
+    assert_eq!(store.prune_offences(until).unwrap(), 0);
+    assert_eq!(store.prune_offences(until + 1).unwrap(), 1);
+    assert!(store.offences(0).unwrap().is_empty());
+}
+
+#[test]
+fn the_offences_migration_takes_the_counts_of_current_engine_bans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut ban = decision(Action::Ban, "203.0.113.9", T0);
+    ban.offence = 3;
+    store.apply(&[ban]).unwrap();
+    store
+        .add_ban(&BanRecord {
+            target: "198.51.100.0/24".parse().unwrap(),
+            since: T0,
+            until: T0 + 86_400,
+            reason: "manual".into(),
+            hits: 0,
+            offence: 1,
+            source: Source::Manual,
+        })
+        .unwrap();
+    // Back to the schema before the offences table.
+    let before = MIGRATIONS.len() as i64 - 1;
+    store.conn.execute_batch("DROP TABLE offences").unwrap();
+    store
+        .conn
+        .pragma_update(None, "user_version", before)
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.offences(0).unwrap(),
+        vec![("203.0.113.9/32".parse().unwrap(), 3, T0 + 86_400)]
+    );
+}

@@ -287,8 +287,8 @@ fn out_of_order_time_does_not_go_backwards() {
 fn restored_bans_expire_and_lift_and_restored_deliveries_clear() {
     let mut engine = Engine::new(policy());
     let mut out = Vec::new();
-    engine.restore_ban(ip("203.0.113.9"), T0 + HOUR, 5, 1, T0);
-    engine.restore_ban(ip("203.0.113.10"), T0 + DAY, 5, 1, T0);
+    engine.restore_ban(ip("203.0.113.9"), T0 + HOUR, 5, 1);
+    engine.restore_ban(ip("203.0.113.10"), T0 + DAY, 5, 1);
     engine.restore_delivery("198.51.100.0/24".parse().unwrap(), T0);
     engine.delivery(ip("203.0.113.77"), T0 + 60, &mut out);
     assert_eq!(out.len(), 2, "both bans in 203.0.113.0/24 lifted: {out:?}");
@@ -416,4 +416,57 @@ fn deliveries_restored_at_another_network_size_still_clear_their_network() {
     }
     engine.advance(T0 + HOUR, &mut out);
     assert!(bans(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn an_escalated_ban_longer_than_remember_still_escalates_the_next() {
+    // remember (1 day) is shorter than the ban (3 days): the count is kept
+    // for `remember` after the ban ends, not after it starts.
+    let mut engine = Engine::new(Policy {
+        bantime: 3 * DAY,
+        max_bantime: 30 * DAY,
+        remember: DAY,
+        ..policy()
+    });
+    let mut out = Vec::new();
+    let bot = ip("203.0.113.9");
+    for k in 0..3 {
+        engine.hit(bot, T0 + k, &mut out);
+    }
+    engine.advance(T0 + HOUR, &mut out);
+    assert_eq!((out[0].action, out[0].offence), (Action::Ban, 1));
+    let ends = out[0].until.unwrap();
+    assert_eq!(ends, T0 + 600 + 3 * DAY);
+    engine.advance(ends + HOUR, &mut out);
+    assert_eq!(out[1].action, Action::Unban);
+    let back = ends + 12 * HOUR;
+    for k in 0..3 {
+        engine.hit(bot, back + k, &mut out);
+    }
+    engine.advance(back + HOUR, &mut out);
+    assert_eq!((out[2].action, out[2].offence), (Action::Ban, 2), "{out:?}");
+    assert_eq!(out[2].until.unwrap() - out[2].at, 6 * DAY);
+    // `remember` after that ban's end, the count is gone.
+    let later = out[2].until.unwrap() + DAY + HOUR;
+    engine.advance(later, &mut out);
+    for k in 0..3 {
+        engine.hit(bot, later + k, &mut out);
+    }
+    engine.advance(later + HOUR, &mut out);
+    assert_eq!(out.last().unwrap().offence, 1, "{out:?}");
+}
+
+#[test]
+fn restored_offences_keep_the_larger_count() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    let bot = ip("203.0.113.9");
+    engine.restore_offence(bot, 3, T0 - HOUR);
+    engine.restore_offence(bot, 2, T0 - 2 * HOUR);
+    for k in 0..3 {
+        engine.hit(bot, T0 + k, &mut out);
+    }
+    engine.advance(T0 + HOUR, &mut out);
+    assert_eq!(out[0].offence, 4);
+    assert_eq!(out[0].until.unwrap() - out[0].at, 7 * DAY, "capped at max");
 }
