@@ -519,12 +519,15 @@ impl Engine {
         self.pruned = now;
     }
 
-    /// Clients that met `maxretry` but whose grace has not run out yet.
+    /// Clients that met `maxretry` within `findtime` but whose grace has
+    /// not run out yet: the bans to come unless a delivery clears them.
     pub fn pending(&self) -> usize {
         let max = self.policy.maxretry as usize;
         self.clients
             .values()
-            .filter(|c| c.recent.len() >= max)
+            .filter(|c| {
+                c.recent.len() >= max && c.recent[max - 1] - c.recent[0] <= self.policy.findtime
+            })
             .count()
     }
 

@@ -470,3 +470,25 @@ fn restored_offences_keep_the_larger_count() {
     assert_eq!(out[0].offence, 4);
     assert_eq!(out[0].until.unwrap() - out[0].at, 7 * DAY, "capped at max");
 }
+
+#[test]
+fn pending_counts_only_the_bans_to_come() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    // maxretry hits spread wider than findtime: never a ban, not pending.
+    for k in 0..3 {
+        engine.hit(
+            ip("203.0.113.10"),
+            T0 - 2 * HOUR + k * (HOUR / 2 + 1),
+            &mut out,
+        );
+    }
+    // maxretry hits within findtime, grace not over: pending.
+    for k in 0..3 {
+        engine.hit(ip("203.0.113.9"), T0 + k, &mut out);
+    }
+    assert_eq!(engine.pending(), 1);
+    engine.advance(T0 + HOUR + 20 * MIN, &mut out);
+    assert_eq!(engine.pending(), 0);
+    assert_eq!(out.len(), 1, "{out:?}");
+}
