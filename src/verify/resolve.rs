@@ -287,6 +287,18 @@ fn server_config(address: SocketAddr, tcp_only: bool) -> NameServerConfig {
     config
 }
 
+/// The same servers (by address, each once), asked over TCP only.
+fn tcp_only(servers: &[NameServerConfig]) -> Vec<NameServerConfig> {
+    let mut seen = Vec::new();
+    for ns in servers {
+        let address = SocketAddr::new(ns.ip, ns.connections.first().map_or(53, |c| c.port));
+        if !seen.contains(&address) {
+            seen.push(address);
+        }
+    }
+    seen.into_iter().map(|a| server_config(a, true)).collect()
+}
+
 fn build(
     config: ResolverConfig,
     options: &Options,
@@ -315,7 +327,11 @@ fn main_resolver(
             return Err(VerifyError::SystemResolver("it lists no nameserver".into()));
         }
         let mut config = ResolverConfig::default();
-        config.name_servers = system.name_servers;
+        config.name_servers = if options.tcp {
+            tcp_only(&system.name_servers)
+        } else {
+            system.name_servers
+        };
         (config, true)
     } else {
         let mut config = ResolverConfig::default();
@@ -674,6 +690,44 @@ mod tests {
         assert_eq!(name_text(&name("MX01.Example.ORG.")), "mx01.example.org.");
         assert_eq!(name_text(&name("mx01.example.org")), "mx01.example.org.");
         assert_eq!(name_text(&DnsName::root()), ".");
+    }
+
+    /// `--tcp` with the system resolver: its servers, over TCP only.
+    #[test]
+    fn tcp_only_keeps_the_servers_and_drops_udp() {
+        let mut on_5353 = NameServerConfig::udp_and_tcp("192.0.2.53".parse().unwrap());
+        for c in &mut on_5353.connections {
+            c.port = 5353;
+        }
+        let servers = vec![
+            NameServerConfig::udp_and_tcp("127.0.0.53".parse().unwrap()),
+            NameServerConfig::udp_and_tcp("127.0.0.53".parse().unwrap()),
+            on_5353,
+        ];
+        let tcp = tcp_only(&servers);
+        let got: Vec<(IpAddr, Vec<(u16, bool)>)> = tcp
+            .iter()
+            .map(|ns| {
+                let conns = ns
+                    .connections
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.port,
+                            matches!(c.protocol, hickory_resolver::config::ProtocolConfig::Tcp),
+                        )
+                    })
+                    .collect();
+                (ns.ip, conns)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("127.0.0.53".parse().unwrap(), vec![(53, true)]),
+                ("192.0.2.53".parse().unwrap(), vec![(5353, true)]),
+            ]
+        );
     }
 
     /// Without `--nameserver`, the servers come from `/etc/resolv.conf`
