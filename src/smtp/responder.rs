@@ -86,8 +86,8 @@ impl EventSink {
     /// Offers an event; a full or closed channel counts it as dropped.
     ///
     /// On a responder thread the event joins that thread's batch, which
-    /// leaves [`BATCH_DELAY`] after its first event or when it holds
-    /// [`BATCH_MAX`]: under a flood the engine is woken a hundred times a
+    /// leaves 10 ms after its first event or when it holds 256 events
+    /// (`BATCH_DELAY`, `BATCH_MAX`): under a flood the engine is woken a hundred times a
     /// second, not once per session, and an idle responder arms no timer.
     pub fn offer(&self, event: SessionEvent) {
         metrics::counter!(crate::metrics::SESSIONS, "stage" => event.stage.as_str(), "end" => event.end.as_str())
