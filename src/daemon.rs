@@ -320,11 +320,12 @@ impl Enforcement {
                 self.last = Some(std::time::Instant::now());
                 self.added.increment(r.added as u64);
                 self.removed.increment(r.removed as u64);
-                if r.added + r.removed > 0 || r.rebuilt {
+                if r.added + r.removed + r.renewed > 0 || r.rebuilt {
                     tracing::info!(
                         backend = name,
                         added = r.added,
                         removed = r.removed,
+                        renewed = r.renewed,
                         rebuilt = r.rebuilt,
                         took_ms,
                         "firewall reconciled"

@@ -124,6 +124,38 @@ fn scenario(backend: &mut dyn Enforcer, oob: &OutOfBand<'_>, traffic: Option<Con
     assert!(fresh_read(backend).is_empty());
 }
 
+/// A backend that can tell how long the firewall holds each element renews
+/// an extended ban in place (one transaction), instead of letting the
+/// firewall drop it at the old timeout and adding it again.
+fn renews_extended_bans(backend: &mut dyn Enforcer) {
+    let host: IpNet = "198.18.0.9/32".parse().unwrap();
+    let net: IpNet = "198.18.5.0/24".parse().unwrap();
+    let short = [target("198.18.0.9/32", 600), target("198.18.5.0/24", 600)];
+    reconcile(backend, &short).unwrap();
+    let longer = [target("198.18.0.9/32", 7200), target("198.18.5.0/24", 5400)];
+    let report = reconcile(backend, &longer).unwrap();
+    assert_eq!(
+        (report.added, report.removed, report.renewed),
+        (0, 0, 2),
+        "{report:?}"
+    );
+    // What the firewall itself now says.
+    assert_eq!(
+        set(fresh_read(backend)),
+        strings(&["198.18.0.9/32", "198.18.5.0/24"])
+    );
+    let (h, n) = (
+        backend.remaining(&host).unwrap(),
+        backend.remaining(&net).unwrap(),
+    );
+    assert!(h > 7000 && h <= 7200, "host timeout {h}");
+    assert!(n > 5200 && n <= 5400, "network timeout {n}");
+    let again = reconcile(backend, &longer).unwrap();
+    assert_eq!(again.renewed, 0, "renewed once: {again:?}");
+    reconcile(backend, &[]).unwrap();
+    assert!(fresh_read(backend).is_empty());
+}
+
 /// Enters a private namespace with the test addresses on `lo` and a
 /// listener on the decoy address; `None` after a loud skip.
 fn netns_with_listener(tools: &[(&str, &str)]) -> Option<TcpListener> {
@@ -204,6 +236,8 @@ fn nftables_backend_reconciles_and_drops() {
     let report = reconcile(&mut backend, &desired()).unwrap();
     assert!(report.rebuilt, "{report:?}");
     assert_eq!(set(fresh_read(&mut backend)), strings(&DESIRED));
+
+    renews_extended_bans(&mut backend);
 
     // Bans expire in the kernel: a short one is gone after its timeout,
     // as the kernel itself says.
@@ -304,6 +338,7 @@ fn iptables_backend_reconciles_and_drops() {
     assert!(rules.contains("-A INPUT -j NOLIST"), "{rules}");
     assert_eq!(rules.matches("-A INPUT -j NOLIST").count(), 1, "{rules}");
     assert!(run_ok("ipset", &["list", "-n"]).contains("other"));
+    renews_extended_bans(&mut backend);
 
     // Bans expire in the kernel.
     reconcile(&mut backend, &[target("198.18.0.7/32", 1)]).unwrap();

@@ -9,7 +9,9 @@
 //! state is read back with `ipset save` and `iptables-save`. No other chain
 //! or set is touched, apart from the one jump rule in `INPUT`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -19,8 +21,8 @@ use super::{Change, EnforceError, Enforcer, Report, element, exec, parse_element
 pub const CHAIN: &str = "NOLIST";
 const SET4: &str = "nolist4";
 const SET6: &str = "nolist6";
-/// ipset's longest element timeout (seconds); longer bans are re-added
-/// when the kernel drops them.
+/// ipset's longest element timeout (seconds); longer bans are renewed
+/// when half of it is left (see `Change::renewing`).
 const MAX_TIMEOUT: u64 = 2_147_483;
 /// Room for large ban lists (ipset's default is 65,536).
 const MAX_ELEMENTS: u32 = 1 << 20;
@@ -34,6 +36,8 @@ pub struct Ipset {
     pub ipset: String,
     /// `iptables` and `ip6tables` prefixes: `PREFIX-save`, `PREFIX-restore`.
     pub iptables: [String; 2],
+    /// When each element the last read found expires.
+    held: HashMap<IpNet, Instant>,
 }
 
 impl Ipset {
@@ -43,6 +47,7 @@ impl Ipset {
             ports,
             ipset: "ipset".into(),
             iptables: ["iptables".into(), "ip6tables".into()],
+            held: HashMap::new(),
         }
     }
 
@@ -112,9 +117,12 @@ fn has_rule(saved: &str, rule: &str) -> bool {
     saved.lines().any(|l| l.trim() == rule)
 }
 
+/// A set member and its remaining timeout in seconds, when it has one.
+type Member = (IpNet, Option<u64>);
+
 /// The members of one set in `ipset save` output; `None` when the set is
 /// not in it.
-fn parse_save(saved: &str, set: &str) -> Result<Option<Vec<IpNet>>, String> {
+fn parse_save(saved: &str, set: &str) -> Result<Option<Vec<Member>>, String> {
     let mut found = false;
     let mut out = Vec::new();
     for line in saved.lines() {
@@ -122,7 +130,15 @@ fn parse_save(saved: &str, set: &str) -> Result<Option<Vec<IpNet>>, String> {
         match (words.next(), words.next(), words.next()) {
             (Some("create"), Some(name), _) if name == set => found = true,
             (Some("add"), Some(name), Some(member)) if name == set => {
-                out.push(parse_element(member)?)
+                let mut rest = words;
+                let timeout = loop {
+                    match rest.next() {
+                        Some("timeout") => break rest.next().and_then(|t| t.parse().ok()),
+                        Some(_) => {}
+                        None => break None,
+                    }
+                };
+                out.push((parse_element(member)?, timeout));
             }
             _ => {}
         }
@@ -169,10 +185,19 @@ impl Enforcer for Ipset {
         };
         let saved = exec::run(&self.ipset, &["save"], None, exec::TIMEOUT)?;
         let saved = String::from_utf8_lossy(&saved);
+        let now = Instant::now();
         let mut out = Vec::new();
+        self.held.clear();
         for set in [SET4, SET6] {
             match parse_save(&saved, set).map_err(output)? {
-                Some(members) => out.extend(members),
+                Some(members) => {
+                    for (net, timeout) in members {
+                        if let Some(secs) = timeout {
+                            self.held.insert(net, now + Duration::from_secs(secs));
+                        }
+                        out.push(net);
+                    }
+                }
                 None => return Ok(None),
             }
         }
@@ -189,6 +214,15 @@ impl Enforcer for Ipset {
             }
         }
         Ok(Some(out))
+    }
+
+    fn remaining(&self, net: &IpNet) -> Option<u64> {
+        let expires = self.held.get(net)?;
+        Some(expires.saturating_duration_since(Instant::now()).as_secs())
+    }
+
+    fn max_timeout(&self) -> u64 {
+        MAX_TIMEOUT
     }
 
     fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
@@ -241,8 +275,15 @@ mod tests {
                      create other hash:ip family inet\n\
                      add other 192.0.2.1\n";
         let got = parse_save(saved, SET4).unwrap().unwrap();
-        let got: Vec<String> = got.iter().map(ToString::to_string).collect();
-        assert_eq!(got, ["198.18.6.0/24", "198.18.0.9/32"]);
+        let got: Vec<(String, Option<u64>)> =
+            got.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        assert_eq!(
+            got,
+            [
+                ("198.18.6.0/24".to_owned(), Some(2_147_483)),
+                ("198.18.0.9/32".to_owned(), Some(100))
+            ]
+        );
         assert_eq!(parse_save(saved, SET6).unwrap(), None);
         assert!(parse_save("create nolist4 x\nadd nolist4 bogus\n", SET4).is_err());
     }

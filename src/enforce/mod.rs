@@ -37,18 +37,33 @@ pub struct Report {
     pub removed: usize,
     /// True when nolist's part of the firewall had to be (re)created.
     pub rebuilt: bool,
+    /// Elements replaced with a longer timeout (a ban was extended); not
+    /// counted in `added` or `removed`.
+    pub renewed: usize,
 }
 
 impl Report {
     /// What applying all of `change` does.
     pub fn of(change: &Change) -> Report {
+        let removed: HashSet<&IpNet> = change.remove.iter().collect();
+        let renewed = change
+            .add
+            .iter()
+            .filter(|(n, _)| removed.contains(n))
+            .count();
         Report {
-            added: change.add.len(),
-            removed: change.remove.len(),
+            added: change.add.len() - renewed,
+            removed: change.remove.len() - renewed,
             rebuilt: change.rebuild,
+            renewed,
         }
     }
 }
+
+/// A ban whose end moved later by more than this is renewed in the firewall
+/// (its element replaced with the longer timeout) instead of waiting for the
+/// firewall to drop it and adding it again.
+pub const RENEW_SLACK: u64 = 60;
 
 /// The longest timeout given to a firewall (10 years): a longer ban is put
 /// back when the firewall drops it. Kernels refuse timeouts of centuries.
@@ -110,7 +125,14 @@ impl Change {
     /// `desired` (pure). Desired targets are folded first: duplicates keep
     /// the longest timeout, and a target inside a wider one is left to it.
     pub fn between(desired: &[Target], actual: Option<&[IpNet]>) -> Change {
-        let want = fold(desired);
+        Change::between_folded(fold(desired), actual, &|_, _| None)
+    }
+
+    fn between_folded(
+        want: Vec<(IpNet, u64)>,
+        actual: Option<&[IpNet]>,
+        renew: &dyn Fn(IpNet, u64) -> Option<u64>,
+    ) -> Change {
         let have: HashSet<IpNet> = actual
             .unwrap_or_default()
             .iter()
@@ -122,15 +144,43 @@ impl Change {
             .filter(|n| !wanted.contains(n))
             .copied()
             .collect();
+        let mut add = Vec::new();
+        for (net, secs) in want {
+            if !have.contains(&net) {
+                add.push((net, secs));
+            } else if let Some(secs) = renew(net, secs) {
+                remove.push(net);
+                add.push((net, secs));
+            }
+        }
         remove.sort_unstable();
         Change {
             rebuild: actual.is_none(),
             remove,
-            add: want
-                .into_iter()
-                .filter(|(n, _)| !have.contains(n))
-                .collect(),
+            add,
         }
+    }
+
+    /// Like [`Change::between`], and renews what the firewall holds with a
+    /// timeout that ends more than [`RENEW_SLACK`] before its ban (the ban
+    /// was extended): the element is in both `remove` and `add`, so the one
+    /// transaction that applies the change replaces it and the firewall
+    /// never lets the client through in between. `remaining` says how long
+    /// the firewall still holds a target (`None`: it cannot tell); `cap` is
+    /// its longest timeout. A ban longer than `cap` is renewed once the
+    /// firewall's timeout falls below half of it (pure).
+    pub fn renewing(
+        desired: &[Target],
+        actual: Option<&[IpNet]>,
+        remaining: &dyn Fn(&IpNet) -> Option<u64>,
+        cap: u64,
+    ) -> Change {
+        Change::between_folded(fold(desired), actual, &|net, secs| {
+            let left = remaining(&net)?;
+            let secs = secs.min(cap);
+            let renew = left.saturating_add(RENEW_SLACK) < secs && (secs < cap || left < cap / 2);
+            renew.then_some(secs)
+        })
     }
 
     /// True when nothing needs doing.
@@ -187,6 +237,17 @@ pub trait Enforcer: Send {
     /// Drops whatever the backend believes about the firewall, so that the
     /// next `read` asks the firewall itself.
     fn forget(&mut self) {}
+
+    /// For a target the last `read` found: the seconds until the firewall
+    /// drops it, when the backend can tell (then extended bans are renewed).
+    fn remaining(&self, _net: &IpNet) -> Option<u64> {
+        None
+    }
+
+    /// The longest element timeout the firewall takes.
+    fn max_timeout(&self) -> u64 {
+        MAX_TIMEOUT
+    }
 
     /// For a backend that cannot read the firewall back: the targets it
     /// applied, which the daemon keeps in the store across restarts.
@@ -249,7 +310,12 @@ impl SynCounts {
 /// Makes `backend` hold exactly `desired`: read, compute the change, apply.
 pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Report, EnforceError> {
     let actual = backend.read()?;
-    let change = Change::between(desired, actual.as_deref());
+    let change = Change::renewing(
+        desired,
+        actual.as_deref(),
+        &|net| backend.remaining(net),
+        backend.max_timeout(),
+    );
     if change.is_empty() {
         return Ok(Report::default());
     }
@@ -336,6 +402,70 @@ mod tests {
         assert_eq!(c.add, vec![("2001:db8::bad/128".parse().unwrap(), 3600)]);
         assert!(!c.rebuild);
         assert!(Change::between(&[t("203.0.113.9/32", 60)], Some(&actual[..1])).is_empty());
+    }
+
+    #[test]
+    fn extended_bans_are_renewed_in_place_and_others_left_alone() {
+        let held = nets(&[
+            "203.0.113.9/32",
+            "203.0.113.10/32",
+            "198.51.100.0/24",
+            "2001:db8::bad/128",
+        ]);
+        let left = |n: &IpNet| match n.to_string().as_str() {
+            "203.0.113.9/32" => Some(600),
+            "203.0.113.10/32" => Some(600),
+            "198.51.100.0/24" => Some(100),
+            _ => None,
+        };
+        let desired = [
+            // Extended by an hour: renewed.
+            t("203.0.113.9/32", 4200),
+            // Within the slack (clock rounding): left alone.
+            t("203.0.113.10/32", 600 + RENEW_SLACK),
+            // A network extended: renewed too.
+            t("198.51.100.0/24", 7200),
+            // The backend cannot tell: left alone.
+            t("2001:db8::bad/128", 99_999),
+            // Not held: added, not renewed.
+            t("192.0.2.77/32", 60),
+        ];
+        let c = Change::renewing(&desired, Some(&held), &left, MAX_TIMEOUT);
+        assert_eq!(c.remove, nets(&["198.51.100.0/24", "203.0.113.9/32"]));
+        let mut add = c.add.clone();
+        add.sort_unstable();
+        assert_eq!(
+            add,
+            vec![
+                ("192.0.2.77/32".parse().unwrap(), 60),
+                ("198.51.100.0/24".parse().unwrap(), 7200),
+                ("203.0.113.9/32".parse().unwrap(), 4200),
+            ]
+        );
+        let r = Report::of(&c);
+        assert_eq!((r.added, r.removed, r.renewed), (1, 0, 2));
+        // A firewall being rebuilt has nothing to renew.
+        let c = Change::renewing(&desired, None, &left, MAX_TIMEOUT);
+        assert!(c.remove.is_empty() && c.add.len() == 5);
+    }
+
+    #[test]
+    fn bans_longer_than_the_firewall_takes_are_renewed_at_half_the_cap() {
+        let held = nets(&["203.0.113.9/32"]);
+        let cap = 1000;
+        // Capped: the firewall holds 1000 s at most, the ban is longer.
+        for (left, renewed) in [(900, false), (501, false), (499, true)] {
+            let c = Change::renewing(
+                &[t("203.0.113.9/32", 5000)],
+                Some(&held),
+                &|_| Some(left),
+                cap,
+            );
+            assert_eq!(!c.remove.is_empty(), renewed, "left {left}");
+            if renewed {
+                assert_eq!(c.add, vec![("203.0.113.9/32".parse().unwrap(), cap)]);
+            }
+        }
     }
 
     #[test]

@@ -451,6 +451,11 @@ impl Enforcer for Nft {
         self.known = None;
     }
 
+    fn remaining(&self, net: &IpNet) -> Option<u64> {
+        let expires = self.known.as_ref()?.expires.get(net)?;
+        Some(expires.saturating_duration_since(Instant::now()).as_secs())
+    }
+
     /// The ruleset generation moved past what this backend knows, or it
     /// knows nothing yet, or an element it knows has reached its expiry.
     fn changed_outside(&mut self) -> bool {
