@@ -25,7 +25,7 @@
 //! back as decoy hits. Banned sources are dropped first, so they stop
 //! counting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -410,15 +410,30 @@ impl Enforcer for Nft {
                 .and_then(|k| k.expires.get(net))
                 .is_some_and(|e| *e <= now + SETTLING)
         };
+        let settled: HashSet<IpNet> = change
+            .remove
+            .iter()
+            .filter(|n| settling(n))
+            .copied()
+            .collect();
+        let remove: Vec<IpNet> = change
+            .remove
+            .iter()
+            .filter(|n| !settled.contains(n))
+            .copied()
+            .collect();
+        // A renewal (remove + add) of an element about to expire is left
+        // to the expiry too: adding an element the kernel still holds does
+        // not change its timeout. It is added again once it is gone.
         let change = Change {
             rebuild: change.rebuild,
-            add: change.add.clone(),
-            remove: change
-                .remove
+            add: change
+                .add
                 .iter()
-                .filter(|n| !settling(n))
+                .filter(|(n, _)| !settled.contains(n))
                 .copied()
                 .collect(),
+            remove,
         };
         let before = netlink::generation().ok();
         let (result, transactions) = self.write(&change);
