@@ -203,6 +203,22 @@ fn query_packet(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     p
 }
 
+/// One MX query over an open TCP connection (length-prefixed, RFC 1035
+/// 4.2.2); the reply, or `None` when none came within `timeout`.
+fn tcp_query(s: &mut std::net::TcpStream, id: u16, timeout: Duration) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let q = query_packet(id, "example.com", 15);
+    let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut reply).ok()?;
+    Some(reply)
+}
+
 fn udp_exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
@@ -518,7 +534,6 @@ fn refuses_to_serve_a_plan_with_lint_errors_or_without_listeners() {
 /// backlog; UDP keeps answering, and TCP recovers when the flood ends.
 #[test]
 fn tcp_connection_flood_is_bounded() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let cfg = read_example("sandwich.yaml")
         .replace("tcp_max_connections: 256", "tcp_max_connections: 8")
@@ -536,16 +551,7 @@ fn tcp_connection_flood_is_bounded() {
     );
     let ask = |timeout: Duration| -> Option<Vec<u8>> {
         let mut s = std::net::TcpStream::connect(tcp).ok()?;
-        s.set_read_timeout(Some(timeout)).unwrap();
-        let q = query_packet(9, "example.com", 15);
-        let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
-        framed.extend_from_slice(&q);
-        s.write_all(&framed).ok()?;
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).ok()?;
-        let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut reply).ok()?;
-        Some(reply)
+        tcp_query(&mut s, 9, timeout)
     };
     assert!(
         ask(Duration::from_millis(300)).is_none(),
@@ -561,7 +567,6 @@ fn tcp_connection_flood_is_bounded() {
 /// one listener can serve two connections at once.
 #[test]
 fn an_idle_listener_holds_no_tcp_slot() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let cfg = read_example("sandwich.yaml")
         .replace("tcp_max_connections: 256", "tcp_max_connections: 2")
@@ -569,15 +574,7 @@ fn an_idle_listener_holds_no_tcp_slot() {
     let server = Server::start(&config_in(dir.path(), &cfg));
     let tcp = server.addr("tcp", false);
     let ask = |s: &mut std::net::TcpStream, id: u16| -> Option<u16> {
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let q = query_packet(id, "example.com", 15);
-        let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
-        framed.extend_from_slice(&q);
-        s.write_all(&framed).ok()?;
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).ok()?;
-        let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut reply).ok()?;
+        let reply = tcp_query(s, id, Duration::from_secs(3))?;
         Some(u16::from_be_bytes([reply[0], reply[1]]))
     };
     let mut first = std::net::TcpStream::connect(tcp).unwrap();
