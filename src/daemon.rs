@@ -128,18 +128,13 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 /// What the firewall rules of the nftables and iptables backends are made
 /// from: the ports, and in refuse mode the decoys and how long a source
 /// stays counted. A reload that changes it rewrites the rules.
-pub fn firewall_layout(config: &Config) -> (Vec<u16>, Vec<std::net::SocketAddr>, Duration) {
-    let refuse =
-        config.responder.mode == crate::config::Mode::Refuse && config.responder.refuse_evidence;
-    let evidence = if refuse {
-        (
-            config.decoy_addrs(),
-            config.bans.findtime.0 + config.bans.grace.0,
-        )
-    } else {
-        (Vec::new(), Duration::ZERO)
-    };
-    (config.bans.enforce.ports.clone(), evidence.0, evidence.1)
+pub fn firewall_layout(
+    config: &Config,
+) -> (Vec<u16>, Option<(Vec<std::net::SocketAddr>, Duration)>) {
+    (
+        config.bans.enforce.ports.clone(),
+        crate::enforce::refuse_evidence(config),
+    )
 }
 
 /// The name under which refuse-mode evidence reaches the engine.

@@ -8,7 +8,6 @@ use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 
 use super::{EXIT_FAILED, Failure, print};
-use crate::config;
 use crate::daemon::unix_now;
 use crate::store::{self, BanRecord, Source, Store};
 use crate::watch::time::rfc3339;
@@ -92,16 +91,15 @@ fn open(
             "-c FILE is required: the config's state_dir holds the store".into(),
         ));
     };
-    let config = config::load(path)?;
-    let dir = state_dir.unwrap_or(&config.state_dir);
-    let file = Store::file(dir);
+    let dir = super::load_config(path, state_dir.map(PathBuf::as_path))?.state_dir;
+    let file = Store::file(&dir);
     if create == Create::No && !file.exists() {
         return Err(Failure::Usage(format!(
             "no nolist store at {} (`nolist run` or `nolist bans add` creates it; is state_dir or --state-dir right?)",
             file.display()
         )));
     }
-    Store::open(dir).map_err(|e| Failure::Usage(e.to_string()))
+    Store::open(&dir).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 #[derive(Serialize)]

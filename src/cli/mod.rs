@@ -190,6 +190,19 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         })
 }
 
+/// The config at `path`, with a `--state-dir` flag's directory in place
+/// of its `state_dir`.
+pub(crate) fn load_config(
+    path: &Path,
+    state_dir: Option<&Path>,
+) -> Result<crate::config::Config, ConfigError> {
+    let mut config = crate::config::load(path)?;
+    if let Some(dir) = state_dir {
+        config.state_dir = dir.to_owned();
+    }
+    Ok(config)
+}
+
 /// Lint findings as `file:line:col: severity[id]: message` lines.
 pub(crate) fn findings_text(config: &Path, findings: &[Finding]) -> String {
     let mut out = String::new();

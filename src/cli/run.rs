@@ -56,10 +56,8 @@ enum LoadError {
 /// The config (with `--state-dir` applied) and its plan; lint warnings
 /// are printed, lint errors refuse.
 fn load(args: &RunArgs) -> Result<(Config, Plan), LoadError> {
-    let mut config = config::load(&args.config).map_err(LoadError::Config)?;
-    if let Some(dir) = &args.state_dir {
-        config.state_dir = dir.clone();
-    }
+    let config =
+        super::load_config(&args.config, args.state_dir.as_deref()).map_err(LoadError::Config)?;
     let plan = Plan::build(&config);
     let findings = findings_text(&args.config, &plan.findings);
     if plan.has_errors() {

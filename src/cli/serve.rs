@@ -58,10 +58,7 @@ fn load(
     state_dir: Option<&Path>,
     previous: Option<&Snapshot>,
 ) -> Result<(Config, Snapshot), LoadError> {
-    let mut config = config::load(path).map_err(LoadError::Config)?;
-    if let Some(dir) = state_dir {
-        config.state_dir = dir.to_owned();
-    }
+    let config = super::load_config(path, state_dir).map_err(LoadError::Config)?;
     let plan = Plan::build(&config);
     if plan.has_errors() {
         return Err(LoadError::Lint(findings_text(path, &plan.findings)));

@@ -13,7 +13,8 @@ pub mod netlink;
 pub mod nft;
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -331,10 +332,8 @@ pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
         Backend::None => None,
         Backend::Nftables => {
             let mut nft = nft::Nft::new(enforce.ports.clone());
-            if config.responder.mode == Mode::Refuse && config.responder.refuse_evidence {
-                // Sources stay counted for as long as their hits can matter.
-                let window = config.bans.findtime.0 + config.bans.grace.0;
-                nft = nft.with_evidence(config.decoy_addrs(), window);
+            if let Some((decoys, window)) = refuse_evidence(config) {
+                nft = nft.with_evidence(decoys, window);
             }
             Some(Box::new(nft))
         }
@@ -347,6 +346,18 @@ pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
                 .expect("config validation requires `command` for backend command"),
         ))),
     }
+}
+
+/// Refuse mode with `responder.refuse_evidence`: the decoy addresses whose
+/// refused connections are counted, and how long a source stays counted
+/// (as long as its hits can matter: `findtime` + `grace`).
+pub fn refuse_evidence(config: &Config) -> Option<(Vec<SocketAddr>, Duration)> {
+    (config.responder.mode == Mode::Refuse && config.responder.refuse_evidence).then(|| {
+        (
+            config.decoy_addrs(),
+            config.bans.findtime.0 + config.bans.grace.0,
+        )
+    })
 }
 
 /// The text of a target as firewall tools write it: a bare address for a

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Change, Element, EnforceError, Enforcer, Report, exec, netlink};
+use super::{Change, Element, EnforceError, Enforcer, MAX_TIMEOUT, Report, exec, netlink};
 
 /// The table nolist owns.
 pub const TABLE: &str = "nolist";
@@ -56,10 +56,34 @@ const CHUNK: usize = 4096;
 /// An element this close to its kernel expiry is left to expire.
 const SETTLING: Duration = Duration::from_secs(3);
 
+/// A single address (`/32`, `/128`): it goes in a hash set, over netlink.
+fn is_host(net: &IpNet) -> bool {
+    net.prefix_len() == net.max_prefix_len()
+}
+
+/// The part of `change` for single addresses (`hosts`) or for networks;
+/// the rebuild goes with the networks (both are `nft -f` text).
+fn part(change: &Change, hosts: bool) -> Change {
+    Change {
+        rebuild: change.rebuild && !hosts,
+        add: change
+            .add
+            .iter()
+            .filter(|(n, _)| is_host(n) == hosts)
+            .copied()
+            .collect(),
+        remove: change
+            .remove
+            .iter()
+            .filter(|n| is_host(n) == hosts)
+            .copied()
+            .collect(),
+    }
+}
+
 /// The set of `net`.
 fn set_of(net: &IpNet) -> &'static str {
-    let host = net.prefix_len() == net.max_prefix_len();
-    match (net.addr().is_ipv4(), host) {
+    match (net.addr().is_ipv4(), is_host(net)) {
         (true, true) => "banned4",
         (true, false) => "banned4_nets",
         (false, true) => "banned6",
@@ -131,12 +155,18 @@ impl Nft {
 
     /// `nft -j list set` of one set; `None` when it (or its table) is missing.
     fn list_set(&self, table: &str, set: &str) -> Result<Option<Vec<u8>>, EnforceError> {
-        match exec::run(
-            &self.binary,
-            &["-j", "list", "set", "inet", table, set],
-            None,
-            exec::TIMEOUT,
-        ) {
+        self.list(&["set", "inet", table, set])
+    }
+
+    /// `nft -j list chain inet TABLE input`; `None` when it is missing.
+    fn list_chain(&self, table: &str) -> Result<Option<Vec<u8>>, EnforceError> {
+        self.list(&["chain", "inet", table, "input"])
+    }
+
+    /// `nft -j list WHAT…`; `None` when nft says the object does not exist.
+    fn list(&self, what: &[&str]) -> Result<Option<Vec<u8>>, EnforceError> {
+        let args: Vec<&str> = ["-j", "list"].iter().chain(what).copied().collect();
+        match exec::run(&self.binary, &args, None, exec::TIMEOUT) {
             Ok(json) => Ok(Some(json)),
             Err(EnforceError::Failed { stderr, .. })
                 if stderr.contains("No such file or directory") =>
@@ -221,17 +251,8 @@ impl Nft {
     /// the time parsing them), or all with `nft` when netlink fails. Returns
     /// the result and the number of transactions committed.
     fn write(&self, change: &Change) -> (Result<(), EnforceError>, u32) {
-        let host = |n: &IpNet| n.prefix_len() == n.max_prefix_len();
-        let text_part = Change {
-            rebuild: change.rebuild,
-            add: change
-                .add
-                .iter()
-                .filter(|(n, _)| !host(n))
-                .copied()
-                .collect(),
-            remove: change.remove.iter().filter(|n| !host(n)).copied().collect(),
-        };
+        let text_part = part(change, false);
+        let hosts = part(change, true);
         let mut transactions = 0;
         if !text_part.is_empty() {
             if let Err(e) = self.run_batch(&batch_text(&self.skeleton(), &text_part)) {
@@ -241,11 +262,11 @@ impl Nft {
         }
         let mut changes = Vec::new();
         for (set, v4) in [("banned4", true), ("banned6", false)] {
-            let family = |n: &IpNet| host(n) && n.addr().is_ipv4() == v4;
+            let family = |n: &IpNet| n.addr().is_ipv4() == v4;
             changes.push(netlink::SetChange {
                 set,
                 verb: netlink::Verb::Delete,
-                elements: change
+                elements: hosts
                     .remove
                     .iter()
                     .filter(|n| family(n))
@@ -255,7 +276,7 @@ impl Nft {
             changes.push(netlink::SetChange {
                 set,
                 verb: netlink::Verb::Add,
-                elements: change
+                elements: hosts
                     .add
                     .iter()
                     .filter(|(n, _)| family(n))
@@ -270,38 +291,10 @@ impl Nft {
             Ok(()) => (Ok(()), transactions + 1),
             Err(e) => {
                 tracing::debug!(error = %e, "netlink set elements failed; trying nft");
-                let hosts = Change {
-                    rebuild: false,
-                    add: change
-                        .add
-                        .iter()
-                        .filter(|(n, _)| host(n))
-                        .copied()
-                        .collect(),
-                    remove: change.remove.iter().filter(|n| host(n)).copied().collect(),
-                };
                 let result = self.run_batch(&batch_text("", &hosts));
                 let done = u32::from(result.is_ok());
                 (result, transactions + done)
             }
-        }
-    }
-
-    /// `nft -j list chain inet TABLE input`; `None` when it is missing.
-    fn list_chain(&self, table: &str) -> Result<Option<Vec<u8>>, EnforceError> {
-        match exec::run(
-            &self.binary,
-            &["-j", "list", "chain", "inet", table, "input"],
-            None,
-            exec::TIMEOUT,
-        ) {
-            Ok(json) => Ok(Some(json)),
-            Err(EnforceError::Failed { stderr, .. })
-                if stderr.contains("No such file or directory") =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
         }
     }
 
@@ -318,7 +311,7 @@ impl Nft {
             // end of the listing, plus one, so the kernel drops an element
             // before nolist believes it gone.
             let now = Instant::now();
-            let never = now + Duration::from_secs(10 * 365 * 86_400);
+            let never = now + Duration::from_secs(MAX_TIMEOUT);
             for listed in parse_elements(&json).map_err(|m| self.output(m))? {
                 if !listed.exact || set_of(&listed.net) != set {
                     tracing::warn!(set, element = %listed.net, "nftables: an element nolist did not write; recreating the table");

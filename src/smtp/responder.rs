@@ -462,14 +462,7 @@ async fn accept_loop(
         let (Some(slot), Some(ip_slot)) = (slot, ip_slot) else {
             // Never wait on an over-limit client: one non-blocking write, then drop.
             let _ = stream.try_write(b"421 4.7.0 Too many connections, try again later\r\n");
-            events.offer(event(
-                client,
-                local,
-                SystemTime::now(),
-                Duration::ZERO,
-                None,
-                End::Overloaded,
-            ));
+            events.offer(overloaded(client, local));
             continue;
         };
         let events = events.clone();
@@ -479,6 +472,18 @@ async fn accept_loop(
             session_task(stream, client, local, &settings, &events, &shutdown).await;
         });
     }
+}
+
+/// The event of a client turned away at a limit.
+fn overloaded(client: SocketAddr, local: SocketAddr) -> SessionEvent {
+    event(
+        client,
+        local,
+        SystemTime::now(),
+        Duration::ZERO,
+        None,
+        End::Overloaded,
+    )
 }
 
 async fn session_task(

@@ -374,30 +374,15 @@ impl Store {
     /// Offence counts of clients whose latest engine ban ends at or after
     /// `since`: target, count, end of that ban.
     pub fn offences(&self, since: i64) -> Result<Vec<(IpNet, u32, i64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT target, offence, until FROM offences WHERE until >= ?1 ORDER BY target",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![since], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (target, offence, until) = row.map_err(|e| self.err(e))?;
-            // A row this version did not write is skipped, not fatal.
-            if let Ok(net) = target.parse::<IpNet>() {
-                out.push((net, offence, until));
-            }
-        }
-        Ok(out)
+        let rows = self.net_rows(
+            "SELECT target, offence, until FROM offences WHERE until >= ?1 ORDER BY target",
+            since,
+            |r| Ok((r.get::<_, u32>(1)?, r.get::<_, i64>(2)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(net, (n, until))| (net, n, until))
+            .collect())
     }
 
     /// Forgets offence counts whose latest ban ended before `before`.
@@ -416,23 +401,11 @@ impl Store {
 
     /// Networks that delivered at or after `since`, with their latest delivery.
     pub fn deliveries(&self, since: i64) -> Result<Vec<(IpNet, i64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT network, last FROM deliveries WHERE last >= ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![since], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (net, last) = row.map_err(|e| self.err(e))?;
-            if let Ok(net) = net.parse() {
-                out.push((net, last));
-            }
-        }
-        Ok(out)
+        self.net_rows(
+            "SELECT network, last FROM deliveries WHERE last >= ?1",
+            since,
+            |r| r.get(1),
+        )
     }
 
     /// The checkpoint of one log file.
@@ -450,21 +423,31 @@ impl Store {
     /// The targets of the bans in force at `now` and when each ends: what
     /// enforcement needs, without the rest of the record.
     pub fn ban_targets(&self, now: i64) -> Result<Vec<(IpNet, i64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT target, until FROM bans WHERE until > ?1")
-            .map_err(|e| self.err(e))?;
+        self.net_rows(
+            "SELECT target, until FROM bans WHERE until > ?1",
+            now,
+            |r| r.get(1),
+        )
+    }
+
+    /// The rows of `sql` (one parameter, `?1`), whose first column is an
+    /// address or network and the rest what `rest` reads. A row whose first
+    /// column this nolist cannot parse is skipped, never guessed at.
+    fn net_rows<T>(
+        &self,
+        sql: &str,
+        param: i64,
+        rest: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<(IpNet, T)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![now], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
+            .query_map(params![param], |r| Ok((r.get::<_, String>(0)?, rest(r)?)))
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (target, until) = row.map_err(|e| self.err(e))?;
-            // A row this nolist cannot read is skipped, never guessed at.
-            if let Ok(net) = target.parse() {
-                out.push((net, until));
+            let (text, value) = row.map_err(|e| self.err(e))?;
+            if let Ok(net) = text.parse() {
+                out.push((net, value));
             }
         }
         Ok(out)
