@@ -173,6 +173,41 @@ struct Client {
     recent: VecDeque<i64>,
     /// All hits since the client was last cleared.
     total: u32,
+    /// Once `maxretry` hits fell within `findtime`: when the client is
+    /// judged, and the first of those hits (grace counts from it; later
+    /// hits neither postpone the judgement nor schedule another).
+    judge: Option<Judgement>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Judgement {
+    at: i64,
+    first: i64,
+}
+
+impl Client {
+    /// Schedules the judgement when the latest hits earn one.
+    fn earn(
+        &mut self,
+        ip: IpAddr,
+        now: i64,
+        policy: &Policy,
+        due: &mut BinaryHeap<Reverse<(i64, Due, IpAddr)>>,
+    ) {
+        let max = policy.maxretry as usize;
+        if self.judge.is_some() || self.recent.len() < max {
+            return;
+        }
+        let (first, last) = (
+            self.recent[self.recent.len() - max],
+            self.recent[self.recent.len() - 1],
+        );
+        if last - first <= policy.findtime {
+            let at = (first + policy.grace).max(now);
+            self.judge = Some(Judgement { at, first });
+            due.push(Reverse((at, Due::Judge, ip)));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -280,6 +315,15 @@ impl Engine {
             while c.recent.len() > max {
                 c.recent.pop_front();
             }
+            // A judgement earned under the old maxretry or findtime is kept
+            // only if the new ones would have earned it too (a dropped
+            // one's heap entry is ignored when it comes due). Hits already
+            // seen earn nothing new: the policy applies to what comes next.
+            let earned =
+                c.recent.len() == max && c.recent[max - 1] - c.recent[0] <= self.policy.findtime;
+            if !earned {
+                c.judge = None;
+            }
         }
         let mut forgotten = 0;
         if !same_networks {
@@ -378,20 +422,13 @@ impl Engine {
         {
             return;
         }
-        let max = self.policy.maxretry as usize;
         let client = self.clients.entry(ip).or_default();
         client.total = client.total.saturating_add(1);
         client.recent.push_back(at);
-        if client.recent.len() > max {
+        if client.recent.len() > self.policy.maxretry as usize {
             client.recent.pop_front();
         }
-        if client.recent.len() == max {
-            let first = client.recent[0];
-            if at - first <= self.policy.findtime {
-                let when = (first + self.policy.grace).max(at);
-                self.due.push(Reverse((when, Due::Judge, ip)));
-            }
-        }
+        client.earn(ip, at, &self.policy, &mut self.due);
     }
 
     /// A delivery through a real MX from `ip` at `at`: clears the client and
@@ -447,14 +484,13 @@ impl Engine {
         let Some(client) = self.clients.get(&ip) else {
             return;
         };
+        // Only the judgement the client holds; others are stale entries
+        // (of a client pruned, cleared or re-earned since).
+        let Some(Judgement { first, .. }) = client.judge.filter(|j| j.at == at) else {
+            return;
+        };
+        let last = client.recent.back().copied().unwrap_or(first);
         let max = self.policy.maxretry as usize;
-        if client.recent.len() < max || self.bans.contains_key(&ip) {
-            return;
-        }
-        let (first, last) = (client.recent[0], client.recent[max - 1]);
-        if last - first > self.policy.findtime || at < first + self.policy.grace {
-            return;
-        }
         let net = self.policy.network(ip);
         if self
             .deliveries
@@ -522,13 +558,7 @@ impl Engine {
     /// Clients that met `maxretry` within `findtime` but whose grace has
     /// not run out yet: the bans to come unless a delivery clears them.
     pub fn pending(&self) -> usize {
-        let max = self.policy.maxretry as usize;
-        self.clients
-            .values()
-            .filter(|c| {
-                c.recent.len() >= max && c.recent[max - 1] - c.recent[0] <= self.policy.findtime
-            })
-            .count()
+        self.clients.values().filter(|c| c.judge.is_some()).count()
     }
 
     /// How much the engine holds.

@@ -504,6 +504,8 @@ async fn session_task(
     let open = metrics::gauge!(crate::metrics::SESSIONS_OPEN);
     open.increment(1);
     let end = session::run(&mut stream, &mut dialogue, &settings.limits, shutdown).await;
+    // Closed before the bookkeeping: the last reply leaves with the FIN.
+    drop(stream);
     open.decrement(1);
     let e = event(client, local, started, clock.elapsed(), Some(dialogue), end);
     tracing::info!(

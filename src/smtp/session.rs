@@ -3,9 +3,11 @@
 //! budget, an optional tarpit, and `421` on shutdown. Generic over the
 //! stream, so tests drive it without sockets.
 
+use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +28,40 @@ pub struct Limits {
     pub tarpit: Duration,
 }
 
+/// The byte stream under a session.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin {
+    /// Writes the session's last reply; the caller closes the stream right
+    /// after.
+    fn last(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> {
+        async move {
+            self.write_all(bytes).await?;
+            self.flush().await
+        }
+    }
+}
+
+#[cfg(test)]
+impl Stream for tokio::io::DuplexStream {}
+
+impl Stream for TcpStream {
+    /// Sent with `MSG_MORE`, then the write side shut: the FIN rides on the
+    /// reply, one segment instead of two at every session's end. Shut here,
+    /// not left to the close: a close with input still unread sends a RST
+    /// and discards what it had not sent.
+    async fn last(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let sock = socket2::SockRef::from(&*self);
+        let sent = self
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                sock.send_with_flags(bytes, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+            })
+            .await?;
+        self.write_all(&bytes[sent..]).await?;
+        self.shutdown().await
+    }
+}
+
 /// Runs the dialogue to its end and says why it ended.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn run<S: Stream>(
     io: &mut S,
     dialogue: &mut Dialogue,
     limits: &Limits,
@@ -35,7 +69,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> End {
     let deadline = Instant::now() + limits.session;
     let banner = dialogue.banner();
-    if let Err(end) = send(io, &banner.text, limits, shutdown).await {
+    if let Err(end) = send(io, &banner.text, banner.close.is_some(), limits, shutdown).await {
         return end;
     }
     if let Some(end) = banner.close {
@@ -74,7 +108,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             out.push_str("421 4.7.0 Line too long, closing connection\r\n");
         }
         if !out.is_empty() {
-            if let Err(end) = send(io, &out, limits, shutdown).await {
+            if let Err(end) = send(io, &out, closing.is_some(), limits, shutdown).await {
                 return end;
             }
             out.clear();
@@ -116,10 +150,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Writes `text` after the tarpit delay; shutdown interrupts the delay.
-async fn send<S: AsyncWrite + Unpin>(
+/// Writes `text` after the tarpit delay (`last`: the session ends after
+/// it); shutdown interrupts the delay.
+async fn send<S: Stream>(
     io: &mut S,
     text: &str,
+    last: bool,
     limits: &Limits,
     shutdown: &CancellationToken,
 ) -> Result<(), End> {
@@ -132,11 +168,24 @@ async fn send<S: AsyncWrite + Unpin>(
             }
         }
     }
-    say(io, text, limits).await
+    if last {
+        say(io, text, limits).await
+    } else {
+        write(io, text, limits).await
+    }
 }
 
-/// Writes `text` within the idle timeout (a client that never reads loses).
-async fn say<S: AsyncWrite + Unpin>(io: &mut S, text: &str, limits: &Limits) -> Result<(), End> {
+/// Writes the session's last reply within the idle timeout (a client that
+/// never reads loses).
+async fn say<S: Stream>(io: &mut S, text: &str, limits: &Limits) -> Result<(), End> {
+    match tokio::time::timeout(limits.idle, io.last(text.as_bytes())).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(End::WriteFailed),
+    }
+}
+
+/// Writes a reply within the idle timeout.
+async fn write<S: Stream>(io: &mut S, text: &str, limits: &Limits) -> Result<(), End> {
     match tokio::time::timeout(limits.idle, async {
         io.write_all(text.as_bytes()).await?;
         io.flush().await

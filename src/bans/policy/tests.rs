@@ -492,3 +492,60 @@ fn pending_counts_only_the_bans_to_come() {
     assert_eq!(engine.pending(), 0);
     assert_eq!(out.len(), 1, "{out:?}");
 }
+
+#[test]
+fn a_bot_that_never_pauses_is_banned_when_grace_runs_out() {
+    // A hit every 10 s for an hour: grace counts from the first of the
+    // maxretry hits that qualified, and later hits do not postpone it.
+    let events: Vec<(i64, &str, bool)> = (0..360)
+        .map(|k| (T0 + 10 * k, "203.0.113.9", false))
+        .collect();
+    let d = run(&events, T0 + HOUR);
+    assert_eq!(bans(&d), [(ip("203.0.113.9"), T0 + 10 * MIN)]);
+    assert_eq!((d[0].first_hit, d[0].last_hit), (Some(T0), Some(T0 + 590)));
+    assert_eq!(d[0].hits, 60, "every hit until the judgement counts");
+}
+
+#[test]
+fn a_flood_during_grace_keeps_one_judgement_per_client() {
+    // Hostile input must not grow the engine by the hit: 100,000 hits in
+    // a second each from two clients leave one scheduled judgement each.
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    for k in 0..100_000 {
+        engine.hit(ip("203.0.113.9"), T0 + k / 100_000, &mut out);
+        engine.hit(ip("203.0.113.10"), T0 + 1, &mut out);
+    }
+    assert_eq!(engine.due.len(), 2);
+    assert_eq!(engine.pending(), 2);
+    engine.advance(T0 + 11 * MIN, &mut out);
+    assert_eq!(bans(&out).len(), 2, "{out:?}");
+    assert_eq!(engine.due.len(), 2, "only the two expiries are left");
+}
+
+#[test]
+fn a_reload_that_raises_maxretry_drops_judgements_no_longer_earned() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    for k in 0..3 {
+        engine.hit(ip("203.0.113.9"), T0 + k, &mut out);
+    }
+    assert_eq!(engine.pending(), 1);
+    let stricter = Policy {
+        maxretry: 5,
+        ..policy()
+    };
+    engine.set_policy(stricter, T0 + 3, &mut out);
+    assert_eq!(engine.pending(), 0);
+    engine.advance(T0 + HOUR, &mut out);
+    assert!(bans(&out).is_empty(), "{out:?}");
+    // Two more hits earn it under the new policy; grace counts from the first.
+    engine.hit(ip("203.0.113.9"), T0 + HOUR + 1, &mut out);
+    engine.hit(ip("203.0.113.9"), T0 + HOUR + 2, &mut out);
+    assert!(bans(&out).is_empty(), "the 5 hits span more than findtime");
+    for k in 3..6 {
+        engine.hit(ip("203.0.113.9"), T0 + HOUR + k, &mut out);
+    }
+    engine.advance(T0 + 2 * HOUR, &mut out);
+    assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + HOUR + 1 + 10 * MIN)]);
+}

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+use tokio::net::TcpStream;
 
 use super::*;
 use crate::config::Mode;
@@ -180,4 +181,74 @@ async fn half_closed_client_ends_the_session() {
     let t = read_all(&mut c).await;
     assert_eq!(codes(&t), ["220", "250"], "{t}");
     assert_eq!(task.await.unwrap().0, End::ClientClosed);
+}
+
+/// The last reply and the FIN leave in one segment, and the reply arrives
+/// whole.
+#[tokio::test]
+async fn the_last_reply_leaves_with_the_fin() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    let before = segments_out(&server);
+    server.last(b"221 2.0.0 Bye\r\n").await.unwrap();
+    assert_eq!(segments_out(&server) - before, 1, "data and FIN together");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"221 2.0.0 Bye\r\n");
+}
+
+/// Even with input left unread (a close would send a RST and drop what it
+/// had not sent), the last reply reaches the client.
+#[tokio::test]
+async fn the_last_reply_survives_unread_input() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    client.write_all(&b"NOOP\r\n".repeat(100)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while segments_in(&server) < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the input arrives");
+    server
+        .last(b"421 4.7.0 Too many commands\r\n")
+        .await
+        .unwrap();
+    drop(server);
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got).await;
+    assert_eq!(got, b"421 4.7.0 Too many commands\r\n");
+}
+
+fn tcp_info(s: &TcpStream) -> libc::tcp_info {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero tcp_info is valid; getsockopt fills at most `len` bytes of it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        );
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        info
+    }
+}
+
+fn segments_out(s: &TcpStream) -> u32 {
+    tcp_info(s).tcpi_segs_out
+}
+
+fn segments_in(s: &TcpStream) -> u32 {
+    tcp_info(s).tcpi_segs_in
 }
