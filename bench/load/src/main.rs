@@ -5,6 +5,7 @@
 //! ```text
 //! nolist-load rate --target ADDR [--concurrency 50] [--seconds 10] [--warmup 1]
 //!                  [--sources IP,IP,...] [--threads 1] [--rate SESSIONS_PER_S]
+//!                  [--dialogue lockstep|pipelined] [--close fin|rst] [--tun DEVICE]
 //! nolist-load hold --target ADDR --count N [--sources IP,...] [--in-flight 256]
 //!                  [--hold 10] [--threads 1]
 //! nolist-load sink --target ADDR [--threads 2]
@@ -20,10 +21,15 @@
 //! the generator's own CPU time (`cpu_s`), because it shares the cores with
 //! the server under test.
 //!
+//! With `--tun DEVICE`, `rate` runs its sessions over that TUN device with
+//! the client's TCP in user space (see `tun.rs`): IPv4 only, `--sources`
+//! addresses routed to the device, sessions back to back (no `--rate`).
+//!
 //! `sink` is the other end: the least an SMTP decoy can do. It listens on
 //! `--target`, sends a fixed banner, answers each line from its first four
-//! bytes alone (`RCPT` → 450, `QUIT` → 221 and close, anything else → 250),
-//! and closes first, as a real server does. No limits, no parsing, no
+//! bytes alone (`RCPT` → 450, `QUIT` → 221 and close, anything else → 250;
+//! the replies to pipelined lines in one write), and closes first, as a
+//! real server does. No limits, no parsing, no
 //! logging, no events: what is left is the kernel's TCP work and the async
 //! runtime, the floor under any responder on this machine. It prints
 //! `listening=ADDR` and runs until killed.
@@ -46,8 +52,11 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout};
 
+mod tun;
+
 const USAGE: &str = "usage: nolist-load rate|hold|sink --target ADDR [--concurrency N] [--seconds S] \
-[--warmup S] [--count N] [--hold S] [--in-flight N] [--sources IP,...] [--threads N] [--rate N]";
+[--warmup S] [--count N] [--hold S] [--in-flight N] [--sources IP,...] [--threads N] [--rate N] \
+[--dialogue lockstep|pipelined] [--close fin|rst] [--tun DEVICE]";
 
 /// The command line, validated.
 struct Args {
@@ -63,6 +72,12 @@ struct Args {
     hold: f64,
     /// Sessions per second in total; 0: as fast as they go.
     rate: f64,
+    /// MAIL, RCPT and QUIT in one write (RFC 2920), after the EHLO reply.
+    pipeline: bool,
+    /// Close with a RST (SO_LINGER 0) once the server has closed.
+    abort: bool,
+    /// `rate` over this TUN device, with TCP in user space (see tun.rs).
+    tun: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -92,6 +107,9 @@ fn parse() -> Result<Args, String> {
         in_flight: 256,
         hold: 10.0,
         rate: 0.0,
+        pipeline: false,
+        abort: false,
+        tun: None,
     };
     let mut target = None;
     while let Some(flag) = it.next() {
@@ -115,6 +133,21 @@ fn parse() -> Result<Args, String> {
             "--in-flight" => args.in_flight = value.parse().map_err(|e| bad(&e))?,
             "--hold" => args.hold = value.parse().map_err(|e| bad(&e))?,
             "--rate" => args.rate = value.parse().map_err(|e| bad(&e))?,
+            "--tun" => args.tun = Some(value),
+            "--dialogue" => {
+                args.pipeline = match value.as_str() {
+                    "lockstep" => false,
+                    "pipelined" => true,
+                    _ => return Err(bad(&"lockstep or pipelined")),
+                }
+            }
+            "--close" => {
+                args.abort = match value.as_str() {
+                    "fin" => false,
+                    "rst" => true,
+                    _ => return Err(bad(&"fin or rst")),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -150,6 +183,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let (Mode::Rate, Some(device)) = (args.mode, &args.tun) {
+        let line = match rate_tun(&args, device) {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("nolist-load: --tun {device}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("{line} cpu_s={:.2}", cpu_seconds());
+        return ExitCode::SUCCESS;
+    }
     let args = Arc::new(args);
     let line = match args.mode {
         Mode::Rate => runtime.block_on(rate(args.clone())),
@@ -159,6 +203,36 @@ fn main() -> ExitCode {
     println!("{line} cpu_s={:.2}", cpu_seconds());
     // `hold` exits with thousands of sockets open: the kernel closes them.
     std::process::exit(0)
+}
+
+/// `rate` with the client's TCP in user space over a TUN device.
+fn rate_tun(args: &Args, device: &str) -> Result<String, String> {
+    let SocketAddr::V4(target) = args.target else {
+        return Err("--tun takes an IPv4 --target".into());
+    };
+    if args.rate > 0.0 {
+        return Err("--tun runs sessions back to back: no --rate".into());
+    }
+    let sources = args
+        .sources
+        .iter()
+        .map(|ip| match ip {
+            IpAddr::V4(v4) => Ok(*v4),
+            IpAddr::V6(_) => Err("--tun takes IPv4 --sources".to_owned()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = tun::Plan {
+        device,
+        target,
+        sources,
+        concurrency: args.concurrency,
+        warmup: Duration::from_secs_f64(args.warmup),
+        seconds: Duration::from_secs_f64(args.seconds),
+        pipeline: args.pipeline,
+        abort: args.abort,
+    };
+    let tally = tun::rate(&plan).map_err(|e| e.to_string())?;
+    Ok(summary(tally, args.seconds))
 }
 
 /// Why a session failed.
@@ -209,12 +283,9 @@ async fn rate(args: Arc<Args>) -> String {
                     }
                 }
                 let t0 = Instant::now();
-                let result = timeout(
-                    Duration::from_secs(10),
-                    session(args.target, source, &mut buf),
-                )
-                .await
-                .unwrap_or(Err(Fail::Timeout));
+                let result = timeout(Duration::from_secs(10), session(&args, source, &mut buf))
+                    .await
+                    .unwrap_or(Err(Fail::Timeout));
                 let t1 = Instant::now();
                 if t0 < start || t1 > end {
                     continue;
@@ -245,6 +316,11 @@ async fn rate(args: Arc<Args>) -> String {
             total.latency_us.extend(t.latency_us);
         }
     }
+    summary(total, args.seconds)
+}
+
+/// The `key=value` line of a rate run.
+fn summary(mut total: Tally, seconds: f64) -> String {
     total.latency_us.sort_unstable();
     let pct = |p: f64| -> f64 {
         let v = &total.latency_us;
@@ -258,8 +334,8 @@ async fn rate(args: Arc<Args>) -> String {
     format!(
         "sessions={} seconds={:.2} rate={:.0} failed={} fail_detail={} p50_ms={:.2} p99_ms={:.2}",
         total.ok,
-        args.seconds,
-        total.ok as f64 / args.seconds,
+        seconds,
+        total.ok as f64 / seconds,
         failed,
         fail_detail(&total.failed),
         pct(0.5),
@@ -269,32 +345,42 @@ async fn rate(args: Arc<Args>) -> String {
 
 /// One decoy session: banner 2xx, EHLO 2xx, MAIL 2xx, RCPT 4xx, QUIT 2xx,
 /// then read until the server closes (the server closes first, so the
-/// TIME_WAIT state stays on its side, not on the client's ports).
-async fn session(
-    target: SocketAddr,
-    source: Option<IpAddr>,
-    buf: &mut Vec<u8>,
-) -> Result<(), Fail> {
+/// TIME_WAIT state stays on its side, not on the client's ports). With
+/// `--dialogue pipelined`, MAIL, RCPT and QUIT go in one write after the
+/// EHLO reply (RFC 2920: QUIT may end a group), and the three replies are
+/// read and checked in order; with `--close rst` the client then closes
+/// abortively, as many bots do.
+async fn session(args: &Args, source: Option<IpAddr>, buf: &mut Vec<u8>) -> Result<(), Fail> {
+    const EHLO: &[u8] = b"EHLO load.example\r\n";
+    const MAIL: &[u8] = b"MAIL FROM:<load@spam.example>\r\n";
+    const RCPT: &[u8] = b"RCPT TO:<user@example.org>\r\n";
+    const QUIT: &[u8] = b"QUIT\r\n";
+    const GROUP: &[u8] = b"MAIL FROM:<load@spam.example>\r\nRCPT TO:<user@example.org>\r\nQUIT\r\n";
     buf.clear();
-    let mut s = connect(target, source).await?;
+    let mut s = connect(args.target, source).await?;
     expect(&mut s, buf, b'2').await?;
-    let steps: [(&[u8], u8); 4] = [
-        (b"EHLO load.example\r\n", b'2'),
-        (b"MAIL FROM:<load@spam.example>\r\n", b'2'),
-        (b"RCPT TO:<user@example.org>\r\n", b'4'),
-        (b"QUIT\r\n", b'2'),
-    ];
-    for (command, class) in steps {
+    let steps: &[(&[u8], &[u8])] = if args.pipeline {
+        &[(EHLO, b"2"), (GROUP, b"242")]
+    } else {
+        &[(EHLO, b"2"), (MAIL, b"2"), (RCPT, b"4"), (QUIT, b"2")]
+    };
+    for &(command, classes) in steps {
         s.write_all(command).await.map_err(|_| Fail::Io)?;
-        expect(&mut s, buf, class).await?;
+        for &class in classes {
+            expect(&mut s, buf, class).await?;
+        }
     }
     let mut rest = [0u8; 64];
     loop {
         match s.read(&mut rest).await {
-            Ok(0) | Err(_) => return Ok(()),
+            Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
     }
+    if args.abort {
+        let _ = s.set_zero_linger();
+    }
+    Ok(())
 }
 
 async fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Fail> {
@@ -427,33 +513,73 @@ async fn sink(addr: SocketAddr) -> String {
     }
 }
 
+/// Answers every complete line received in one write, as nolist does with
+/// pipelined commands; the last reply (221) goes with `MSG_MORE`, so it
+/// leaves with the FIN in one segment, as nolist's does.
 async fn sink_session(mut s: TcpStream) {
     if s.write_all(b"220 sink ESMTP\r\n").await.is_err() {
         return;
     }
     let mut buf = [0u8; 512];
     let mut len = 0;
+    let mut out = Vec::with_capacity(256);
     loop {
         match s.read(&mut buf[len..]).await {
             Ok(0) | Err(_) => return,
             Ok(n) => len += n,
         }
-        while let Some(nl) = buf[..len].iter().position(|&b| b == b'\n') {
-            let reply: &[u8] = match buf.get(..4) {
+        let mut start = 0;
+        let mut quit = false;
+        while let Some(nl) = buf[start..len].iter().position(|&b| b == b'\n') {
+            let reply: &[u8] = match buf.get(start..start + 4) {
                 Some(b"RCPT") => b"450 4.7.1 try later\r\n",
                 Some(b"QUIT") => b"221 2.0.0 bye\r\n",
                 _ => b"250 ok\r\n",
             };
-            if s.write_all(reply).await.is_err() || reply.starts_with(b"221") {
-                return;
+            out.extend_from_slice(reply);
+            start += nl + 1;
+            if reply.starts_with(b"221") {
+                quit = true;
+                break;
             }
-            buf.copy_within(nl + 1..len, 0);
-            len -= nl + 1;
         }
+        if quit {
+            let _ = send_last(&s, &out).await;
+            return;
+        }
+        if !out.is_empty() && s.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+        buf.copy_within(start..len, 0);
+        len -= start;
         if len == buf.len() {
             return;
         }
     }
+}
+
+/// Writes `bytes` with `MSG_MORE`: the kernel holds them until the close
+/// adds its FIN (a short reply fits in one send).
+async fn send_last(s: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let fd = s.as_raw_fd();
+    s.async_io(tokio::io::Interest::WRITABLE, || {
+        // SAFETY: send reads `bytes.len()` bytes from `bytes`.
+        let n = unsafe {
+            libc::send(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// `connect:3,timeout:1`, or `-` when nothing failed.
