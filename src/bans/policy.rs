@@ -489,6 +489,14 @@ impl Engine {
         let Some(Judgement { first, .. }) = client.judge.filter(|j| j.at == at) else {
             return;
         };
+        if self.bans.contains_key(&ip) {
+            // Banned meanwhile (by hand, or restored): nothing to decide;
+            // hits after the ban is lifted earn a judgement afresh.
+            if let Some(c) = self.clients.get_mut(&ip) {
+                c.judge = None;
+            }
+            return;
+        }
         let last = client.recent.back().copied().unwrap_or(first);
         let max = self.policy.maxretry as usize;
         let net = self.policy.network(ip);

@@ -168,30 +168,27 @@ async fn send<S: Stream>(
             }
         }
     }
-    if last {
-        say(io, text, limits).await
-    } else {
-        write(io, text, limits).await
-    }
+    write(io, text, last, limits).await
 }
 
-/// Writes the session's last reply within the idle timeout (a client that
-/// never reads loses).
+/// Writes the session's last reply (see [`write`]).
 async fn say<S: Stream>(io: &mut S, text: &str, limits: &Limits) -> Result<(), End> {
-    match tokio::time::timeout(limits.idle, io.last(text.as_bytes())).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(End::WriteFailed),
-    }
+    write(io, text, true, limits).await
 }
 
-/// Writes a reply within the idle timeout.
-async fn write<S: Stream>(io: &mut S, text: &str, limits: &Limits) -> Result<(), End> {
-    match tokio::time::timeout(limits.idle, async {
-        io.write_all(text.as_bytes()).await?;
-        io.flush().await
-    })
-    .await
-    {
+/// Writes a reply within the idle timeout (a client that never reads
+/// loses); `last` when the session ends after it.
+async fn write<S: Stream>(io: &mut S, text: &str, last: bool, limits: &Limits) -> Result<(), End> {
+    let bytes = text.as_bytes();
+    let written = async {
+        if last {
+            io.last(bytes).await
+        } else {
+            io.write_all(bytes).await?;
+            io.flush().await
+        }
+    };
+    match tokio::time::timeout(limits.idle, written).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(End::WriteFailed),
     }

@@ -549,3 +549,17 @@ fn a_reload_that_raises_maxretry_drops_judgements_no_longer_earned() {
     engine.advance(T0 + 2 * HOUR, &mut out);
     assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + HOUR + 1 + 10 * MIN)]);
 }
+
+#[test]
+fn a_client_banned_during_its_grace_is_not_banned_twice() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    for k in 0..3 {
+        engine.hit(ip("203.0.113.9"), T0 + k, &mut out);
+    }
+    // A manual ban arrives from the store before the grace runs out.
+    engine.restore_ban(ip("203.0.113.9"), T0 + DAY, 0, 0);
+    engine.advance(T0 + HOUR, &mut out);
+    assert!(bans(&out).is_empty(), "{out:?}");
+    assert_eq!(engine.pending(), 0);
+}
