@@ -186,6 +186,13 @@ struct Judgement {
 }
 
 impl Client {
+    /// Whether the latest hits are `maxretry` within `findtime` (what earns
+    /// a judgement).
+    fn qualifies(&self, policy: &Policy) -> bool {
+        let max = policy.maxretry as usize;
+        self.recent.len() == max && self.recent[max - 1] - self.recent[0] <= policy.findtime
+    }
+
     /// Schedules the judgement when the latest hits earn one.
     fn earn(
         &mut self,
@@ -194,15 +201,8 @@ impl Client {
         policy: &Policy,
         due: &mut BinaryHeap<Reverse<(i64, Due, IpAddr)>>,
     ) {
-        let max = policy.maxretry as usize;
-        if self.judge.is_some() || self.recent.len() < max {
-            return;
-        }
-        let (first, last) = (
-            self.recent[self.recent.len() - max],
-            self.recent[self.recent.len() - 1],
-        );
-        if last - first <= policy.findtime {
+        if self.judge.is_none() && self.qualifies(policy) {
+            let first = self.recent[0];
             let at = (first + policy.grace).max(now);
             self.judge = Some(Judgement { at, first });
             due.push(Reverse((at, Due::Judge, ip)));
@@ -319,9 +319,7 @@ impl Engine {
             // only if the new ones would have earned it too (a dropped
             // one's heap entry is ignored when it comes due). Hits already
             // seen earn nothing new: the policy applies to what comes next.
-            let earned =
-                c.recent.len() == max && c.recent[max - 1] - c.recent[0] <= self.policy.findtime;
-            if !earned {
+            if !c.qualifies(&self.policy) {
                 c.judge = None;
             }
         }

@@ -235,6 +235,33 @@ fn rate_tun(args: &Args, device: &str) -> Result<String, String> {
     Ok(summary(tally, args.seconds))
 }
 
+/// One exchange of a decoy session: the command sent (nothing for the
+/// banner) and the classes of the replies it gets.
+type Exchange = (&'static [u8], &'static [u8]);
+
+const LOCKSTEP: [Exchange; 5] = [
+    (b"", b"2"),
+    (b"EHLO load.example\r\n", b"2"),
+    (b"MAIL FROM:<load@spam.example>\r\n", b"2"),
+    (b"RCPT TO:<user@example.org>\r\n", b"4"),
+    (b"QUIT\r\n", b"2"),
+];
+/// MAIL, RCPT and QUIT in one write after the EHLO reply (RFC 2920: QUIT
+/// may end a group).
+const PIPELINED: [Exchange; 3] = [
+    (b"", b"2"),
+    (b"EHLO load.example\r\n", b"2"),
+    (
+        b"MAIL FROM:<load@spam.example>\r\nRCPT TO:<user@example.org>\r\nQUIT\r\n",
+        b"242",
+    ),
+];
+
+/// The session both clients run.
+fn dialogue(pipeline: bool) -> &'static [Exchange] {
+    if pipeline { &PIPELINED } else { &LOCKSTEP }
+}
+
 /// Why a session failed.
 #[derive(Clone, Copy)]
 enum Fail {
@@ -351,21 +378,12 @@ fn summary(mut total: Tally, seconds: f64) -> String {
 /// read and checked in order; with `--close rst` the client then closes
 /// abortively, as many bots do.
 async fn session(args: &Args, source: Option<IpAddr>, buf: &mut Vec<u8>) -> Result<(), Fail> {
-    const EHLO: &[u8] = b"EHLO load.example\r\n";
-    const MAIL: &[u8] = b"MAIL FROM:<load@spam.example>\r\n";
-    const RCPT: &[u8] = b"RCPT TO:<user@example.org>\r\n";
-    const QUIT: &[u8] = b"QUIT\r\n";
-    const GROUP: &[u8] = b"MAIL FROM:<load@spam.example>\r\nRCPT TO:<user@example.org>\r\nQUIT\r\n";
     buf.clear();
     let mut s = connect(args.target, source).await?;
-    expect(&mut s, buf, b'2').await?;
-    let steps: &[(&[u8], &[u8])] = if args.pipeline {
-        &[(EHLO, b"2"), (GROUP, b"242")]
-    } else {
-        &[(EHLO, b"2"), (MAIL, b"2"), (RCPT, b"4"), (QUIT, b"2")]
-    };
-    for &(command, classes) in steps {
-        s.write_all(command).await.map_err(|_| Fail::Io)?;
+    for &(command, classes) in dialogue(args.pipeline) {
+        if !command.is_empty() {
+            s.write_all(command).await.map_err(|_| Fail::Io)?;
+        }
         for &class in classes {
             expect(&mut s, buf, class).await?;
         }

@@ -31,27 +31,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::{Fail, Tally};
-
-/// One exchange: the command sent (nothing for the banner), the classes of
-/// the replies it gets.
-type Exchange = (&'static [u8], &'static [u8]);
-
-const LOCKSTEP: [Exchange; 5] = [
-    (b"", b"2"),
-    (b"EHLO load.example\r\n", b"2"),
-    (b"MAIL FROM:<load@spam.example>\r\n", b"2"),
-    (b"RCPT TO:<user@example.org>\r\n", b"4"),
-    (b"QUIT\r\n", b"2"),
-];
-const PIPELINED: [Exchange; 3] = [
-    (b"", b"2"),
-    (b"EHLO load.example\r\n", b"2"),
-    (
-        b"MAIL FROM:<load@spam.example>\r\nRCPT TO:<user@example.org>\r\nQUIT\r\n",
-        b"242",
-    ),
-];
+use crate::{Exchange, Fail, Tally, dialogue};
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -177,7 +157,7 @@ impl Tun {
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = timeout.as_millis().clamp(0, 1000) as libc::c_int;
+        let ms = timeout.as_millis().min(1000) as libc::c_int;
         // SAFETY: poll reads and writes the one pollfd we pass.
         unsafe { libc::poll(&raw mut pfd, 1, ms) };
     }
@@ -285,7 +265,7 @@ pub fn rate(plan: &Plan) -> io::Result<Tally> {
     if plan.sources.is_empty() {
         return Err(io::Error::other("--tun needs --sources"));
     }
-    let exchanges: &[Exchange] = if plan.pipeline { &PIPELINED } else { &LOCKSTEP };
+    let exchanges = dialogue(plan.pipeline);
     let mut tun = Tun::open(plan.device, plan.target)?;
     let begin = Instant::now();
     let start = begin + plan.warmup;

@@ -523,13 +523,19 @@ fn a_flood_during_grace_keeps_one_judgement_per_client() {
     assert_eq!(engine.due.len(), 2, "only the two expiries are left");
 }
 
-#[test]
-fn a_reload_that_raises_maxretry_drops_judgements_no_longer_earned() {
+/// An engine in which 203.0.113.9 has just earned a judgement (3 hits).
+fn pending_bot() -> (Engine, Vec<Decision>) {
     let mut engine = Engine::new(policy());
     let mut out = Vec::new();
     for k in 0..3 {
         engine.hit(ip("203.0.113.9"), T0 + k, &mut out);
     }
+    (engine, out)
+}
+
+#[test]
+fn a_reload_that_raises_maxretry_drops_judgements_no_longer_earned() {
+    let (mut engine, mut out) = pending_bot();
     assert_eq!(engine.pending(), 1);
     let stricter = Policy {
         maxretry: 5,
@@ -539,10 +545,11 @@ fn a_reload_that_raises_maxretry_drops_judgements_no_longer_earned() {
     assert_eq!(engine.pending(), 0);
     engine.advance(T0 + HOUR, &mut out);
     assert!(bans(&out).is_empty(), "{out:?}");
-    // Two more hits earn it under the new policy; grace counts from the first.
+    // Two more make five, but the five span more than findtime; three more
+    // earn the judgement, and grace counts from the first of the five.
     engine.hit(ip("203.0.113.9"), T0 + HOUR + 1, &mut out);
     engine.hit(ip("203.0.113.9"), T0 + HOUR + 2, &mut out);
-    assert!(bans(&out).is_empty(), "the 5 hits span more than findtime");
+    assert!(bans(&out).is_empty(), "{out:?}");
     for k in 3..6 {
         engine.hit(ip("203.0.113.9"), T0 + HOUR + k, &mut out);
     }
@@ -552,11 +559,7 @@ fn a_reload_that_raises_maxretry_drops_judgements_no_longer_earned() {
 
 #[test]
 fn a_client_banned_during_its_grace_is_not_banned_twice() {
-    let mut engine = Engine::new(policy());
-    let mut out = Vec::new();
-    for k in 0..3 {
-        engine.hit(ip("203.0.113.9"), T0 + k, &mut out);
-    }
+    let (mut engine, mut out) = pending_bot();
     // A manual ban arrives from the store before the grace runs out.
     engine.restore_ban(ip("203.0.113.9"), T0 + DAY, 0, 0);
     engine.advance(T0 + HOUR, &mut out);

@@ -187,11 +187,7 @@ async fn half_closed_client_ends_the_session() {
 /// whole.
 #[tokio::test]
 async fn the_last_reply_leaves_with_the_fin() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut server, _) = listener.accept().await.unwrap();
+    let (mut client, mut server) = tcp_pair().await;
     let before = segments_out(&server);
     server.last(b"221 2.0.0 Bye\r\n").await.unwrap();
     assert_eq!(segments_out(&server) - before, 1, "data and FIN together");
@@ -204,11 +200,7 @@ async fn the_last_reply_leaves_with_the_fin() {
 /// had not sent), the last reply reaches the client.
 #[tokio::test]
 async fn the_last_reply_survives_unread_input() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut server, _) = listener.accept().await.unwrap();
+    let (mut client, mut server) = tcp_pair().await;
     client.write_all(&b"NOOP\r\n".repeat(100)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), async {
         while segments_in(&server) < 2 {
@@ -225,6 +217,16 @@ async fn the_last_reply_survives_unread_input() {
     let mut got = Vec::new();
     let _ = client.read_to_end(&mut got).await;
     assert_eq!(got, b"421 4.7.0 Too many commands\r\n");
+}
+
+/// A connected (client, server) pair on loopback.
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
 }
 
 fn tcp_info(s: &TcpStream) -> libc::tcp_info {
