@@ -16,7 +16,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use tokio::sync::mpsc;
@@ -28,6 +28,7 @@ use crate::enforce::{Enforcer, SynCounts, Target};
 use crate::smtp::responder::SessionEvent;
 use crate::store::{Source, Store, StoreError, host_of};
 use crate::watch::tail::{Checkpoint, Tailer};
+use crate::watch::time::Tz;
 use crate::watch::{DecoySpec, Kind, LineParser};
 
 /// How often the tailers look for new lines.
@@ -37,12 +38,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// Evidence per batch from a tailer.
 const BATCH: usize = 4096;
 
-/// Unix seconds now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::unix_now;
 
 /// Evidence from one log, up to a checkpoint.
 #[derive(Debug)]
@@ -476,7 +472,8 @@ pub fn spawn_tailers(
                     None
                 }
             });
-        let parser = LineParser::new(config.mta.format, &decoy, unix_now());
+        let zone = Tz::for_logs(config.mta.timezone.as_ref().map(|z| z.0.as_str()));
+        let parser = LineParser::with_zone(config.mta.format, &decoy, unix_now(), Box::new(zone));
         let tailer = Tailer::resume(path.clone(), checkpoint);
         let tx = tx.clone();
         let shutdown = shutdown.clone();
@@ -497,12 +494,24 @@ fn tail_loop(
     let mut saved: Option<String> = None;
     let lines = metrics::counter!(crate::metrics::LOG_LINES, "log" => key.clone());
     let errors = metrics::counter!(crate::metrics::LOG_PARSE_ERRORS, "log" => key.clone());
+    let future = metrics::counter!(crate::metrics::LOG_FUTURE_LINES, "log" => key.clone());
     let mut unstamped = 0;
+    let mut warned = false;
     while !shutdown.is_cancelled() {
         let mut events = Vec::new();
+        let now = unix_now();
+        parser.set_reference(now);
         let result = tailer.poll(&mut |line: &[u8]| {
             if let Some(e) = parser.parse(line) {
-                events.push((e.at, e.ip, e.kind));
+                // A stamp from the future counts as now (crate::clock).
+                let dated = crate::clock::evidence_time(e.at, now);
+                if dated.suspicious {
+                    future.increment(1);
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(log = %key, stamp = %crate::watch::time::rfc3339(e.at), "a log line is stamped in the future; it counts as now (logged once per log; nolist_log_future_lines_total counts them)");
+                    }
+                }
+                events.push((dated.at, e.ip, e.kind));
             }
         });
         match result {
@@ -657,17 +666,22 @@ pub async fn run_engine(
         let mut checkpoint = None;
         tokio::select! {
             Some(s) = sessions.recv() => {
+                let now = unix_now();
                 let at = s.started.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
                 hits_responder.increment(1);
-                engine.hit(s.client.ip(), at, &mut decisions);
+                engine.advance(now, &mut decisions);
+                engine.hit(s.client.ip(), at.min(now));
             }
             Some(batch) = logs.recv() => {
+                // The engine's time is the wall clock; evidence is dated
+                // (never later than now) but never moves it.
+                engine.advance(unix_now(), &mut decisions);
                 let hits = if batch.path == EVIDENCE_SOURCE { &hits_firewall } else { &hits_log };
                 for (at, ip, kind) in batch.events {
                     match kind {
                         Kind::DecoyHit => {
                             hits.increment(1);
-                            engine.hit(ip, at, &mut decisions);
+                            engine.hit(ip, at);
                         }
                         Kind::Delivery => {
                             delivered.increment(1);

@@ -5,6 +5,7 @@
 
 pub mod bans;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dns;

@@ -37,6 +37,9 @@ pub const LOG_LINES: &str = "nolist_log_lines_total";
 /// Log lines that could not be parsed: no readable time stamp for the
 /// configured format, or longer than 64 KiB.
 pub const LOG_PARSE_ERRORS: &str = "nolist_log_parse_errors_total";
+/// Log lines stamped more than the allowed clock skew in the future: they
+/// count as now (see `crate::clock`).
+pub const LOG_FUTURE_LINES: &str = "nolist_log_future_lines_total";
 /// Firewall elements added and removed by reconciles.
 pub const FIREWALL_CHANGES: &str = "nolist_firewall_changes_total";
 /// Reconciles (or evidence readings) that failed.
@@ -78,6 +81,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         (
             LOG_PARSE_ERRORS,
             "MTA log lines without a readable time stamp or over 64 KiB, by log.",
+        ),
+        (
+            LOG_FUTURE_LINES,
+            "MTA log lines stamped in the future beyond the allowed skew (counted as now), by log.",
         ),
         (
             FIREWALL_CHANGES,

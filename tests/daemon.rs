@@ -214,3 +214,98 @@ fn run_serves_dns_when_configured() {
         ]
     );
 }
+
+/// Writes a `run` config following `log` (grace 1 s, bans of an hour).
+fn run_config(dir: &Path, log: &Path) -> std::path::PathBuf {
+    let cfg = dir.join("nolist.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {}
+domains:
+  - name: example.org
+    decoy: {{ host: mx01.example.org, preference: 10, ipv4: [192.0.2.10] }}
+    real:
+      - {{ host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }}
+responder: {{ mode: refuse }}
+mta: {{ logs: [{}], format: postfix }}
+bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend: none }} }}
+",
+            dir.join("state").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// A log line from the future (an RFC 3339 stamp in 2099, or a classic
+/// `Jan  2` stamp appended to a December log) neither expires the bans in
+/// force nor keeps new ones from being decided: the engine's time is the
+/// wall clock, and the line counts as now.
+#[test]
+fn a_log_line_from_the_future_moves_no_ban() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = run_config(dir.path(), &log);
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let server = Server::start_with("run", &cfg, &args, 0).unwrap();
+    assert!(
+        server.wait_for_log("following", Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
+    append(&log, &reject("203.0.113.9").repeat(3));
+    assert!(
+        wait_until(
+            || banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
+            Duration::from_secs(15)
+        ),
+        "bot not banned:\n{}",
+        server.log_text()
+    );
+
+    // One line from 2099, and one classic stamp of next January (whichever
+    // year the guess picks, never beyond a day or two ahead).
+    append(
+        &log,
+        "2099-01-01T00:00:00+00:00 mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[198.51.100.66]: 450 4.7.1 Try later; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x>\n",
+    );
+    append(
+        &log,
+        "Jan  2 00:00:06 mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[198.51.100.67]: 450 4.7.1 Try later; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x>\n",
+    );
+    assert!(
+        server.wait_for_log("stamped in the future", Duration::from_secs(10)),
+        "the 2099 line is not reported:\n{}",
+        server.log_text()
+    );
+    // A new bot after the jump is still banned, and the first ban holds.
+    append(&log, &reject("203.0.113.10").repeat(3));
+    assert!(
+        wait_until(
+            || banned(&cfg).contains(&"203.0.113.10/32".to_owned()),
+            Duration::from_secs(15)
+        ),
+        "no ban after a line from the future:\n{}",
+        server.log_text()
+    );
+    let bans = banned(&cfg);
+    assert!(
+        bans.contains(&"203.0.113.9/32".to_owned()),
+        "{bans:?}\n{}",
+        server.log_text()
+    );
+    assert!(
+        !server.log_text().contains("ban expired"),
+        "{}",
+        server.log_text()
+    );
+    // The future line counted once (as now), not as a ban of its own.
+    assert!(
+        !bans.iter().any(|b| b.starts_with("198.51.100.")),
+        "{bans:?}"
+    );
+}

@@ -410,9 +410,11 @@ impl Engine {
         }
     }
 
-    /// A decoy hit from `ip` at `at`.
-    pub fn hit(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
-        self.advance(at, out);
+    /// A decoy hit from `ip` at `at`. Evidence never moves the engine's
+    /// time: the caller [`advance`](Engine::advance)s it (to the wall clock
+    /// in `run`, to a checked log clock in `replay`; see `crate::clock`).
+    /// A hit dated after the engine's time is judged as if at that time.
+    pub fn hit(&mut self, ip: IpAddr, at: i64) {
         let ip = canonical(ip);
         if self.policy.is_exempt(ip)
             || self.bans.contains_key(&ip)
@@ -426,13 +428,13 @@ impl Engine {
         if client.recent.len() > self.policy.maxretry as usize {
             client.recent.pop_front();
         }
-        client.earn(ip, at, &self.policy, &mut self.due);
+        client.earn(ip, self.now.max(at), &self.policy, &mut self.due);
     }
 
     /// A delivery through a real MX from `ip` at `at`: clears the client and
-    /// its network, and lifts bans in that network.
+    /// its network, and lifts bans in that network. Like [`hit`](Engine::hit),
+    /// it does not move the engine's time.
     pub fn delivery(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
-        self.advance(at, out);
         let ip = canonical(ip);
         let net = self.policy.network(ip);
         let last = self.deliveries.entry(net).or_insert(at);
@@ -457,11 +459,11 @@ impl Engine {
         }
     }
 
-    /// Moves time forward to `now`, deciding everything due by then.
+    /// Moves time forward to `now`, deciding everything due by then. Time
+    /// never goes back: an earlier `now` (a host clock stepped back) keeps
+    /// the engine's time, and what is due by it is still decided.
     pub fn advance(&mut self, now: i64, out: &mut Vec<Decision>) {
-        if now < self.now {
-            return; // out-of-order evidence is judged at the latest time seen
-        }
+        let now = now.max(self.now);
         self.now = now;
         while let Some(Reverse((when, what, ip))) = self.due.peek().copied() {
             if when > now {

@@ -3,7 +3,7 @@
 //! end to end. Writes nothing but its output.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Instant, UNIX_EPOCH};
@@ -13,8 +13,10 @@ use serde::Serialize;
 
 use super::{Failure, stdout_result};
 use crate::bans::{Action, Decision, Engine, Policy};
+use crate::clock::{LogClock, unix_now};
 use crate::config;
-use crate::watch::time::rfc3339;
+use crate::watch::tail::{DEFAULT_MAX_LINE, Lines, PollStats};
+use crate::watch::time::{Tz, rfc3339};
 use crate::watch::{DecoySpec, Kind, LineParser};
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +53,8 @@ struct Summary {
     clients_held: usize,
     first: Option<String>,
     last: Option<String>,
+    overlong_lines: u64,
+    future_lines: u64,
     seconds: f64,
     lines_per_second: u64,
 }
@@ -105,63 +109,93 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         reply: config.mta.decoy_reply.clone(),
     };
     let mut engine = Engine::new(Policy::from_config(&config));
+    let zone = || {
+        Box::new(Tz::for_logs(
+            config.mta.timezone.as_ref().map(|z| z.0.as_str()),
+        ))
+    };
     let mut summary = Summary::default();
     let mut decisions = Vec::new();
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let started = Instant::now();
-    let (mut first, mut last) = (None::<i64>, None::<i64>);
-    let mut line = Vec::with_capacity(1024);
+    // Log time, never ahead of the file being read (crate::clock).
+    let mut clock: Option<LogClock> = None;
+    let mut first = None::<i64>;
+    let mut buf = vec![0; 1 << 18];
+    let mut read = PollStats::default();
     for path in &args.logs {
         let io_err = |source| Failure::Io {
             context: format!("reading {}", path.display()),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
+        let mut file = File::open(path).map_err(io_err)?;
         let mtime = file
             .metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-        let mut parser = LineParser::new(config.mta.format, &decoy, mtime);
-        let mut reader = BufReader::with_capacity(1 << 18, file);
-        summary.files += 1;
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line).map_err(io_err)? == 0 {
-                break;
+            .and_then(|d| i64::try_from(d.as_secs()).ok());
+        let reference = LogClock::reference(mtime, unix_now());
+        let clock = match &mut clock {
+            Some(c) => {
+                c.next_file(reference);
+                c
             }
-            summary.lines += 1;
-            let text = line.strip_suffix(b"\n").unwrap_or(&line);
-            let text = text.strip_suffix(b"\r").unwrap_or(text);
-            let Some(event) = parser.parse(text) else {
-                if let Some(t) = parser.last_time() {
-                    engine.advance(t, &mut decisions);
-                    last = Some(last.map_or(t, |l: i64| l.max(t)));
-                }
-                if !decisions.is_empty() {
-                    emit(&mut out, &mut decisions, args.format, &mut summary)?;
-                }
-                continue;
+            None => clock.insert(LogClock::new(reference)),
+        };
+        let mut parser = LineParser::with_zone(config.mta.format, &decoy, reference, zone());
+        summary.files += 1;
+        // The lines `run` would see: the tailer's splitter, with its cap.
+        let mut lines = Lines::default();
+        let mut failed = None;
+        let mut each = |text: &[u8]| {
+            if failed.is_some() {
+                return;
+            }
+            let event = parser.parse(text);
+            let Some(stamp) = parser.line_time() else {
+                return;
             };
-            first.get_or_insert(event.at);
-            last = Some(last.map_or(event.at, |l: i64| l.max(event.at)));
-            match event.kind {
-                Kind::DecoyHit => {
-                    summary.decoy_hits += 1;
-                    engine.hit(event.ip, event.at, &mut decisions);
-                }
-                Kind::Delivery => {
-                    summary.deliveries += 1;
-                    engine.delivery(event.ip, event.at, &mut decisions);
+            let at = clock.observe(stamp);
+            if let Some(now) = clock.now() {
+                engine.advance(now, &mut decisions);
+            }
+            if let Some(event) = event {
+                first.get_or_insert(at);
+                match event.kind {
+                    Kind::DecoyHit => {
+                        summary.decoy_hits += 1;
+                        engine.hit(event.ip, at);
+                    }
+                    Kind::Delivery => {
+                        summary.deliveries += 1;
+                        engine.delivery(event.ip, at, &mut decisions);
+                    }
                 }
             }
             if !decisions.is_empty() {
-                emit(&mut out, &mut decisions, args.format, &mut summary)?;
+                failed = emit(&mut out, &mut decisions, args.format, &mut summary).err();
             }
+        };
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(e)),
+            };
+            lines.feed(&buf[..n], DEFAULT_MAX_LINE, &mut each, &mut read);
+        }
+        lines.finish(&mut each, &mut read);
+        if let Some(failure) = failed {
+            return Err(failure);
         }
     }
+    summary.lines = read.lines;
+    summary.overlong_lines = read.overlong;
+    let last = clock.and_then(|c| c.now());
+    summary.future_lines = clock.map_or(0, |c| c.suspicious());
     if let Some(end) = last {
         engine.advance(end, &mut decisions);
         emit(&mut out, &mut decisions, args.format, &mut summary)?;

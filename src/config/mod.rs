@@ -294,6 +294,23 @@ impl<'de> Deserialize<'de> for ReplyText {
     }
 }
 
+/// The IANA name of a time zone (`Europe/Berlin`), checked against the
+/// time zone database when the config is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeZoneName(pub String);
+
+impl<'de> Deserialize<'de> for TimeZoneName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match jiff::tz::TimeZone::get(&name) {
+            Ok(_) => Ok(TimeZoneName(name)),
+            Err(_) => Err(serde::de::Error::custom(format!(
+                "unknown time zone {name:?}: expected an IANA name such as Europe/Berlin or UTC"
+            ))),
+        }
+    }
+}
+
 /// The MTA log format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -323,6 +340,10 @@ pub struct Mta {
     /// reject lines of any smtpd with this reply are decoy hits too.
     #[serde(default)]
     pub decoy_reply: Option<String>,
+    /// The time zone of the logs' local stamps (classic syslog, Exim);
+    /// default: the host's (`TZ`, else /etc/localtime).
+    #[serde(default)]
+    pub timezone: Option<TimeZoneName>,
 }
 
 fn default_decoy_syslog_name() -> String {
@@ -336,6 +357,7 @@ impl Default for Mta {
             format: MtaFormat::default(),
             decoy_syslog_name: default_decoy_syslog_name(),
             decoy_reply: None,
+            timezone: None,
         }
     }
 }

@@ -42,7 +42,8 @@ bans: {{ maxretry: 3, grace: 0s, bantime: 1d, enforce: {{ backend: none }} }}
     let (_, mut engine) = restore(&config).unwrap();
     let mut out = Vec::new();
     for k in 0..3 {
-        engine.hit(bot, now + k, &mut out);
+        engine.advance(now + k, &mut out);
+        engine.hit(bot, now + k);
     }
     engine.advance(now + 10, &mut out);
     assert_eq!(out.len(), 1, "{out:?}");

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use super::time::{HourCache, Local, YearGuess, Zone, parse_exim, parse_rfc3339, parse_syslog};
+use super::time::{Tz, Zone, parse_exim, parse_rfc3339, parse_syslog};
 use crate::config::MtaFormat;
 
 /// What a line proves.
@@ -52,14 +52,21 @@ impl Default for DecoySpec {
     }
 }
 
-/// Parses lines of one log, keeping the year guess for syslog stamps.
+/// Parses lines of one log. Local stamps are read in its time zone, the
+/// year of classic syslog stamps from its reference time, and a repeated
+/// local hour by the line before (see [`super::time`]).
 pub struct LineParser {
     format: MtaFormat,
     decoy_tag: Vec<u8>,
     decoy_reply: Option<Vec<u8>>,
-    guess: YearGuess,
+    reference: i64,
+    /// Where a repeated local time of the first line is looked for: now,
+    /// when the log is followed live; else the earlier instant.
+    first_near: i64,
     zone: Box<dyn Zone + Send>,
     last_at: Option<i64>,
+    /// Whether the line just parsed had a readable stamp (`last_at`).
+    stamped: bool,
     unstamped: u64,
 }
 
@@ -67,7 +74,7 @@ impl LineParser {
     /// A parser for `format` logs read at `now` (Unix seconds), in the
     /// host's local time zone.
     pub fn new(format: MtaFormat, decoy: &DecoySpec, now: i64) -> LineParser {
-        LineParser::with_zone(format, decoy, now, Box::new(HourCache::new(Local)))
+        LineParser::with_zone(format, decoy, now, Box::new(Tz::system()))
     }
 
     /// As [`LineParser::new`], with an explicit zone for local stamps.
@@ -88,25 +95,36 @@ impl LineParser {
                 .as_ref()
                 .filter(|r| !r.trim().is_empty())
                 .map(|r| r.as_bytes().to_vec()),
-            guess: YearGuess::new(now),
+            reference: now,
+            first_near: i64::MIN,
             zone,
             last_at: None,
+            stamped: false,
             unstamped: 0,
         }
     }
 
     /// The evidence in one line (without its newline), if any.
     pub fn parse(&mut self, line: &[u8]) -> Option<LogEvent> {
+        self.stamped = false;
         match self.format {
             MtaFormat::Postfix => self.postfix(line),
             MtaFormat::Exim => self.exim(line),
         }
     }
 
-    /// The time stamp of the latest line whose stamp parsed, evidence or not:
-    /// log time moves on with every line.
-    pub fn last_time(&self) -> Option<i64> {
-        self.last_at
+    /// Follows the log live at `now` (the wall clock): the reference time
+    /// for syslog years moves to `now`, and a first line in a repeated
+    /// local hour is read as the instant not before `now` (less the skew).
+    pub fn set_reference(&mut self, now: i64) {
+        self.reference = now;
+        self.first_near = now;
+    }
+
+    /// The time stamp of the line just parsed, evidence or not, if it had
+    /// a readable one (as written: not checked against any clock).
+    pub fn line_time(&self) -> Option<i64> {
+        self.last_at.filter(|_| self.stamped)
     }
 
     /// Lines whose time stamp could not be read in this format so far (a
@@ -123,15 +141,21 @@ impl LineParser {
     }
 
     fn stamp(&mut self, at: i64) -> i64 {
-        self.last_at = Some(self.last_at.map_or(at, |t| t.max(at)));
+        self.last_at = Some(at);
+        self.stamped = true;
         at
+    }
+
+    /// Where a repeated local time is looked for: after the line before.
+    fn near(&self) -> i64 {
+        self.last_at.unwrap_or(self.first_near)
     }
 
     fn postfix(&mut self, line: &[u8]) -> Option<LogEvent> {
         let stamp = if line.first()?.is_ascii_digit() {
             parse_rfc3339(line)
         } else {
-            parse_syslog(line, &mut self.guess, self.zone.as_ref())
+            parse_syslog(line, self.reference, self.zone.as_ref(), self.near())
         };
         let (at, used) = self.counted(stamp)?;
         let at = self.stamp(at);
@@ -181,7 +205,7 @@ impl LineParser {
         let stamp = if line.get(10) == Some(&b'T') {
             parse_rfc3339(line)
         } else {
-            parse_exim(line, self.zone.as_ref())
+            parse_exim(line, self.zone.as_ref(), self.near())
         };
         let (at, used) = self.counted(stamp)?;
         let at = self.stamp(at);

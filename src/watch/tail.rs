@@ -410,14 +410,12 @@ impl FileId {
 struct Source {
     file: File,
     id: FileId,
-    /// Bytes consumed (delivered, held in `pending`, or skipped).
+    /// Bytes consumed (delivered, held as a partial line, or skipped).
     read_off: u64,
     /// End of the last complete line: the checkpoint offset.
     committed: u64,
-    /// The partial line read so far (at most `max_line` bytes).
-    pending: Vec<u8>,
-    /// The current line went over `max_line`: skip to its newline.
-    skipping: bool,
+    /// The bytes read, split into lines.
+    lines: Lines,
     /// The bytes just before `read_off`.
     read_tail: Window,
     /// The bytes just before `committed`.
@@ -433,8 +431,7 @@ impl Source {
             id,
             read_off: 0,
             committed: 0,
-            pending: Vec::new(),
-            skipping: false,
+            lines: Lines::default(),
             read_tail: Window::default(),
             committed_tail: Window::default(),
             idle_polls: 0,
@@ -445,14 +442,13 @@ impl Source {
     fn reset(&mut self) {
         self.read_off = 0;
         self.committed = 0;
-        self.pending = Vec::new();
-        self.skipping = false;
+        self.lines = Lines::default();
         self.read_tail = Window::default();
         self.committed_tail = Window::default();
     }
 
     fn has_partial(&self) -> bool {
-        self.skipping || !self.pending.is_empty()
+        self.lines.has_partial()
     }
 
     /// Positions at `cp` if it describes this file as it is now.
@@ -545,6 +541,42 @@ impl Source {
         stats: &mut PollStats,
     ) {
         let base = self.read_off;
+        if let Some(end) = self.lines.feed(data, max_line, out, stats) {
+            self.committed = base + end as u64 + 1;
+            let mut tail = self.read_tail;
+            tail.push(&data[..=end]);
+            self.committed_tail = tail;
+        }
+        self.read_tail.push(data);
+        self.read_off = base + data.len() as u64;
+        stats.bytes += data.len() as u64;
+    }
+}
+
+/// Splits a byte stream into lines: the one line-reading path of `run`
+/// (through [`Tailer`]) and `replay`, so both see the same lines. A line
+/// longer than `max_line` bytes (without its `\n`) is dropped and counted
+/// in [`PollStats::overlong`], never delivered cut; a trailing `\r` is
+/// removed. At most `max_line` bytes of a partial line are held.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// The partial line read so far (at most `max_line` bytes).
+    pending: Vec<u8>,
+    /// The current line went over `max_line`: skip to its newline.
+    skipping: bool,
+}
+
+impl Lines {
+    /// Feeds the next bytes of the stream, calling `out` once per complete
+    /// line and counting in `stats.lines` and `stats.overlong`. Returns the
+    /// index in `data` of its last `\n`, if it has one.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        max_line: usize,
+        out: &mut impl FnMut(&[u8]),
+        stats: &mut PollStats,
+    ) -> Option<usize> {
         let mut start = 0;
         let mut last_newline = None;
         while let Some(rel) = data[start..].iter().position(|&b| b == b'\n') {
@@ -565,7 +597,6 @@ impl Source {
                 stats.lines += 1;
                 self.pending.clear();
             }
-            self.committed = base + end as u64 + 1;
             last_newline = Some(end);
             start = end + 1;
         }
@@ -578,14 +609,25 @@ impl Source {
                 self.pending.extend_from_slice(rest);
             }
         }
-        if let Some(end) = last_newline {
-            let mut tail = self.read_tail;
-            tail.push(&data[..=end]);
-            self.committed_tail = tail;
+        last_newline
+    }
+
+    /// Ends the stream (a whole file, as `replay` reads it): a last line
+    /// without its `\n` is delivered, or counted as overlong. (A followed
+    /// log never ends: the tailer waits for the newline instead.)
+    pub fn finish(&mut self, out: &mut impl FnMut(&[u8]), stats: &mut PollStats) {
+        if self.skipping {
+            stats.overlong += 1;
+        } else if !self.pending.is_empty() {
+            out(strip_cr(&self.pending));
+            stats.lines += 1;
         }
-        self.read_tail.push(data);
-        self.read_off = base + data.len() as u64;
-        stats.bytes += data.len() as u64;
+        *self = Lines::default();
+    }
+
+    /// Whether part of a line is held (or being skipped).
+    pub fn has_partial(&self) -> bool {
+        self.skipping || !self.pending.is_empty()
     }
 }
 

@@ -1,78 +1,173 @@
 //! Log timestamps: classic syslog (`Nov 28 12:00:01`, no year), RFC 3339
 //! (`2026-11-28T12:00:01.123456+01:00`) and Exim's `2026-11-28 12:00:01`.
 //! Times become Unix seconds; local times go through a [`Zone`].
+//!
+//! Local time is ambiguous twice a year where clocks change: in autumn an
+//! hour repeats (a *fold*: the stamp stands for two instants), in spring an
+//! hour is skipped (a *gap*: no instant has that stamp). A fold is resolved
+//! by the log itself: the first of the two instants that is not before the
+//! previous line (logs are written in order), or, for a log's first line,
+//! not before its reference time (read live, that is now). A gap stamp (written by a writer in another
+//! zone) is read with the offset from before the gap, which puts it after
+//! the gap.
+//!
+//! The classic syslog stamp has no year; [`syslog_year`] picks the latest
+//! year that does not put the stamp more than [`crate::clock::YEAR_AHEAD`]
+//! after the reference time (the wall clock in `run`, the file's mtime in
+//! `replay`). A line that would be further ahead is last year's.
 
-/// Converts a local civil time to Unix seconds.
+use std::cell::Cell;
+
+use crate::clock::{MAX_SKEW, YEAR_AHEAD};
+
+/// Converts local civil times to Unix seconds.
 pub trait Zone {
-    /// Unix seconds of local `y-m-d h:mi:s`.
-    fn to_unix(&self, y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64;
+    /// The instants local `y-m-d h:mi:s` stands for, earlier first: equal
+    /// unless the time is repeated (a fold). `None` when the date does not
+    /// exist (Feb 30).
+    fn instants(&self, y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<(i64, i64)>;
 }
 
 /// Coordinated Universal Time.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Utc;
 
-impl Zone for Utc {
-    fn to_unix(&self, y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+impl Utc {
+    /// Unix seconds of `y-m-d h:mi:s` UTC (the date is not checked).
+    pub fn to_unix(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
         days_from_civil(y, m, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s)
     }
 }
 
-/// The host's local time zone (the `TZ` environment variable or
-/// /etc/localtime), as the MTA that wrote the log saw it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Local;
+impl Zone for Utc {
+    fn instants(&self, y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<(i64, i64)> {
+        valid_date(y, m, d).then(|| {
+            let t = Utc::to_unix(y, m, d, h, mi, s);
+            (t, t)
+        })
+    }
+}
 
-impl Zone for Local {
-    fn to_unix(&self, y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
-        // SAFETY: mktime reads and normalises the struct we own.
-        unsafe {
-            let mut tm: libc::tm = std::mem::zeroed();
-            tm.tm_year = y - 1900;
-            tm.tm_mon = m as i32 - 1;
-            tm.tm_mday = d as i32;
-            tm.tm_hour = h as i32;
-            tm.tm_min = mi as i32;
-            tm.tm_sec = s as i32;
-            tm.tm_isdst = -1;
-            let t = libc::mktime(&mut tm);
-            if t == -1 {
-                Utc.to_unix(y, m, d, h, mi, s)
-            } else {
-                t
+/// An IANA time zone (the host's, or a named one), with the instants of
+/// the last minute it converted kept: log lines come in runs from the same
+/// minute, and every offset change of the time zone database falls on a
+/// whole minute (Australia/Lord_Howe's shifts by 30 minutes).
+pub struct Tz {
+    tz: jiff::tz::TimeZone,
+    minute: Cell<Option<(Minute, (i64, i64))>>,
+}
+
+/// A local minute: year, month, day, hour, minute.
+type Minute = (i32, u32, u32, u32, u32);
+
+impl Tz {
+    /// The host's zone: `TZ`, else /etc/localtime; UTC when neither says.
+    pub fn system() -> Tz {
+        Tz::new(jiff::tz::TimeZone::system())
+    }
+
+    /// A zone by its IANA name (`Europe/Berlin`).
+    pub fn named(name: &str) -> Result<Tz, jiff::Error> {
+        jiff::tz::TimeZone::get(name).map(Tz::new)
+    }
+
+    /// The zone to read logs in: `name` (an IANA name, checked when the
+    /// config was read), else the host's.
+    pub fn for_logs(name: Option<&str>) -> Tz {
+        name.and_then(|n| Tz::named(n).ok())
+            .unwrap_or_else(Tz::system)
+    }
+
+    fn new(tz: jiff::tz::TimeZone) -> Tz {
+        Tz {
+            tz,
+            minute: Cell::new(None),
+        }
+    }
+
+    fn minute_instants(&self, y: i32, m: u32, d: u32, h: u32, mi: u32) -> Option<(i64, i64)> {
+        use jiff::tz::AmbiguousOffset;
+        let dt = jiff::civil::DateTime::new(
+            i16::try_from(y).ok()?,
+            i8::try_from(m).ok()?,
+            i8::try_from(d).ok()?,
+            i8::try_from(h).ok()?,
+            i8::try_from(mi).ok()?,
+            0,
+            0,
+        )
+        .ok()?;
+        let civil = Utc::to_unix(y, m, d, h, mi, 0);
+        let at = |offset: jiff::tz::Offset| civil - i64::from(offset.seconds());
+        Some(match self.tz.to_ambiguous_timestamp(dt).offset() {
+            AmbiguousOffset::Unambiguous { offset } => (at(offset), at(offset)),
+            AmbiguousOffset::Gap { before, .. } => (at(before), at(before)),
+            AmbiguousOffset::Fold { before, after } => {
+                let (a, b) = (at(before), at(after));
+                (a.min(b), a.max(b))
             }
-        }
+        })
     }
 }
 
-/// A zone that remembers the last hour it converted: `mktime` is slow, and
-/// log lines come in runs from the same hour. (Offsets change only on
-/// whole hours in every zone with daylight saving, so the cache is exact.)
-pub struct HourCache<Z> {
-    zone: Z,
-    key: std::cell::Cell<(i32, u32, u32, u32)>,
-    base: std::cell::Cell<i64>,
-}
-
-impl<Z: Zone> HourCache<Z> {
-    /// Wraps `zone`.
-    pub fn new(zone: Z) -> Self {
-        HourCache {
-            zone,
-            key: std::cell::Cell::new((0, 0, 0, 99)),
-            base: std::cell::Cell::new(0),
-        }
+impl Zone for Tz {
+    fn instants(&self, y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<(i64, i64)> {
+        let key = (y, m, d, h, mi);
+        let base = match self.minute.get() {
+            Some((k, base)) if k == key => base,
+            _ => {
+                let base = self.minute_instants(y, m, d, h, mi)?;
+                self.minute.set(Some((key, base)));
+                base
+            }
+        };
+        let s = i64::from(s);
+        Some((base.0 + s, base.1 + s))
     }
 }
 
-impl<Z: Zone> Zone for HourCache<Z> {
-    fn to_unix(&self, y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
-        if self.key.get() != (y, m, d, h) {
-            self.base.set(self.zone.to_unix(y, m, d, h, 0, 0));
-            self.key.set((y, m, d, h));
-        }
-        self.base.get() + i64::from(mi * 60 + s)
+/// Of the instants a local stamp stands for, the first that is not before
+/// `after` (the previous line: logs are written in order, give or take
+/// [`MAX_SKEW`] of disorder), or the later when both are.
+pub fn in_order((earlier, later): (i64, i64), after: i64) -> i64 {
+    if earlier >= after.saturating_sub(MAX_SKEW) {
+        earlier
+    } else {
+        later
     }
+}
+
+fn leap(y: i32) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+fn valid_date(y: i32, m: u32, d: u32) -> bool {
+    let days = match m {
+        2 if leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
+}
+
+/// The year of a classic syslog stamp `month day`, read at `reference`
+/// (Unix seconds): the latest year in which that day is at most
+/// [`YEAR_AHEAD`] after the reference. `None` for a day no year has
+/// (Nov 31), and Feb 29 goes back to the latest leap year.
+pub fn syslog_year(month: u32, day: u32, reference: i64) -> Option<i32> {
+    let limit = reference.saturating_add(YEAR_AHEAD).div_euclid(86_400);
+    let (ly, lm, ld) = civil_from_days(limit);
+    let mut y = if (month, day) > (lm, ld) { ly - 1 } else { ly };
+    // Feb 29 exists every 4 years, at most 8 apart (1896 → 1904).
+    for _ in 0..8 {
+        if valid_date(y, month, day) {
+            return Some(y);
+        }
+        y -= 1;
+    }
+    None
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -152,7 +247,7 @@ pub fn parse_rfc3339(line: &[u8]) -> Option<(i64, usize)> {
             pos += 1;
         }
     }
-    let base = Utc.to_unix(y, m, d, h, mi, s);
+    let base = Utc::to_unix(y, m, d, h, mi, s);
     match line.get(pos)? {
         b'Z' | b'z' => Some((base, pos + 1)),
         sign @ (b'+' | b'-') => {
@@ -172,8 +267,9 @@ pub fn parse_rfc3339(line: &[u8]) -> Option<(i64, usize)> {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.mmm][ ±HHMM]` (Exim); local time unless a zone follows.
-pub fn parse_exim(line: &[u8], zone: &dyn Zone) -> Option<(i64, usize)> {
+/// `YYYY-MM-DD HH:MM:SS[.mmm][ ±HHMM]` (Exim); local time unless a zone
+/// follows, a repeated local time read as the instant [`in_order`] after `near`.
+pub fn parse_exim(line: &[u8], zone: &dyn Zone, near: i64) -> Option<(i64, usize)> {
     let (y, m, d) = date(line)?;
     if line.get(10) != Some(&b' ') {
         return None;
@@ -191,7 +287,7 @@ pub fn parse_exim(line: &[u8], zone: &dyn Zone) -> Option<(i64, usize)> {
         && line.get(pos + 6).is_none_or(|c| *c == b' ')
     {
         let offset = i64::from(tz / 100 * 3600 + tz % 100 * 60);
-        let base = Utc.to_unix(y, m, d, h, mi, s);
+        let base = Utc::to_unix(y, m, d, h, mi, s);
         let unix = if *sign == b'+' {
             base - offset
         } else {
@@ -199,53 +295,22 @@ pub fn parse_exim(line: &[u8], zone: &dyn Zone) -> Option<(i64, usize)> {
         };
         return Some((unix, pos + 6));
     }
-    Some((zone.to_unix(y, m, d, h, mi, s), pos))
+    Some((in_order(zone.instants(y, m, d, h, mi, s)?, near), pos))
 }
 
 const MONTHS: [&[u8; 3]; 12] = [
     b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 
-/// Infers the missing year of classic syslog stamps: a log read in January
-/// that starts in December belongs to last year, and a jump from December
-/// to January means the year turned.
-#[derive(Clone, Debug)]
-pub struct YearGuess {
-    year: i32,
-    month: u32,
-    started: bool,
-}
-
-impl YearGuess {
-    /// Guessing starts from the year and month of `now` (Unix seconds).
-    pub fn new(now: i64) -> YearGuess {
-        let (year, month, _) = civil_from_days(now.div_euclid(86_400));
-        YearGuess {
-            year,
-            month,
-            started: false,
-        }
-    }
-
-    fn year_for(&mut self, month: u32) -> i32 {
-        if !self.started {
-            // Entries "from the future" are last year's.
-            if month > self.month {
-                self.year -= 1;
-            }
-            self.started = true;
-        } else if month + 6 <= self.month {
-            self.year += 1; // December → January
-        } else if month >= self.month + 6 {
-            self.year -= 1; // a stray older line across New Year
-        }
-        self.month = month;
-        self.year
-    }
-}
-
-/// `Mmm dd HH:MM:SS` (day space-padded) at the start of `line`.
-pub fn parse_syslog(line: &[u8], guess: &mut YearGuess, zone: &dyn Zone) -> Option<(i64, usize)> {
+/// `Mmm dd HH:MM:SS` (day space-padded) at the start of `line`, read at
+/// `reference` (which picks the year, see [`syslog_year`]); a repeated
+/// local time is read as the instant [`in_order`] after `near`.
+pub fn parse_syslog(
+    line: &[u8],
+    reference: i64,
+    zone: &dyn Zone,
+    near: i64,
+) -> Option<(i64, usize)> {
     let mon = line.get(..3)?;
     let month = MONTHS.iter().position(|m| m.as_slice() == mon)? as u32 + 1;
     if line.get(3) != Some(&b' ') {
@@ -260,8 +325,11 @@ pub fn parse_syslog(line: &[u8], guess: &mut YearGuess, zone: &dyn Zone) -> Opti
         return None;
     }
     let (h, mi, s) = hms(line.get(7..)?)?;
-    let year = guess.year_for(month);
-    Some((zone.to_unix(year, month, day, h, mi, s), 15))
+    let year = syslog_year(month, day, reference)?;
+    Some((
+        in_order(zone.instants(year, month, day, h, mi, s)?, near),
+        15,
+    ))
 }
 
 #[cfg(test)]
@@ -276,23 +344,6 @@ mod tests {
         }
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_867_201), "2026-11-28T12:00:01Z");
-    }
-
-    #[test]
-    fn hour_cache_matches_the_zone() {
-        let cached = HourCache::new(Utc);
-        for (y, m, d, h, mi, s) in [
-            (2026, 11, 28, 12, 0, 1),
-            (2026, 11, 28, 12, 59, 59),
-            (2026, 11, 28, 13, 0, 0),
-            (2027, 1, 1, 0, 0, 0),
-            (2026, 11, 28, 12, 30, 0),
-        ] {
-            assert_eq!(
-                cached.to_unix(y, m, d, h, mi, s),
-                Utc.to_unix(y, m, d, h, mi, s)
-            );
-        }
     }
 
     #[test]
@@ -324,40 +375,171 @@ mod tests {
     fn exim_stamps() {
         let utc = 1_795_867_201;
         assert_eq!(
-            parse_exim(b"2026-11-28 12:00:01 1abc", &Utc),
+            parse_exim(b"2026-11-28 12:00:01 1abc", &Utc, 0),
             Some((utc, 19))
         );
         assert_eq!(
-            parse_exim(b"2026-11-28 12:00:01.250 1abc", &Utc).unwrap(),
+            parse_exim(b"2026-11-28 12:00:01.250 1abc", &Utc, 0).unwrap(),
             (utc, 23)
         );
         assert_eq!(
-            parse_exim(b"2026-11-28 13:00:01 +0100 1abc", &Utc).unwrap(),
+            parse_exim(b"2026-11-28 13:00:01 +0100 1abc", &Utc, 0).unwrap(),
             (utc, 25)
+        );
+        assert_eq!(parse_exim(b"2026-11-31 12:00:01 1abc", &Utc, 0), None);
+    }
+
+    fn syslog(line: &str, reference: i64) -> Option<i64> {
+        parse_syslog(line.as_bytes(), reference, &Utc, reference).map(|(t, _)| t)
+    }
+
+    #[test]
+    fn syslog_year_across_new_year() {
+        // Read on 2027-01-02: December lines are from 2026, January from 2027.
+        let now = Utc::to_unix(2027, 1, 2, 0, 0, 0);
+        let dec = syslog("Dec 31 23:59:59 mx postfix/smtpd[1]: x", now).unwrap();
+        let jan = syslog("Jan  1 00:00:01 mx postfix/smtpd[1]: x", now).unwrap();
+        assert_eq!(dec, Utc::to_unix(2026, 12, 31, 23, 59, 59));
+        assert_eq!(jan, Utc::to_unix(2027, 1, 1, 0, 0, 1));
+        assert_eq!(jan - dec, 2);
+        // Read live a moment before midnight, a line stamped just after it
+        // (the writer's clock a little ahead) is next year's.
+        let eve = Utc::to_unix(2026, 12, 31, 23, 59, 58);
+        assert_eq!(
+            syslog("Jan  1 00:00:01 mx x", eve),
+            Some(Utc::to_unix(2027, 1, 1, 0, 0, 1))
+        );
+        // A log entirely in this year stays in it.
+        let now = Utc::to_unix(2026, 11, 28, 12, 0, 0);
+        assert_eq!(syslog("Nov 28 12:00:01 mx x", now), Some(1_795_867_201));
+        assert!(syslog("Foo 28 12:00:01", now).is_none());
+        assert!(syslog("Nov 32 12:00:01", now).is_none());
+        assert!(syslog("Nov 31 12:00:01", now).is_none());
+    }
+
+    #[test]
+    fn syslog_year_never_puts_a_line_far_into_the_future() {
+        // The reproductions: read on 2026-12-03, a "Jan  2" line
+        // appended to a December log, and a stray "Jun 15" line, are this
+        // year's (in the past), not next year's.
+        let now = Utc::to_unix(2026, 12, 3, 15, 0, 0);
+        assert_eq!(
+            syslog("Jan  2 00:00:06 mx x", now),
+            Some(Utc::to_unix(2026, 1, 2, 0, 0, 6))
+        );
+        assert_eq!(
+            syslog("Jun 15 10:00:00 mx x", now),
+            Some(Utc::to_unix(2026, 6, 15, 10, 0, 0))
+        );
+        // At most YEAR_AHEAD ahead, for any stamp and reference.
+        for reference in [now, Utc::to_unix(2026, 12, 31, 23, 0, 0), 0] {
+            for (m, &name) in MONTHS.iter().enumerate() {
+                for d in [1, 15, 28] {
+                    let line =
+                        format!("{} {d:2} 23:59:59 mx x", std::str::from_utf8(name).unwrap());
+                    let t = syslog(&line, reference).unwrap();
+                    assert!(
+                        t <= reference + YEAR_AHEAD,
+                        "{line} at {reference} (month {m})"
+                    );
+                    assert!(t > reference + YEAR_AHEAD - 366 * 86_400 - 86_400, "{line}");
+                }
+            }
+        }
+        // Feb 29 read in 2027 is 2024's.
+        let now = Utc::to_unix(2027, 3, 1, 0, 0, 0);
+        assert_eq!(
+            syslog("Feb 29 12:00:00 mx x", now),
+            Some(Utc::to_unix(2024, 2, 29, 12, 0, 0))
+        );
+    }
+
+    /// Reads `lines` (`Mmm dd HH:MM:SS`) in order in `zone`, each fold
+    /// resolved by the line before, as a parser does.
+    fn read_in(zone: &dyn Zone, lines: &[&str], reference: i64) -> Vec<i64> {
+        let mut prev = None;
+        lines
+            .iter()
+            .map(|l| {
+                let (t, _) = parse_syslog(l.as_bytes(), reference, zone, prev.unwrap_or(reference))
+                    .unwrap_or_else(|| panic!("{l}"));
+                prev = Some(t);
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_repeated_autumn_hour_reads_in_log_order() {
+        // Europe/Berlin, 2026-10-25: 03:00 CEST becomes 02:00 CET, so
+        // 02:00-02:59 happens twice (first at +02:00, then at +01:00).
+        let berlin = Tz::named("Europe/Berlin").unwrap();
+        assert_eq!(
+            berlin.instants(2026, 10, 25, 2, 30, 0),
+            Some((
+                Utc::to_unix(2026, 10, 25, 0, 30, 0),
+                Utc::to_unix(2026, 10, 25, 1, 30, 0)
+            ))
+        );
+        let reference = Utc::to_unix(2026, 10, 26, 0, 0, 0);
+        let lines = [
+            "Oct 25 01:59:00 mx x",
+            "Oct 25 02:15:00 mx x", // first pass (CEST)
+            "Oct 25 02:59:59 mx x",
+            "Oct 25 02:00:00 mx x", // second pass (CET)
+            "Oct 25 02:15:00 mx x",
+            "Oct 25 03:00:00 mx x",
+        ];
+        let utc = |h, mi, s| Utc::to_unix(2026, 10, 25, h, mi, s);
+        assert_eq!(
+            read_in(&berlin, &lines, reference),
+            [
+                Utc::to_unix(2026, 10, 24, 23, 59, 0),
+                utc(0, 15, 0),
+                utc(0, 59, 59),
+                utc(1, 0, 0),
+                utc(1, 15, 0),
+                utc(2, 0, 0),
+            ]
         );
     }
 
     #[test]
-    fn syslog_year_inference_and_new_year() {
-        // Read on 2027-01-02: December lines are from 2026, January from 2027.
-        let now = Utc.to_unix(2027, 1, 2, 0, 0, 0);
-        let mut g = YearGuess::new(now);
-        let dec = parse_syslog(b"Dec 31 23:59:59 mx postfix/smtpd[1]: x", &mut g, &Utc)
-            .unwrap()
-            .0;
-        let jan = parse_syslog(b"Jan  1 00:00:01 mx postfix/smtpd[1]: x", &mut g, &Utc)
-            .unwrap()
-            .0;
-        assert_eq!(dec, Utc.to_unix(2026, 12, 31, 23, 59, 59));
-        assert_eq!(jan, Utc.to_unix(2027, 1, 1, 0, 0, 1));
-        assert_eq!(jan - dec, 2);
-        // A log entirely in this year stays in it.
-        let mut g = YearGuess::new(Utc.to_unix(2026, 11, 28, 12, 0, 0));
-        let t = parse_syslog(b"Nov 28 12:00:01 mx x", &mut g, &Utc)
-            .unwrap()
-            .0;
-        assert_eq!(t, 1_795_867_201);
-        assert!(parse_syslog(b"Foo 28 12:00:01", &mut g, &Utc).is_none());
-        assert!(parse_syslog(b"Nov 32 12:00:01", &mut g, &Utc).is_none());
+    fn a_half_hour_shift_is_exact_to_the_minute() {
+        // Australia/Lord_Howe, 2026-04-05: 02:00 at +11:00 becomes 01:30 at
+        // +10:30, so 01:30-01:59 happens twice, half an hour apart. (An
+        // hour-keyed cache read the second pass with the first offset.)
+        let lord_howe = Tz::named("Australia/Lord_Howe").unwrap();
+        let reference = Utc::to_unix(2026, 4, 6, 0, 0, 0);
+        let lines = [
+            "Apr  5 01:29:00 mx x",
+            "Apr  5 01:45:00 mx x",
+            "Apr  5 01:59:59 mx x",
+            "Apr  5 01:30:00 mx x",
+            "Apr  5 01:45:00 mx x",
+            "Apr  5 02:00:00 mx x",
+        ];
+        let utc = |h, mi, s| Utc::to_unix(2026, 4, 4, h, mi, s);
+        assert_eq!(
+            read_in(&lord_howe, &lines, reference),
+            [
+                utc(14, 29, 0),
+                utc(14, 45, 0),
+                utc(14, 59, 59),
+                utc(15, 0, 0),
+                utc(15, 15, 0),
+                utc(15, 30, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_skipped_spring_hour_reads_after_the_gap() {
+        // Europe/Berlin, 2026-03-29: 02:00 CET becomes 03:00 CEST; a stamp
+        // of 02:30 (from a writer in another zone) is read as 03:30 CEST.
+        let berlin = Tz::named("Europe/Berlin").unwrap();
+        let t = Utc::to_unix(2026, 3, 29, 1, 30, 0);
+        assert_eq!(berlin.instants(2026, 3, 29, 2, 30, 0), Some((t, t)));
+        assert_eq!(berlin.instants(2026, 2, 30, 2, 30, 0), None);
     }
 }

@@ -28,6 +28,25 @@ fn policy() -> Policy {
     }
 }
 
+/// Evidence in log time, as `replay` feeds it: the engine's clock moves
+/// to each piece of evidence before it is taken.
+trait LogTime {
+    fn hit_at(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>);
+    fn delivery_at(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>);
+}
+
+impl LogTime for Engine {
+    fn hit_at(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
+        self.advance(at, out);
+        self.hit(ip, at);
+    }
+
+    fn delivery_at(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
+        self.advance(at, out);
+        self.delivery(ip, at, out);
+    }
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -38,9 +57,9 @@ fn run(events: &[(i64, &str, bool)], end: i64) -> Vec<Decision> {
     let mut out = Vec::new();
     for &(at, who, delivery) in events {
         if delivery {
-            engine.delivery(ip(who), at, &mut out);
+            engine.delivery_at(ip(who), at, &mut out);
         } else {
-            engine.hit(ip(who), at, &mut out);
+            engine.hit_at(ip(who), at, &mut out);
         }
     }
     engine.advance(end, &mut out);
@@ -234,7 +253,7 @@ fn bans_expire_and_repeat_offenders_escalate() {
     let mut lengths = Vec::new();
     for _ in 0..5 {
         for k in 0..3 {
-            engine.hit(bot, t + k, &mut out);
+            engine.hit_at(bot, t + k, &mut out);
         }
         engine.advance(t + HOUR, &mut out);
         let ban = out
@@ -258,7 +277,7 @@ fn hits_while_banned_are_ignored_and_memory_is_pruned() {
     let mut out = Vec::new();
     for i in 0..10_000u32 {
         let who = IpAddr::from([203, 0, (i >> 8) as u8, i as u8]);
-        engine.hit(who, T0 + i64::from(i % 100), &mut out);
+        engine.hit_at(who, T0 + i64::from(i % 100), &mut out);
     }
     assert_eq!(engine.sizes().clients, 10_000);
     engine.advance(T0 + 3 * HOUR, &mut out);
@@ -290,10 +309,10 @@ fn restored_bans_expire_and_lift_and_restored_deliveries_clear() {
     engine.restore_ban(ip("203.0.113.9"), T0 + HOUR, 5, 1);
     engine.restore_ban(ip("203.0.113.10"), T0 + DAY, 5, 1);
     engine.restore_delivery("198.51.100.0/24".parse().unwrap(), T0);
-    engine.delivery(ip("203.0.113.77"), T0 + 60, &mut out);
+    engine.delivery_at(ip("203.0.113.77"), T0 + 60, &mut out);
     assert_eq!(out.len(), 2, "both bans in 203.0.113.0/24 lifted: {out:?}");
     for k in 0..3 {
-        engine.hit(ip("198.51.100.9"), T0 + 100 + k, &mut out);
+        engine.hit_at(ip("198.51.100.9"), T0 + 100 + k, &mut out);
     }
     engine.advance(T0 + 2 * HOUR, &mut out);
     assert_eq!(
@@ -309,7 +328,7 @@ fn a_ban_forgotten_by_hand_is_judged_afresh() {
     let mut out = Vec::new();
     let bot = ip("203.0.113.9");
     for k in 0..3 {
-        engine.hit(bot, T0 + k, &mut out);
+        engine.hit_at(bot, T0 + k, &mut out);
     }
     engine.advance(T0 + HOUR, &mut out);
     assert_eq!(out.len(), 1);
@@ -317,7 +336,7 @@ fn a_ban_forgotten_by_hand_is_judged_afresh() {
     assert!(!engine.forget_ban(bot));
     assert_eq!(engine.banned().count(), 0);
     for k in 0..3 {
-        engine.hit(bot, T0 + HOUR + k, &mut out);
+        engine.hit_at(bot, T0 + HOUR + k, &mut out);
     }
     engine.advance(T0 + 2 * HOUR, &mut out);
     assert_eq!(out.len(), 2);
@@ -332,10 +351,10 @@ fn allowed_networks_are_never_banned() {
     let mut engine = Engine::new(policy());
     let mut out = Vec::new();
     let big = ip("198.51.100.33");
-    engine.hit(big, T0, &mut out);
+    engine.hit_at(big, T0, &mut out);
     engine.set_allowed(vec!["198.51.100.0/24".parse().unwrap()]);
     for k in 1..5 {
-        engine.hit(big, T0 + k, &mut out);
+        engine.hit_at(big, T0 + k, &mut out);
     }
     engine.advance(T0 + DAY, &mut out);
     assert!(out.is_empty(), "{out:?}");
@@ -346,11 +365,11 @@ fn a_reloaded_policy_applies_to_what_comes_next() {
     let mut engine = Engine::new(policy());
     let mut out = Vec::new();
     // Two hits under maxretry 3: nothing yet.
-    engine.hit(ip("198.51.100.7"), T0, &mut out);
-    engine.hit(ip("198.51.100.7"), T0 + MIN, &mut out);
+    engine.hit_at(ip("198.51.100.7"), T0, &mut out);
+    engine.hit_at(ip("198.51.100.7"), T0 + MIN, &mut out);
     // A banned bot that the new config exempts.
     for i in 0..3 {
-        engine.hit(ip("203.0.113.9"), T0 + i * MIN, &mut out);
+        engine.hit_at(ip("203.0.113.9"), T0 + i * MIN, &mut out);
     }
     engine.advance(T0 + 20 * MIN, &mut out);
     assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + 10 * MIN)]);
@@ -367,13 +386,13 @@ fn a_reloaded_policy_applies_to_what_comes_next() {
     assert_eq!(out[0].reason, "exempt by the reloaded config");
     out.clear();
     // maxretry 2 now: the next hit is judged with the latest one before it.
-    engine.hit(ip("198.51.100.7"), T0 + 22 * MIN, &mut out);
+    engine.hit_at(ip("198.51.100.7"), T0 + 22 * MIN, &mut out);
     engine.advance(T0 + 40 * MIN, &mut out);
     assert_eq!(bans(&out), [(ip("198.51.100.7"), T0 + 22 * MIN)]);
     // The exempt address is never banned again.
     out.clear();
     for i in 0..5 {
-        engine.hit(ip("203.0.113.9"), T0 + HOUR + i * MIN, &mut out);
+        engine.hit_at(ip("203.0.113.9"), T0 + HOUR + i * MIN, &mut out);
     }
     engine.advance(T0 + 2 * HOUR, &mut out);
     assert!(out.is_empty(), "{out:?}");
@@ -383,8 +402,8 @@ fn a_reloaded_policy_applies_to_what_comes_next() {
 fn reloaded_network_sizes_keep_remembered_deliveries() {
     let mut engine = Engine::new(policy());
     let mut out = Vec::new();
-    engine.delivery(ip("198.51.100.7"), T0, &mut out);
-    engine.delivery(ip("2001:db8:1:2::7"), T0, &mut out);
+    engine.delivery_at(ip("198.51.100.7"), T0, &mut out);
+    engine.delivery_at(ip("2001:db8:1:2::7"), T0, &mut out);
     let mut narrower = policy();
     narrower.v4_prefix = 26;
     narrower.v6_prefix = 96;
@@ -393,7 +412,7 @@ fn reloaded_network_sizes_keep_remembered_deliveries() {
     assert_eq!(engine.sizes().delivering_networks, 4);
     // A bot in another /26 of the delivering /24 is still cleared.
     for i in 0..3 {
-        engine.hit(ip("198.51.100.200"), T0 + i * MIN, &mut out);
+        engine.hit_at(ip("198.51.100.200"), T0 + i * MIN, &mut out);
     }
     engine.advance(T0 + HOUR, &mut out);
     assert!(bans(&out).is_empty(), "{out:?}");
@@ -412,7 +431,7 @@ fn deliveries_restored_at_another_network_size_still_clear_their_network() {
     // Stored as a /24 by a run with the default size.
     engine.restore_delivery("198.51.100.0/24".parse().unwrap(), T0);
     for i in 0..3 {
-        engine.hit(ip("198.51.100.200"), T0 + i * MIN, &mut out);
+        engine.hit_at(ip("198.51.100.200"), T0 + i * MIN, &mut out);
     }
     engine.advance(T0 + HOUR, &mut out);
     assert!(bans(&out).is_empty(), "{out:?}");
@@ -431,7 +450,7 @@ fn an_escalated_ban_longer_than_remember_still_escalates_the_next() {
     let mut out = Vec::new();
     let bot = ip("203.0.113.9");
     for k in 0..3 {
-        engine.hit(bot, T0 + k, &mut out);
+        engine.hit_at(bot, T0 + k, &mut out);
     }
     engine.advance(T0 + HOUR, &mut out);
     assert_eq!((out[0].action, out[0].offence), (Action::Ban, 1));
@@ -441,7 +460,7 @@ fn an_escalated_ban_longer_than_remember_still_escalates_the_next() {
     assert_eq!(out[1].action, Action::Unban);
     let back = ends + 12 * HOUR;
     for k in 0..3 {
-        engine.hit(bot, back + k, &mut out);
+        engine.hit_at(bot, back + k, &mut out);
     }
     engine.advance(back + HOUR, &mut out);
     assert_eq!((out[2].action, out[2].offence), (Action::Ban, 2), "{out:?}");
@@ -450,7 +469,7 @@ fn an_escalated_ban_longer_than_remember_still_escalates_the_next() {
     let later = out[2].until.unwrap() + DAY + HOUR;
     engine.advance(later, &mut out);
     for k in 0..3 {
-        engine.hit(bot, later + k, &mut out);
+        engine.hit_at(bot, later + k, &mut out);
     }
     engine.advance(later + HOUR, &mut out);
     assert_eq!(out.last().unwrap().offence, 1, "{out:?}");
@@ -464,7 +483,7 @@ fn restored_offences_keep_the_larger_count() {
     engine.restore_offence(bot, 3, T0 - HOUR);
     engine.restore_offence(bot, 2, T0 - 2 * HOUR);
     for k in 0..3 {
-        engine.hit(bot, T0 + k, &mut out);
+        engine.hit_at(bot, T0 + k, &mut out);
     }
     engine.advance(T0 + HOUR, &mut out);
     assert_eq!(out[0].offence, 4);
@@ -477,7 +496,7 @@ fn pending_counts_only_the_bans_to_come() {
     let mut out = Vec::new();
     // maxretry hits spread wider than findtime: never a ban, not pending.
     for k in 0..3 {
-        engine.hit(
+        engine.hit_at(
             ip("203.0.113.10"),
             T0 - 2 * HOUR + k * (HOUR / 2 + 1),
             &mut out,
@@ -485,7 +504,7 @@ fn pending_counts_only_the_bans_to_come() {
     }
     // maxretry hits within findtime, grace not over: pending.
     for k in 0..3 {
-        engine.hit(ip("203.0.113.9"), T0 + k, &mut out);
+        engine.hit_at(ip("203.0.113.9"), T0 + k, &mut out);
     }
     assert_eq!(engine.pending(), 1);
     engine.advance(T0 + HOUR + 20 * MIN, &mut out);
@@ -513,8 +532,8 @@ fn a_flood_during_grace_keeps_one_judgement_per_client() {
     let mut engine = Engine::new(policy());
     let mut out = Vec::new();
     for k in 0..100_000 {
-        engine.hit(ip("203.0.113.9"), T0 + k / 100_000, &mut out);
-        engine.hit(ip("203.0.113.10"), T0 + 1, &mut out);
+        engine.hit_at(ip("203.0.113.9"), T0 + k / 100_000, &mut out);
+        engine.hit_at(ip("203.0.113.10"), T0 + 1, &mut out);
     }
     assert_eq!(engine.due.len(), 2);
     assert_eq!(engine.pending(), 2);
@@ -528,7 +547,7 @@ fn pending_bot() -> (Engine, Vec<Decision>) {
     let mut engine = Engine::new(policy());
     let mut out = Vec::new();
     for k in 0..3 {
-        engine.hit(ip("203.0.113.9"), T0 + k, &mut out);
+        engine.hit_at(ip("203.0.113.9"), T0 + k, &mut out);
     }
     (engine, out)
 }
@@ -547,11 +566,11 @@ fn a_reload_that_raises_maxretry_drops_judgements_no_longer_earned() {
     assert!(bans(&out).is_empty(), "{out:?}");
     // Two more make five, but the five span more than findtime; three more
     // earn the judgement, and grace counts from the first of the five.
-    engine.hit(ip("203.0.113.9"), T0 + HOUR + 1, &mut out);
-    engine.hit(ip("203.0.113.9"), T0 + HOUR + 2, &mut out);
+    engine.hit_at(ip("203.0.113.9"), T0 + HOUR + 1, &mut out);
+    engine.hit_at(ip("203.0.113.9"), T0 + HOUR + 2, &mut out);
     assert!(bans(&out).is_empty(), "{out:?}");
     for k in 3..6 {
-        engine.hit(ip("203.0.113.9"), T0 + HOUR + k, &mut out);
+        engine.hit_at(ip("203.0.113.9"), T0 + HOUR + k, &mut out);
     }
     engine.advance(T0 + 2 * HOUR, &mut out);
     assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + HOUR + 1 + 10 * MIN)]);
@@ -565,4 +584,45 @@ fn a_client_banned_during_its_grace_is_not_banned_twice() {
     engine.advance(T0 + HOUR, &mut out);
     assert!(bans(&out).is_empty(), "{out:?}");
     assert_eq!(engine.pending(), 0);
+}
+
+/// In `run` the engine's time is the wall clock, handed to `advance`. A
+/// host clock stepped back an hour expires nothing early and still bans a
+/// new bot at once (at the engine's time); stepped forward, bans due by the
+/// new time end.
+#[test]
+fn a_host_clock_step_moves_no_ban_backwards() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    let (a, b) = (ip("203.0.113.9"), ip("198.51.100.66"));
+    for k in 0..3 {
+        engine.advance(T0 + k, &mut out);
+        engine.hit(a, T0 + k);
+    }
+    engine.advance(T0 + 10 * MIN, &mut out);
+    assert_eq!(bans(&out), [(a, T0 + 10 * MIN)]);
+    out.clear();
+    // The clock steps back an hour; evidence is dated by the new clock.
+    let back = T0 + 10 * MIN - HOUR;
+    for k in 0..3 {
+        let wall = back + k;
+        engine.advance(wall, &mut out);
+        engine.hit(b, crate::clock::evidence_time(wall, wall).at);
+    }
+    engine.advance(back + 20 * MIN, &mut out);
+    assert_eq!(
+        bans(&out),
+        [(b, T0 + 10 * MIN)],
+        "judged at once, at the engine's time"
+    );
+    assert!(out.iter().all(|d| d.action == Action::Ban), "{out:?}");
+    out.clear();
+    // Stepped forward past both bans' end: both end.
+    engine.advance(T0 + 2 * DAY, &mut out);
+    let ended: Vec<IpAddr> = out
+        .iter()
+        .filter(|d| d.action == Action::Unban)
+        .map(|d| d.ip)
+        .collect();
+    assert_eq!(ended.len(), 2, "{out:?}");
 }

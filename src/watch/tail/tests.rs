@@ -223,11 +223,11 @@ fn overlong_lines_are_dropped_and_counted() {
     assert!(lines(&mut t).is_empty());
     append(&path, "ghijklmnop");
     assert!(lines(&mut t).is_empty());
-    assert!(t.cur.as_ref().unwrap().pending.is_empty());
-    assert!(t.cur.as_ref().unwrap().skipping);
+    assert!(t.cur.as_ref().unwrap().lines.pending.is_empty());
+    assert!(t.cur.as_ref().unwrap().lines.skipping);
     append(&path, &"x".repeat(100_000));
     assert!(lines(&mut t).is_empty());
-    assert!(t.cur.as_ref().unwrap().pending.capacity() <= 8);
+    assert!(t.cur.as_ref().unwrap().lines.pending.capacity() <= 8);
     append(&path, "\nafter\n");
     let (l, stats) = poll(&mut t);
     assert_eq!(l, ["after"]);
