@@ -1,10 +1,12 @@
 //! MTA log lines to evidence: a delivery through a real MX, or a hit on a
 //! classic (Postfix) decoy. Parsing is anchored to the fields the MTA
 //! writes itself, at their fixed positions; text a client controls (HELO,
-//! sender, recipient, message-id, subject) comes later in the line and is
-//! never searched for an address. When a line does not match exactly, it
+//! sender, recipient, message-id, subject) is never searched for an
+//! address. Where it comes before the address (Exim's sender and HELO), it
+//! is skipped by the rules the MTA writes it with, and a line that could be
+//! read two ways yields nothing. When a line does not match exactly, it
 //! yields nothing: an unparsed line loses a little evidence, a misparsed
-//! one could frame an innocent address.
+//! one could frame an innocent address or exempt the wrong one.
 
 use std::net::IpAddr;
 
@@ -220,40 +222,52 @@ impl LineParser {
             return None;
         }
         c.expect(b" <= ")?;
-        // The sender: a plain token, or a quoted local part ("a b"@x).
-        if c.peek() == Some(b'"') {
-            c.skip(1);
-            c.until(b'"')?;
-            c.expect(b"\"")?;
-        }
-        c.word()?;
+        c.exim_sender()?;
+        // `DS` (log_selector +dnssec) when the host name was DNSSEC-verified.
+        let _ = c.expect(b" DS");
         c.expect(b" H=")?;
-        // H=[ip] | H=name [ip] | H=(helo) [ip] | H=name (helo) [ip]
-        if c.peek() != Some(b'[') && c.peek() != Some(b'(') {
-            let name = c.word()?;
-            if name.contains(&b'[') || name.contains(&b'(') {
+        let ip = exim_host(c.rest())?;
+        Some(LogEvent {
+            at,
+            ip,
+            kind: Kind::Delivery,
+        })
+    }
+}
+
+/// The client address in Exim's host field (what follows `H=`):
+/// `[IP]`, `NAME [IP]`, `(HELO) [IP]` or `NAME (HELO) [IP]`, each `[IP]`
+/// maybe with `:PORT`. NAME is a verified DNS name (no spaces, brackets or
+/// parentheses), but the HELO is whatever the client sent when Exim takes
+/// junk (`helo_accept_junk_hosts`): `x) [203.0.113.66] (y` makes
+/// `H=(x) [203.0.113.66] (y) [198.51.100.5]`. So after `(`, every `) [IP]`
+/// that could close the field is a candidate; the real one is always among
+/// them, so a single candidate is the client and more than one prove
+/// nothing.
+fn exim_host(field: &[u8]) -> Option<IpAddr> {
+    let mut c = Cursor::new(field);
+    if !matches!(c.peek()?, b'[' | b'(') {
+        c.host_name()?;
+        c.expect(b" ")?;
+    }
+    if c.peek() == Some(b'[') {
+        return c.exim_address();
+    }
+    c.expect(b"(")?;
+    let mut rest = c.rest();
+    let mut found = None;
+    while let Some(pos) = rest.iter().position(|&b| b == b')') {
+        rest = &rest[pos + 1..];
+        if let Some(after) = rest.strip_prefix(b" ")
+            && let Some(ip) = Cursor::new(after).exim_address()
+        {
+            if found.is_some() {
                 return None;
             }
-            c.expect(b" ")?;
-        }
-        if c.peek() == Some(b'(') {
-            c.skip(1);
-            let helo = c.until(b')')?;
-            if helo.iter().any(|b| matches!(b, b' ' | b'(' | b'[' | b']')) {
-                return None; // junk HELO: refuse to guess which bracket is real
-            }
-            c.expect(b") ")?;
-        }
-        let ip = c.bracketed_ip()?;
-        match c.peek() {
-            None | Some(b':' | b' ') => Some(LogEvent {
-                at,
-                ip,
-                kind: Kind::Delivery,
-            }),
-            _ => None,
+            found = Some(ip);
         }
     }
+    found
 }
 
 /// `QUEUEID: reject: ` at the start of a Postfix message.
@@ -295,15 +309,30 @@ fn client_equals(msg: &[u8]) -> Option<IpAddr> {
     c.expect(b": client=")?;
     c.client_name()?;
     let ip = c.bracketed_ip()?;
-    match c.peek() {
-        None | Some(b',' | b':') => Some(ip),
-        _ => None,
-    }
+    c.port();
+    (c.rest().is_empty() || c.rest().starts_with(b", ")).then_some(ip)
 }
 
-/// Postfix queue ids: short hex (`3F2A1B2C3D`) or long (`4Xk2Lw1Q9yzB7cT`).
+/// A queue id as Postfix makes it (`mail_queue.h`), so that `NOQUEUE`,
+/// `warning` and other words in that place are not taken for one. The
+/// classic form is upper-case hex: five digits of microseconds, then the
+/// inode number (`3F2A1B2C3D`). The long form (`enable_long_queue_ids`) is
+/// seconds and microseconds (ten or more characters), `z`, then the inode
+/// number (no `z`), in an alphabet of letters and digits without vowels
+/// (`4Xk2Lw1Q9yzB7cT`).
 fn is_queue_id(id: &[u8]) -> bool {
-    (5..=20).contains(&id.len()) && id.iter().all(u8::is_ascii_alphanumeric)
+    let classic = (6..=21).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b));
+    classic || is_long_queue_id(id)
+}
+
+/// The long form of [`is_queue_id`].
+fn is_long_queue_id(id: &[u8]) -> bool {
+    let safe = |b: &u8| b.is_ascii_alphanumeric() && !b"AEIOUaeiou".contains(b);
+    let split = id.iter().rposition(|&b| b == b'z');
+    id.len() <= 32 && split.is_some_and(|z| z >= 10 && z + 1 < id.len()) && id.iter().all(safe)
 }
 
 /// Exim message ids: `1abcDE-000123-AB` or `1tPxyz-000ABCdefGH-1234`.
@@ -376,24 +405,84 @@ impl<'a> Cursor<'a> {
         (!head.is_empty() && !head.contains(&b' ')).then_some(head)
     }
 
-    /// The client name Postfix writes before `[ip]`: a verified host name or
-    /// `unknown` — never spaces or brackets.
-    fn client_name(&mut self) -> Option<&'a [u8]> {
-        let name = self.until(b'[')?;
-        let ok = !name.is_empty()
-            && name
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-        ok.then_some(name)
+    /// A host name as the MTAs write it: a verified DNS name, or Postfix's
+    /// `unknown` (letters, digits, `.`, `-`, `_`) — never spaces, brackets
+    /// or parentheses.
+    fn host_name(&mut self) -> Option<&'a [u8]> {
+        let end = self
+            .rest
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
+            .unwrap_or(self.rest.len());
+        if end == 0 {
+            return None;
+        }
+        let (head, tail) = self.rest.split_at(end);
+        self.rest = tail;
+        Some(head)
     }
 
-    /// `[ip]` or `[IPv6:ip]`.
+    /// The client name Postfix writes right before `[ip]`.
+    fn client_name(&mut self) -> Option<&'a [u8]> {
+        let name = self.host_name()?;
+        (self.peek() == Some(b'[')).then_some(name)
+    }
+
+    /// `[ip]` or `[IPv6:ip]`; an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`,
+    /// a dual-stack socket's view of an IPv4 client) is the IPv4 address.
     fn bracketed_ip(&mut self) -> Option<IpAddr> {
         self.expect(b"[")?;
         let inner = self.until(b']')?;
         self.expect(b"]")?;
         let inner = inner.strip_prefix(b"IPv6:").unwrap_or(inner);
-        std::str::from_utf8(inner).ok()?.parse().ok()
+        let ip: IpAddr = std::str::from_utf8(inner).ok()?.parse().ok()?;
+        Some(ip.to_canonical())
+    }
+
+    /// An optional `:PORT` (decimal digits).
+    fn port(&mut self) {
+        if let Some(after) = self.rest.strip_prefix(b":") {
+            let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits > 0 {
+                self.rest = &after[digits..];
+            }
+        }
+    }
+
+    /// Exim's client address at the end of its host field: `[ip]`, maybe
+    /// `:PORT`, then the end of the line or a space and the next field Exim
+    /// writes (`I=`, `TFO`, `U=`, `Ci=`, `P=`: an upper-case letter).
+    fn exim_address(&mut self) -> Option<IpAddr> {
+        let ip = self.bracketed_ip()?;
+        self.port();
+        match self.rest {
+            [] => Some(ip),
+            [b' ', next, ..] if next.is_ascii_uppercase() => Some(ip),
+            _ => None,
+        }
+    }
+
+    /// Skips the envelope sender as Exim writes it: its address parser keeps
+    /// quotes and backslash pairs, so a space is part of the sender only when
+    /// quoted (`"a b"@x`) or escaped (`a\ b@x`); the first other space ends
+    /// it. `None` when empty or a quote is left open.
+    fn exim_sender(&mut self) -> Option<()> {
+        let mut quoted = false;
+        let mut i = 0;
+        while let Some(&b) = self.rest.get(i) {
+            match b {
+                b'\\' => i += 1,
+                b'"' => quoted = !quoted,
+                b' ' if !quoted => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        if i == 0 || quoted {
+            return None;
+        }
+        self.skip(i);
+        Some(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod exim;
 pub mod fail2ban;
 pub mod named;
 pub mod nsd;

@@ -195,12 +195,198 @@ fn exim_lines_that_prove_nothing() {
         "2026-11-28 12:00:01 H=(bot) [192.0.2.66] F=<a@b> rejected RCPT <c@d>: relay not permitted",
         // A sender that smuggles an H= field: the real H= must come right after the sender.
         "2026-11-28 12:00:01 1abcDE-000123-AB <= \"x H=evil [6.6.6.6]\"@b.example U=root P=local",
-        // A junk HELO with brackets: refuse to guess.
-        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=(x) [6.6.6.6]) [192.0.2.5] P=esmtp",
         "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=m.example [192.0.2.5]junk",
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=m.example [192.0.2.5]:25x P=esmtp",
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=m.example [192.0.2.5] p=esmtp",
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=m.example (x) P=esmtp",
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=m(x) [192.0.2.5] P=esmtp",
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=m.example  [192.0.2.5] P=esmtp",
+        // The fakereject (`(=`) and an unterminated quote.
+        "2026-11-28 12:00:01 1abcDE-000123-AB (= a@b H=(x) [192.0.2.5] P=esmtp",
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= \"a@b H=(x) [192.0.2.5] P=esmtp",
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b X=1 H=(x) [192.0.2.5] P=esmtp",
     ] {
         check(&mut p, line, None);
     }
+}
+
+#[test]
+fn exim_junk_helo_is_never_the_client() {
+    let mut p = parser(MtaFormat::Exim, None);
+    let line = |host: &str| {
+        format!("2026-11-28 12:00:01 1abcDE-000123-AB <= a@b.example H={host} P=esmtp S=900")
+    };
+    let real = ev(NOW, "198.51.100.5", Kind::Delivery);
+    // The only `) [IP]` that can close the field is the real one.
+    for host in [
+        "(x) [203.0.113.66] (y) [198.51.100.5]:25",
+        "(x) [203.0.113.66] (y) [198.51.100.5]",
+        "(x) [203.0.113.66]) [198.51.100.5]:25",
+        "(x) [203.0.113.66]:25(y) [198.51.100.5]:25",
+        "(x) [203.0.113.66] p=esmtp (y) [198.51.100.5]:25",
+        "m.b.example (x) [203.0.113.66] (y) [198.51.100.5]:25",
+        "(x [203.0.113.66] y) [198.51.100.5]",
+        "(a b) [198.51.100.5]:25",
+        "(a(b) [198.51.100.5]:25",
+        "() [198.51.100.5]:25",
+        "([198.51.100.5]) [198.51.100.5]:25",
+        "([IPv6:2001:db8::5]) [198.51.100.5]:25",
+    ] {
+        check(&mut p, &line(host), real);
+    }
+    // A HELO that copies the end of the field: two candidates, no evidence.
+    for host in [
+        "(x) [203.0.113.66] P=esmtp (y) [198.51.100.5]:25",
+        "(x) [203.0.113.66]:25 U=root P=esmtp (y) [198.51.100.5]:25",
+        "(x) [198.51.100.5] P=esmtp (y) [198.51.100.5]",
+        "m.b.example (x) [203.0.113.66] I=[192.0.2.1]:25 (y) [198.51.100.5]:25",
+    ] {
+        check(&mut p, &line(host), None);
+    }
+    // Text after the field can only add candidates, never pick one.
+    check(
+        &mut p,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=(x) [198.51.100.5] P=esmtp T=\"(y) [203.0.113.66] Hello\"",
+        None,
+    );
+    check(
+        &mut p,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=(x) [198.51.100.5] P=esmtp T=\"(y) [203.0.113.66] hello\"",
+        real,
+    );
+    // Without a HELO the field has no client text: later text is not searched.
+    check(
+        &mut p,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=m.b.example [198.51.100.5] P=esmtp T=\"(y) [203.0.113.66] Hi\"",
+        real,
+    );
+}
+
+#[test]
+fn exim_sender_is_read_with_its_quotes_and_escapes() {
+    let mut p = parser(MtaFormat::Exim, None);
+    let real = ev(NOW, "198.51.100.5", Kind::Delivery);
+    for sender in [
+        r#""a\"b H=[6.6.6.6] x"@b.example"#,
+        r#""a b H=(x) [6.6.6.6] P=esmtp"@b.example"#,
+        r"a\ H=\[6.6.6.6\]@b.example",
+        r#"a\"\ H=[6.6.6.6]@b.example"#,
+        "<>",
+    ] {
+        check(
+            &mut p,
+            &format!(
+                "2026-11-28 12:00:01 1abcDE-000123-AB <= {sender} H=(x) [198.51.100.5]:25 P=esmtp S=1"
+            ),
+            real,
+        );
+    }
+    // log_selector +dnssec: `DS` before the field.
+    check(
+        &mut p,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b DS H=m.b.example [198.51.100.5]:25 P=esmtp",
+        real,
+    );
+}
+
+#[test]
+fn postfix_queue_ids_are_the_shapes_postfix_makes() {
+    let mut p = parser(MtaFormat::Postfix, None);
+    let line = |id: &str| {
+        format!("Nov 28 12:00:01 mx2 postfix/smtpd[4242]: {id}: client=a.example[192.0.2.33]")
+    };
+    let d = ev(NOW, "192.0.2.33", Kind::Delivery);
+    // Classic: upper-case hex, five digits of microseconds and the inode.
+    // Long: base-52 seconds and microseconds, `z`, base-51 inode, no vowels
+    // (the last three: 2026-11-28T12:00:01Z with microseconds and inode
+    // 123456 and 1234567, 0 and 0, 999999 and 2^63).
+    for id in [
+        "3F2A1B2C3D",
+        "0A1B2C",
+        "ABCDEF0123456789ABCDE",
+        "4Xk2Lw1Q9yzB7cT",
+        "4jc83j0sf8z9HdB",
+        "4jc83j0000z0",
+        "4jc83j75plz1VSRhVblFLsV",
+    ] {
+        check(&mut p, &line(id), d);
+    }
+    for id in [
+        "NOQUEUE",
+        "warning",
+        "3f2a1b2c3d",             // lower-case hex
+        "3F2A1",                  // no inode
+        "3F2A1G2C3D",             // not hex, and no `z`
+        "ABCDEF0123456789ABCDEF", // longer than 64-bit inode
+        "4Xk2Lw1Q9yzA7cT",        // a vowel
+        "4Xk2zB7cT",              // `z` before ten time characters
+        "4Xk2Lw1Q9yz",            // no inode after `z`
+        "4Xk2Lw1Q9y-B7cT",
+    ] {
+        check(&mut p, &line(id), None);
+    }
+    // Not a queue id, whatever follows.
+    for line in [
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: warning: client=a[192.0.2.33]",
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: NOQUEUE: client=a.example[192.0.2.33]",
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3f2a1b2c3d: client=a.example[192.0.2.33]",
+        "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: 3f2a1b2c3d: reject: RCPT from unknown[203.0.113.10]: 450 4.7.1 later",
+        "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: warning: reject: RCPT from unknown[203.0.113.10]: 450 4.7.1 later",
+    ] {
+        check(&mut p, line, None);
+    }
+    // What follows the address: a port, `, ` and more, or the end.
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=a.example[192.0.2.33]:44123, sasl_method=PLAIN",
+        d,
+    );
+    for tail in [":", ":x", ",", ",x", ":25,x", " x"] {
+        check(
+            &mut p,
+            &format!(
+                "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=a.example[192.0.2.33]{tail}"
+            ),
+            None,
+        );
+    }
+}
+
+#[test]
+fn ipv4_mapped_addresses_are_ipv4() {
+    let mut p = parser(MtaFormat::Postfix, None);
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=a.example[::ffff:192.0.2.40]",
+        ev(NOW, "192.0.2.40", Kind::Delivery),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx2 postfix/smtpd[1]: 3F2A1B2C3D: client=a.example[IPv6:::ffff:192.0.2.42]:25",
+        ev(NOW, "192.0.2.42", Kind::Delivery),
+    );
+    check(
+        &mut p,
+        "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[::ffff:203.0.113.20]: 450 4.7.1 later",
+        ev(NOW, "203.0.113.20", Kind::DecoyHit),
+    );
+    let mut e = parser(MtaFormat::Exim, None);
+    check(
+        &mut e,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=(a.example) [::ffff:192.0.2.41] P=esmtp",
+        ev(NOW, "192.0.2.41", Kind::Delivery),
+    );
+    check(
+        &mut e,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=[::ffff:c000:22b]:25 P=esmtp",
+        ev(NOW, "192.0.2.43", Kind::Delivery),
+    );
+    // Other IPv6 addresses stay IPv6 (`::192.0.2.44` is not mapped).
+    check(
+        &mut e,
+        "2026-11-28 12:00:01 1abcDE-000123-AB <= a@b H=[::192.0.2.44] P=esmtp",
+        ev(NOW, "::192.0.2.44", Kind::Delivery),
+    );
 }
 
 #[test]
