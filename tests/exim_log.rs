@@ -17,7 +17,7 @@ fn credited(line: &str) -> Option<IpAddr> {
     let mut parser = LineParser::new(MtaFormat::Exim, &DecoySpec::default(), now);
     let event = parser.parse(line.as_bytes());
     let at = parser
-        .last_time()
+        .line_time()
         .unwrap_or_else(|| panic!("no stamp read: {line}"));
     assert!((at - now).abs() < 300, "stamp {at} vs now {now}: {line}");
     event.map(|e| {
