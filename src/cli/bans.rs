@@ -102,6 +102,7 @@ fn load(config: Option<&PathBuf>, state_dir: Option<&PathBuf>) -> Result<Config,
     Ok(super::load_config(path, state_dir.map(PathBuf::as_path))?)
 }
 
+/// The store in the config's `state_dir`, opened for `access`.
 fn open(config: &Config, access: Access) -> Result<Store, Failure> {
     let dir = &config.state_dir;
     let usage = |e: store::StoreError| Failure::Usage(e.to_string());
