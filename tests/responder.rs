@@ -247,13 +247,70 @@ fn connection_limits_answer_421() {
 }
 
 /// A connection from the loopback address `source`.
-fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+fn connect_from(source: impl Into<std::net::IpAddr>, addr: SocketAddr) -> TcpStream {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
     socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
     socket.connect(&addr.into()).unwrap();
     let s: TcpStream = socket.into();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
+}
+
+/// Regression: the per-client limit counted IPv6 clients per /128, so one
+/// network opened as many sessions as it liked. It counts them per network
+/// of the ban policy's IPv6 size (a /56 here), in a private network
+/// namespace whose `lo` carries a few documentation addresses.
+#[test]
+fn ipv6_clients_share_the_limit_of_their_network() {
+    if !util::require_root("extra IPv6 addresses on lo, in a private network namespace") {
+        return;
+    }
+    util::enter_private_netns();
+    let addrs = [
+        "2001:db8:1:2::a",
+        "2001:db8:1:2::b",
+        "2001:db8:1:3::a",
+        "2001:db8:2::a",
+    ];
+    for a in addrs {
+        util::run_ok(
+            "ip",
+            &["addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nolist.yaml");
+    std::fs::write(
+        &path,
+        "domains:
+  - name: example.org
+    decoy: { host: mx01.example.org, preference: 10, ipv6: [\"::1\"] }
+    real:
+      - { host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }
+responder: { mode: rcpt-450, listen: [\"[::1]:0\"], max_per_ip: 2 }
+bans: { networks: { ipv6: 56 }, enforce: { backend: none } }
+",
+    )
+    .unwrap();
+    let server = Server::start_with("run", &path, &[], 1)
+        .unwrap_or_else(|log| panic!("nolist run did not start:\n{log}"));
+    let addr = server.addr("smtp", true);
+    let from = |a: &str| connect_from(a.parse::<std::net::IpAddr>().unwrap(), addr);
+    let mut held = vec![from(addrs[0]), from(addrs[1])];
+    for s in &mut held {
+        assert!(read_reply(s).starts_with("220 "));
+    }
+    // Another address, another /64, the same /56: over the limit.
+    assert!(
+        read_reply(&mut from(addrs[2])).starts_with("421 "),
+        "same /56"
+    );
+    // Another /56 is another client.
+    assert!(
+        read_reply(&mut from(addrs[3])).starts_with("220 "),
+        "other /56"
+    );
 }
 
 /// The names of the process's threads.

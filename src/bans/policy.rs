@@ -113,16 +113,18 @@ impl Policy {
         self.exempt.iter().any(|c| c.contains(&ip))
     }
 
-    /// Length of the `n`-th ban (1-based).
+    /// Length of the `n`-th ban (1-based), never beyond nolist's longest
+    /// ban ([`crate::config::value::MAX_BAN`]), whatever the policy says.
     fn ban_length(&self, n: u32) -> i64 {
+        let max = self.max_bantime.min(crate::enforce::MAX_TIMEOUT as i64);
         let mut len = self.bantime;
         for _ in 1..n {
             len = len.saturating_mul(i64::from(self.factor));
-            if len >= self.max_bantime {
-                return self.max_bantime;
+            if len >= max {
+                return max;
             }
         }
-        len.min(self.max_bantime)
+        len.min(max)
     }
 }
 

@@ -1,13 +1,17 @@
 //! `nolist bans list|add|remove` and `nolist status`: operate on the state
 //! store, also while the daemon runs (SQLite WAL).
 
+use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{EXIT_FAILED, Failure, print};
+use crate::config::{Config, Name, value};
 use crate::daemon::unix_now;
 use crate::store::{self, BanRecord, Source, Store};
 use crate::watch::time::rfc3339;
@@ -37,12 +41,17 @@ pub(crate) enum BansAction {
     Add {
         /// An IP address or a CIDR network (host bits zero).
         target: String,
-        /// How long.
-        #[arg(long = "for", value_name = "DURATION", default_value = "1d", value_parser = humantime::parse_duration)]
+        /// How long (at most 3650d).
+        #[arg(long = "for", value_name = "DURATION", default_value = "1d", value_parser = ban_length)]
         duration: std::time::Duration,
         /// Why (shown in `bans list`).
         #[arg(long, default_value = "manual ban")]
         reason: String,
+        /// Ban even a target that covers a planned MX address, loopback,
+        /// a `bans.ignore` or `bans.allow` network, or more than a /8
+        /// (IPv4) or /32 (IPv6).
+        #[arg(long)]
+        force: bool,
     },
     /// Lift a ban.
     Remove {
@@ -72,34 +81,142 @@ pub(crate) enum Format {
     Json,
 }
 
-/// Whether a command may create the store: only `bans add` does (the
-/// daemon picks the ban up when it starts); reading a store that is not
-/// there is an error, not an empty answer and a new directory.
+/// What a command does with the store: `bans list` and `status` only read
+/// it (and so create, migrate and write nothing); `bans remove` changes a
+/// store that must exist; only `bans add` may create one (the daemon picks
+/// the ban up when it starts).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Create {
-    Yes,
-    No,
+enum Access {
+    Read,
+    Change,
+    Create,
 }
 
-fn open(
-    config: Option<&PathBuf>,
-    state_dir: Option<&PathBuf>,
-    create: Create,
-) -> Result<Store, Failure> {
+/// The config at `config`, with `--state-dir` applied.
+fn load(config: Option<&PathBuf>, state_dir: Option<&PathBuf>) -> Result<Config, Failure> {
     let Some(path) = config else {
         return Err(Failure::Usage(
             "-c FILE is required: the config's state_dir holds the store".into(),
         ));
     };
-    let dir = super::load_config(path, state_dir.map(PathBuf::as_path))?.state_dir;
-    let file = Store::file(&dir);
-    if create == Create::No && !file.exists() {
-        return Err(Failure::Usage(format!(
-            "no nolist store at {} (`nolist run` or `nolist bans add` creates it; is state_dir or --state-dir right?)",
-            file.display()
-        )));
+    Ok(super::load_config(path, state_dir.map(PathBuf::as_path))?)
+}
+
+/// The store in the config's `state_dir`, opened for `access`.
+fn open(config: &Config, access: Access) -> Result<Store, Failure> {
+    let dir = &config.state_dir;
+    let usage = |e: store::StoreError| Failure::Usage(e.to_string());
+    match access {
+        Access::Read => Store::open_read_only(dir).map_err(usage),
+        Access::Change => {
+            // A store that is missing or empty is an error here, not a new one.
+            drop(Store::open_read_only(dir).map_err(usage)?);
+            Store::open(dir).map_err(usage)
+        }
+        Access::Create => Store::open(dir).map_err(usage),
     }
-    Store::open(&dir).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// `--for`: a duration of at most [`value::MAX_BAN`].
+fn ban_length(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    value::ban_length(value::Duration(d)).map(|d| d.0)
+}
+
+/// A Unix time as RFC 3339, held to the years 0000 to 9999 that RFC 3339
+/// can write (a store from an older nolist may hold ends beyond).
+fn time(unix: i64) -> String {
+    /// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+    const FIRST: i64 = -62_167_219_200;
+    const LAST: i64 = 253_402_300_799;
+    rfc3339(unix.clamp(FIRST, LAST))
+}
+
+/// Why a manual ban needs `--force`: it would shut out someone the ban
+/// engine never bans, or a great many addresses at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Risk {
+    /// It covers an address of a planned MX host.
+    Mx { ip: IpAddr, domain: Name },
+    /// It covers loopback.
+    Loopback(IpNet),
+    /// It overlaps a `bans.ignore` network.
+    Ignored(IpNet),
+    /// It overlaps a `bans.allow.networks` network.
+    Allowed(IpNet),
+    /// It is wider than `/widest`.
+    Wide { widest: u8 },
+}
+
+impl fmt::Display for Risk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Risk::Mx { ip, domain } => write!(
+                f,
+                "it covers the planned MX address {ip} of {}",
+                domain.as_str()
+            ),
+            Risk::Loopback(net) => write!(f, "it covers loopback ({net})"),
+            Risk::Ignored(net) => write!(f, "it overlaps {net} in bans.ignore"),
+            Risk::Allowed(net) => write!(f, "it overlaps {net} in bans.allow.networks"),
+            Risk::Wide { widest } => write!(f, "it is wider than /{widest}"),
+        }
+    }
+}
+
+/// Loopback, which nolist never bans.
+const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// The prefixes beyond which a manual ban is too wide to be a slip-free
+/// decision: a /8 for IPv4, a /32 (a whole provider) for IPv6.
+const WIDEST_V4: u8 = 8;
+const WIDEST_V6: u8 = 32;
+
+/// What a manual ban of `target` would shut out that it should not (see [`Risk`]).
+fn risks(config: &Config, target: IpNet) -> Vec<Risk> {
+    let overlaps = |net: &IpNet| target.contains(net) || net.contains(&target);
+    let loopback: Vec<IpNet> = LOOPBACK.iter().filter_map(|l| l.parse().ok()).collect();
+    let mut out: Vec<Risk> = config
+        .domains
+        .iter()
+        .flat_map(|d| {
+            d.hosts()
+                .flat_map(|(_, h)| h.addresses())
+                .map(move |ip| (ip, d))
+        })
+        .filter(|(ip, _)| target.contains(ip))
+        .map(|(ip, d)| Risk::Mx {
+            ip,
+            domain: d.name.clone(),
+        })
+        .collect();
+    out.dedup();
+    out.extend(
+        loopback
+            .iter()
+            .filter(|l| overlaps(l))
+            .copied()
+            .map(Risk::Loopback),
+    );
+    // Loopback in bans.ignore (as by default) is told once, as loopback.
+    let ignored = config
+        .bans
+        .ignore
+        .iter()
+        .map(|c| c.0)
+        .filter(|n| overlaps(n) && !loopback.iter().any(|l| l.contains(n)));
+    out.extend(ignored.map(Risk::Ignored));
+    let allowed = config.bans.allow.networks.iter().map(|c| c.0);
+    out.extend(allowed.filter(|n| overlaps(n)).map(Risk::Allowed));
+    let widest = if target.addr().is_ipv4() {
+        WIDEST_V4
+    } else {
+        WIDEST_V6
+    };
+    if target.prefix_len() < widest {
+        out.push(Risk::Wide { widest });
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -118,7 +235,8 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
         |text: &str| store::parse_target(text).map_err(|e| Failure::Usage(format!("bans: {e}")));
     match &args.action {
         BansAction::List { format } => {
-            let store = open(args.config.as_ref(), args.state_dir.as_ref(), Create::No)?;
+            let config = load(args.config.as_ref(), args.state_dir.as_ref())?;
+            let store = open(&config, Access::Read)?;
             let bans = store
                 .bans(unix_now())
                 .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -128,8 +246,8 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
                         .iter()
                         .map(|b| JsonBan {
                             target: b.target.to_string(),
-                            since: rfc3339(b.since),
-                            until: rfc3339(b.until),
+                            since: time(b.since),
+                            until: time(b.until),
                             reason: &b.reason,
                             hits: b.hits,
                             offence: b.offence,
@@ -146,8 +264,9 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
                     for b in &bans {
                         out.push_str(&format!(
                             "{:<43} until {}  {:<6}  hits {:<4} {}\n",
-                            b.target,
-                            rfc3339(b.until),
+                            // IpNet's Display ignores the width: pad its text.
+                            b.target.to_string(),
+                            time(b.until),
                             if b.source == Source::Manual {
                                 "manual"
                             } else {
@@ -168,6 +287,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             target: text,
             duration,
             reason,
+            force,
         } => {
             let target = target(text)?;
             if target.prefix_len() == 0 {
@@ -175,7 +295,20 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
                     "bans: {target} would close the enforced ports to every address; nolist does not enforce it"
                 )));
             }
-            let mut store = open(args.config.as_ref(), args.state_dir.as_ref(), Create::Yes)?;
+            let config = load(args.config.as_ref(), args.state_dir.as_ref())?;
+            let risks = risks(&config, target);
+            if !risks.is_empty() && !force {
+                let mut text = format!("bans: not banning {target}:\n");
+                for r in &risks {
+                    text.push_str(&format!("  {r}\n"));
+                }
+                text.push_str("add --force to ban it anyway");
+                return Err(Failure::Usage(text));
+            }
+            for r in &risks {
+                eprintln!("nolist: warning: banning {target} although {r} (--force)");
+            }
+            let mut store = open(&config, Access::Create)?;
             let now = unix_now();
             let until = now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
             store
@@ -189,12 +322,13 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
                     source: Source::Manual,
                 })
                 .map_err(|e| Failure::Usage(e.to_string()))?;
-            print(&format!("banned {target} until {}\n", rfc3339(until)))?;
+            print(&format!("banned {target} until {}\n", time(until)))?;
             Ok(ExitCode::SUCCESS)
         }
         BansAction::Remove { target: text } => {
             let target = target(text)?;
-            let mut store = open(args.config.as_ref(), args.state_dir.as_ref(), Create::No)?;
+            let config = load(args.config.as_ref(), args.state_dir.as_ref())?;
+            let mut store = open(&config, Access::Change)?;
             let removed = store
                 .remove_ban(&target, unix_now(), "removed by hand")
                 .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -210,7 +344,8 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
 }
 
 pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
-    let store = open(Some(&args.config), args.state_dir.as_ref(), Create::No)?;
+    let config = load(Some(&args.config), args.state_dir.as_ref())?;
+    let store = open(&config, Access::Read)?;
     let status = store
         .status(unix_now(), 10)
         .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -232,7 +367,7 @@ pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
                 for r in &status.recent {
                     out.push_str(&format!(
                         "  {} {:<5} {} {}\n",
-                        rfc3339(r.at),
+                        time(r.at),
                         r.action,
                         r.target,
                         r.reason
@@ -244,7 +379,7 @@ pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
                     "checkpoint {}: {} (saved {})\n",
                     c.path,
                     c.state,
-                    rfc3339(c.updated)
+                    time(c.updated)
                 ));
             }
             out
@@ -252,4 +387,82 @@ pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(bans: &str) -> Config {
+        let yaml = format!(
+            "domains:
+  - name: example.org
+    decoy: {{ host: mx01.example.org, preference: 10, ipv4: [192.0.2.10] }}
+    real:
+      - {{ host: mx02.example.org, preference: 20, ipv4: [192.0.2.20], ipv6: [\"2001:db8:20::25\"] }}
+bans: {bans}
+"
+        );
+        crate::config::parse(&yaml, Path::new("t.yaml")).unwrap()
+    }
+
+    fn risks_of(config: &Config, target: &str) -> Vec<String> {
+        let target = store::parse_target(target).unwrap();
+        risks(config, target).iter().map(Risk::to_string).collect()
+    }
+
+    #[test]
+    fn manual_bans_that_shut_out_the_wrong_clients_are_named() {
+        let c = config(
+            "{ ignore: [\"::1\", 127.0.0.0/8, 10.0.0.0/8], allow: { networks: [198.51.100.0/24] } }",
+        );
+        assert_eq!(
+            risks_of(&c, "192.0.2.0/24"),
+            [
+                "it covers the planned MX address 192.0.2.10 of example.org",
+                "it covers the planned MX address 192.0.2.20 of example.org"
+            ]
+        );
+        assert_eq!(
+            risks_of(&c, "2001:db8:20::/48"),
+            ["it covers the planned MX address 2001:db8:20::25 of example.org"]
+        );
+        assert_eq!(
+            risks_of(&c, "127.0.0.2"),
+            ["it covers loopback (127.0.0.0/8)"]
+        );
+        assert_eq!(
+            risks_of(&c, "::ffff:127.0.0.1"),
+            ["it covers loopback (127.0.0.0/8)"]
+        );
+        assert_eq!(risks_of(&c, "::1"), ["it covers loopback (::1/128)"]);
+        assert_eq!(
+            risks_of(&c, "10.1.2.3"),
+            ["it overlaps 10.0.0.0/8 in bans.ignore"]
+        );
+        assert_eq!(
+            risks_of(&c, "198.51.100.128/25"),
+            ["it overlaps 198.51.100.0/24 in bans.allow.networks"]
+        );
+        assert_eq!(risks_of(&c, "128.0.0.0/2"), ["it is wider than /8"]);
+        assert_eq!(
+            risks_of(&c, "2001:db8::/31"),
+            [
+                "it covers the planned MX address 2001:db8:20::25 of example.org",
+                "it is wider than /32"
+            ]
+        );
+        for fine in ["203.0.113.9", "203.0.0.0/8", "192.0.2.11", "2001:db9::/32"] {
+            assert!(risks_of(&c, fine).is_empty(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn printed_times_stay_within_rfc_3339_years() {
+        assert_eq!(time(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(time(i64::MIN), "0000-01-01T00:00:00Z");
+        assert_eq!(time(1_795_867_201), rfc3339(1_795_867_201));
+    }
 }

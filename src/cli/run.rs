@@ -88,6 +88,7 @@ fn settings(config: &Config) -> Settings {
         },
         max_connections: r.max_connections.get(),
         max_per_ip: r.max_per_ip.get(),
+        v6_prefix: config.bans.networks.ipv6.0,
     }
 }
 

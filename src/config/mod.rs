@@ -372,7 +372,8 @@ pub struct Bans {
     pub findtime: Duration,
     /// How long to wait after the first hit for the sender to deliver via a real MX.
     pub grace: Duration,
-    /// How long a ban lasts.
+    /// How long a ban lasts (at most [`value::MAX_BAN`]).
+    #[serde(deserialize_with = "value::de_ban_length")]
     pub bantime: Duration,
     /// Network sizes within which a delivery clears a client.
     pub networks: Networks,
@@ -417,7 +418,8 @@ impl Default for Allow {
 pub struct Escalation {
     /// Growth per repeat ban (1 = none).
     pub factor: u32,
-    /// The longest ban.
+    /// The longest ban (at most [`value::MAX_BAN`]).
+    #[serde(deserialize_with = "value::de_ban_length")]
     pub max: Duration,
 }
 
@@ -760,7 +762,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         ));
     }
     let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, yaml_options())
-        .map_err(|e| ConfigError::from_yaml(path, &e))?;
+        .map_err(|e| ConfigError::from_yaml(path, text, &e))?;
     raw.validate(path)
 }
 

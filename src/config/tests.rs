@@ -254,17 +254,72 @@ fn duplicate_domain() {
     );
 }
 
+/// Regression: a duplicate key read `duplicate mapping key: dns, set
+/// DuplicateKeyPolicy in Options if acceptable`, advice about the parser's
+/// options; the message names the key and both places instead.
 #[test]
 fn duplicate_key() {
-    assert_err(
-        &MINIMAL.replace(
-            "name: example.org",
-            "name: example.org\n    name: example.net",
-        ),
-        3,
-        5,
-        "duplicate",
+    let (line, column, message) = err(&MINIMAL.replace(
+        "name: example.org",
+        "name: example.org\n    name: example.net",
+    ));
+    assert_eq!(
+        (line, column, message.as_str()),
+        (3, 5, "duplicate key \"name\" (first at line 2, column 5)")
     );
+    for (yaml, at, first) in [
+        // Top level, a section written twice.
+        (
+            format!("dns: {{}}\n{MINIMAL}dns: {{}}\n"),
+            (7, 1),
+            "line 1, column 1",
+        ),
+        // Inside a flow mapping, quoted the second time.
+        (
+            format!("{MINIMAL}bans:\n  escalation: {{factor: 2, \"factor\": 3}}\n"),
+            (7, 27),
+            "line 7, column 16",
+        ),
+        // Nested block mappings: the same key in a sibling mapping is no duplicate.
+        (
+            format!(
+                "{MINIMAL}bans:\n  allow: {{ refresh: 1d }}\n  networks:\n    ipv4: 24\n    ipv6: 64\n    ipv4: 16\n"
+            ),
+            (11, 5),
+            "line 9, column 5",
+        ),
+    ] {
+        let (line, column, message) = err(&yaml);
+        assert_eq!((line, column), at, "{message}");
+        assert!(message.starts_with("duplicate key"), "{message}");
+        assert!(
+            message.ends_with(&format!("(first at {first})")),
+            "{message}"
+        );
+        assert!(!message.contains("Options"), "{message}");
+    }
+}
+
+/// Regression: `bantime` and `escalation.max` had no bound, and a ban of
+/// centuries printed its end in a year beyond 9999.
+#[test]
+fn ban_lengths_are_capped_at_ten_years() {
+    assert_err(
+        &format!("{MINIMAL}bans:\n  bantime: 11y\n"),
+        7,
+        12,
+        "at most 3650d",
+    );
+    assert_err(
+        &format!("{MINIMAL}bans:\n  escalation: {{ max: 1000000000000 }}\n"),
+        7,
+        22,
+        "longest ban",
+    );
+    let c = ok(&format!(
+        "{MINIMAL}bans:\n  bantime: 3650d\n  escalation: {{ max: 3650d }}\n"
+    ));
+    assert_eq!(c.bans.bantime, value::MAX_BAN);
 }
 
 #[test]

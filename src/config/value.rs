@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
@@ -67,6 +67,30 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// The longest ban nolist keeps: 10 years, the longest timeout it gives a
+/// firewall ([`crate::enforce::MAX_TIMEOUT`]). Capping every ban here keeps
+/// every ban's end a valid RFC 3339 time (years up to 9999) and inside one
+/// firewall timeout.
+pub const MAX_BAN: Duration = Duration::from_secs(crate::enforce::MAX_TIMEOUT);
+
+/// A ban length (`bans.bantime`, `bans.escalation.max`, `bans add --for`):
+/// a duration of at most [`MAX_BAN`].
+pub fn ban_length(d: Duration) -> Result<Duration, String> {
+    if d > MAX_BAN {
+        return Err(format!(
+            "a ban of {d} is longer than the longest ban nolist keeps: at most {}d (10 years)",
+            MAX_BAN.as_secs() / 86_400
+        ));
+    }
+    Ok(d)
+}
+
+/// Deserializes a ban length (see [`ban_length`]), so the parser reports
+/// where a too long one is written.
+pub(super) fn de_ban_length<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    ban_length(Duration::deserialize(d)?).map_err(de::Error::custom)
+}
+
 /// A DNS TTL: a duration of at most 2^31 − 1 seconds (RFC 2181 §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ttl(pub u32);
@@ -85,7 +109,9 @@ impl<'de> Deserialize<'de> for Ttl {
 
 /// An address or network in CIDR notation; a bare address means a single
 /// host (`/32` or `/128`). Host bits must be zero, so a typo such as
-/// `192.0.2.7/24` is caught rather than silently widened.
+/// `192.0.2.7/24` is caught rather than silently widened. An IPv4-mapped
+/// IPv6 address or network (`::ffff:192.0.2.7`) is read as the IPv4 one it
+/// stands for: that is how nolist sees such clients everywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr(pub IpNet);
 
@@ -94,17 +120,32 @@ impl Cidr {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         self.0.contains(ip)
     }
+
+    /// `net` with an IPv4-mapped IPv6 network (`::ffff:0:0/96` or
+    /// narrower) rewritten as the IPv4 network it stands for.
+    pub fn unmapped(net: IpNet) -> IpNet {
+        let IpNet::V6(v6) = net else {
+            return net;
+        };
+        match v6.addr().to_ipv4_mapped() {
+            Some(v4) if v6.prefix_len() >= 96 => {
+                Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
+            }
+            _ => net,
+        }
+    }
 }
 
 impl std::str::FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Cidr(IpNet::from(ip)));
+            return Ok(Cidr(IpNet::from(ip.to_canonical())));
         }
         let net: IpNet = s.parse().map_err(|_| {
             format!("invalid CIDR {s:?}: expected an address or address/prefix, e.g. 192.0.2.0/24")
         })?;
+        let net = Cidr::unmapped(net);
         if net.trunc() != net {
             return Err(format!(
                 "invalid CIDR {s:?}: host bits are set (did you mean {}?)",
@@ -177,5 +218,28 @@ mod tests {
         assert!(err.contains("192.0.2.0/24"), "{err}");
         assert!("192.0.2.0/33".parse::<Cidr>().is_err());
         assert!("nonsense".parse::<Cidr>().is_err());
+    }
+
+    /// Regression: `::ffff:1.2.3.4` was a /128 that no IPv4 client (nor
+    /// the engine, which sees mapped clients as IPv4) ever matched.
+    #[test]
+    fn cidr_reads_ipv4_mapped_addresses_as_ipv4() {
+        let parse = |s: &str| s.parse::<Cidr>().map(|c| c.to_string());
+        assert_eq!(parse("::ffff:192.0.2.7").unwrap(), "192.0.2.7/32");
+        assert_eq!(parse("::ffff:192.0.2.0/120").unwrap(), "192.0.2.0/24");
+        assert_eq!(parse("::ffff:0:0/96").unwrap(), "0.0.0.0/0");
+        let err = parse("::ffff:192.0.2.7/120").unwrap_err();
+        assert!(err.contains("192.0.2.0/24"), "{err}");
+        // Wider than the mapped range, and other IPv6, stay IPv6.
+        assert_eq!(parse("::/80").unwrap(), "::/80");
+        assert_eq!(parse("2001:db8::1").unwrap(), "2001:db8::1/128");
+        assert_eq!(parse("::1").unwrap(), "::1/128");
+    }
+
+    #[test]
+    fn ban_lengths_stop_at_ten_years() {
+        assert_eq!(ban_length(MAX_BAN), Ok(MAX_BAN));
+        let err = ban_length(Duration::from_secs(MAX_BAN.as_secs() + 1)).unwrap_err();
+        assert!(err.contains("at most 3650d"), "{err}");
     }
 }

@@ -158,11 +158,30 @@ pub struct Settings {
     pub limits: Limits,
     /// Sessions at once.
     pub max_connections: usize,
-    /// Sessions at once per client address.
+    /// Sessions at once per client: per IPv4 address, per IPv6 network of
+    /// `v6_prefix` bits (see [`client_key`]).
     pub max_per_ip: usize,
+    /// The IPv6 network size that counts as one client for `max_per_ip`:
+    /// the ban policy's (`bans.networks.ipv6`, default 64).
+    pub v6_prefix: u8,
 }
 
-/// Counts sessions per client address; a slot is released on drop.
+/// Who a client is for the per-client limit: its IPv4 address (an
+/// IPv4-mapped IPv6 peer counts as that address), or its IPv6 network of
+/// `v6_prefix` bits. One host holds a whole /64, so counting IPv6 per
+/// address would let it open as many sessions as it likes.
+pub fn client_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    }
+}
+
+/// Counts sessions per client (see [`client_key`]); a slot is released on drop.
 #[derive(Default)]
 struct PerIp(Mutex<HashMap<IpAddr, usize>>);
 
@@ -172,6 +191,7 @@ struct IpSlot {
 }
 
 impl PerIp {
+    /// A slot for the client known as `key`, unless it holds `max` already.
     fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let count = map.entry(ip).or_insert(0);
@@ -458,7 +478,10 @@ async fn accept_loop(
         let local = fixed_local.unwrap_or_else(|| stream.local_addr().unwrap_or(client));
         let Shared { settings, slots } = shared.borrow().clone();
         let slot = slots.try_acquire_owned().ok();
-        let ip_slot = per_ip.acquire(client.ip(), settings.max_per_ip);
+        let ip_slot = per_ip.acquire(
+            client_key(client.ip(), settings.v6_prefix),
+            settings.max_per_ip,
+        );
         let (Some(slot), Some(ip_slot)) = (slot, ip_slot) else {
             // Never wait on an over-limit client: one non-blocking write, then drop.
             let _ = stream.try_write(b"421 4.7.0 Too many connections, try again later\r\n");

@@ -3,15 +3,16 @@
 //!
 //! WAL mode lets `nolist bans` and `nolist status` read (and change) it
 //! while the daemon runs. Every change is one transaction; the schema is
-//! versioned with `PRAGMA user_version` and migrated forward on open. Only
-//! this module touches the state directory.
+//! versioned with `PRAGMA user_version` and migrated forward on open. The
+//! commands that only read ([`Store::open_read_only`]) create, migrate and
+//! write nothing. Only this module touches the state directory.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::bans::{Action, Decision};
@@ -40,6 +41,30 @@ pub enum StoreError {
         path: PathBuf,
         /// What SQLite said.
         source: rusqlite::Error,
+    },
+    /// There is no database file.
+    #[error(
+        "no nolist store at {path} (`nolist run` or `nolist bans add` creates it; is state_dir or --state-dir right?)"
+    )]
+    Missing {
+        /// The database.
+        path: PathBuf,
+    },
+    /// The file is empty, or an SQLite database without nolist's tables.
+    #[error(
+        "{path} is not a nolist store (it is empty or has no nolist tables); `nolist run` or `nolist bans add` makes one"
+    )]
+    NotAStore {
+        /// The database.
+        path: PathBuf,
+    },
+    /// The database file could not be examined.
+    #[error("{path}: {source}")]
+    Io {
+        /// The database.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
     },
     /// The database was written by a newer nolist.
     #[error("{path}: schema version {found} is newer than this nolist understands ({known})")]
@@ -235,6 +260,64 @@ impl Store {
             tx.pragma_update(None, "user_version", i as i64 + 1)
                 .map_err(sql)?;
             tx.commit().map_err(sql)?;
+        }
+        Ok(Store { conn, path })
+    }
+
+    /// Opens the store in `state_dir` for reading only (`nolist bans list`,
+    /// `nolist status`): nothing is created, migrated or written, so a user
+    /// who may only read it, or a read-only mount, can. A missing or empty
+    /// file is an error, never a new store.
+    ///
+    /// SQLite reads a WAL database through its `-shm` index, which a
+    /// reader would have to create when no writer has the store open. So a
+    /// store at rest (no `-wal` file, which the last writer to close
+    /// removes) is opened as immutable and needs no index; a live one is
+    /// read through the daemon's WAL and index, seeing what it committed.
+    /// (A writer that opens, writes and closes the store within the
+    /// moment of one read can go unseen by that read.)
+    pub fn open_read_only(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = Store::file(state_dir);
+        let size = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { path });
+            }
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        if size == 0 {
+            return Err(StoreError::NotAStore { path });
+        }
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let conn = if Path::new(&wal).exists() {
+            Connection::open_with_flags(&path, flags)
+        } else {
+            Connection::open_with_flags(
+                format!("file:{}?immutable=1", uri_path(&path)),
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )
+        }
+        .map_err(sql)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        if version == 0 {
+            return Err(StoreError::NotAStore { path });
         }
         Ok(Store { conn, path })
     }
@@ -631,6 +714,22 @@ fn trim_history(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         params![HISTORY_ROWS],
     )
     .map(drop)
+}
+
+/// `path` for an SQLite `file:` URI: every byte but letters, digits and
+/// `/-._~` percent-encoded (so `?`, `#` and `%` in a directory name stay
+/// part of the path).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Parses a ban target: an address (`/32`, `/128`) or a network with zero host bits.

@@ -316,3 +316,105 @@ fn the_offences_migration_takes_the_counts_of_current_engine_bans() {
         vec![("203.0.113.9/32".parse().unwrap(), 3, T0 + 86_400)]
     );
 }
+
+fn manual(target: &str) -> BanRecord {
+    BanRecord {
+        target: parse_target(target).unwrap(),
+        since: T0,
+        until: T0 + 86_400,
+        reason: "by hand".into(),
+        hits: 0,
+        offence: 1,
+        source: Source::Manual,
+    }
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Regression: `bans list` on a 0-byte `nolist.db` wrote a full schema
+/// into it. Reading creates nothing: not the directory, not a schema, not
+/// SQLite's side files.
+#[test]
+fn reading_never_makes_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    assert!(matches!(
+        Store::open_read_only(&state),
+        Err(StoreError::Missing { .. })
+    ));
+    assert!(!state.exists());
+    std::fs::create_dir(&state).unwrap();
+    let file = Store::file(&state);
+    std::fs::write(&file, b"").unwrap();
+    let err = Store::open_read_only(&state).err().expect("an error");
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("not a nolist store"), "{err}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
+    assert_eq!(names(&state), ["nolist.db"]);
+    // Some other SQLite database: no nolist tables, nothing added.
+    std::fs::remove_file(&file).unwrap();
+    Connection::open(&file)
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x);")
+        .unwrap();
+    let before = std::fs::read(&file).unwrap();
+    assert!(matches!(
+        Store::open_read_only(&state),
+        Err(StoreError::NotAStore { .. })
+    ));
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    assert_eq!(names(&state), ["nolist.db"]);
+}
+
+/// A store no writer has open (no `-wal` file) is read without creating
+/// SQLite's `-wal` and `-shm` files, and without changing a byte.
+#[test]
+fn a_store_at_rest_is_read_without_a_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.add_ban(&manual("203.0.113.9")).unwrap();
+    drop(store);
+    assert_eq!(names(dir.path()), ["nolist.db"]);
+    let file = Store::file(dir.path());
+    let before = std::fs::read(&file).unwrap();
+    let mut reader = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.bans(T0).unwrap(), [manual("203.0.113.9")]);
+    assert_eq!(reader.status(T0, 10).unwrap().active_bans, 1);
+    assert!(
+        reader.add_ban(&manual("203.0.113.10")).is_err(),
+        "read-only"
+    );
+    drop(reader);
+    assert_eq!(names(dir.path()), ["nolist.db"]);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
+
+/// While the daemon has the store open, a reader sees what it committed
+/// (still in the WAL, not yet in the database file).
+#[test]
+fn a_live_store_is_read_through_the_writers_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Store::open(dir.path()).unwrap();
+    writer.add_ban(&manual("203.0.113.9")).unwrap();
+    assert!(names(dir.path()).contains(&"nolist.db-wal".to_owned()));
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.bans(T0).unwrap().len(), 1);
+    writer.add_ban(&manual("203.0.113.10")).unwrap();
+    assert_eq!(reader.bans(T0).unwrap().len(), 2);
+}
+
+#[test]
+fn uri_paths_escape_what_sqlite_would_read_as_syntax() {
+    assert_eq!(
+        uri_path(Path::new("/var/lib/a?b#c%d é/nolist.db")),
+        "/var/lib/a%3Fb%23c%25d%20%C3%A9/nolist.db"
+    );
+}

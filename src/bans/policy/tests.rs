@@ -626,3 +626,31 @@ fn a_host_clock_step_moves_no_ban_backwards() {
         .collect();
     assert_eq!(ended.len(), 2, "{out:?}");
 }
+
+/// Regression: a huge `bantime` or an escalation product that overflows
+/// gave bans ending in the year 219250468; no ban outlasts nolist's
+/// maximum, so every ban's end prints as a valid RFC 3339 time.
+#[test]
+fn no_ban_outlasts_the_ten_year_maximum() {
+    let max = crate::config::value::MAX_BAN.as_secs() as i64;
+    let huge = Policy {
+        bantime: i64::MAX / 3,
+        factor: u32::MAX,
+        max_bantime: i64::MAX,
+        ..policy()
+    };
+    assert_eq!([huge.ban_length(1), huge.ban_length(40)], [max, max]);
+    let mut engine = Engine::new(huge);
+    let mut out = Vec::new();
+    for k in 0..3 {
+        engine.hit_at(ip("203.0.113.9"), T0 + k, &mut out);
+    }
+    engine.advance(T0 + HOUR, &mut out);
+    let until = out[0].until.expect("a ban");
+    assert_eq!(until, out[0].at + max);
+    let printed = crate::watch::time::rfc3339(until);
+    assert!(
+        printed.starts_with("20") && printed.len() == 20,
+        "{printed}"
+    );
+}

@@ -18,6 +18,7 @@ fn settings() -> Arc<Settings> {
         },
         max_connections: 100,
         max_per_ip: 100,
+        v6_prefix: 64,
     })
 }
 
@@ -84,4 +85,51 @@ async fn events_from_other_threads_are_not_batched() {
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 25));
     events.offer(overloaded(client, local));
     assert_eq!(received.try_recv().unwrap().client, client);
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Regression: IPv6 clients were counted per /128, so one /64 opened as
+/// many sessions as it liked. IPv4 stays per address; a mapped peer is its
+/// IPv4 address.
+#[test]
+fn clients_are_ipv4_addresses_and_ipv6_networks() {
+    let key = |s: &str, bits| client_key(ip(s), bits).to_string();
+    assert_eq!(key("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::");
+    assert_eq!(key("2001:db8:1:2:bbbb::9", 64), "2001:db8:1:2::");
+    assert_eq!(key("2001:db8:1:3::1", 64), "2001:db8:1:3::");
+    assert_eq!(key("2001:db8:1:2:aaaa::1", 48), "2001:db8:1::");
+    assert_eq!(key("2001:db8:1:2:aaaa::1", 128), "2001:db8:1:2:aaaa::1");
+    assert_eq!(key("2001:db8:1:2:aaaa::1", 0), "::");
+    assert_eq!(key("192.0.2.7", 64), "192.0.2.7");
+    assert_eq!(key("192.0.2.8", 64), "192.0.2.8");
+    assert_eq!(key("::ffff:192.0.2.7", 64), "192.0.2.7");
+}
+
+#[test]
+fn one_ipv6_network_shares_one_per_client_limit() {
+    let table = Arc::new(PerIp::default());
+    let take = |s: &str| table.acquire(client_key(ip(s), 64), 2);
+    let a = take("2001:db8:1:2::a").expect("first");
+    let b = take("2001:db8:1:2::b").expect("second");
+    assert!(
+        take("2001:db8:1:2::c").is_none(),
+        "a third address of the /64"
+    );
+    let other = take("2001:db8:1:3::a").expect("another /64");
+    // IPv4 addresses next to each other are separate clients; a mapped
+    // peer shares its IPv4 address's count.
+    let v4 = [
+        take("192.0.2.7"),
+        take("::ffff:192.0.2.7"),
+        take("192.0.2.8"),
+    ];
+    assert!(v4.iter().all(Option::is_some));
+    assert!(take("192.0.2.7").is_none());
+    drop(a);
+    let c = take("2001:db8:1:2::c").expect("a slot freed");
+    drop((b, c, other, v4));
+    assert!(table.0.lock().unwrap().is_empty(), "slots released");
 }
