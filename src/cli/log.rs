@@ -216,6 +216,10 @@ impl Throttle {
     }
 }
 
+/// `callsite_enabled` keeps its default (`sometimes`): callsites the global
+/// filter disables stay disabled, and with `always` tracing-subscriber would
+/// skip `enabled` and let one event's `event_enabled` verdict leak into the
+/// next (a debug assertion in its per-layer filter state).
 impl<S> Filter<S> for Throttle {
     fn enabled(&self, _: &Metadata<'_>, _: &Context<'_, S>) -> bool {
         true
