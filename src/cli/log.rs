@@ -7,13 +7,22 @@
 //! arrives, lets [`LINGER`] pass so that a burst leaves in one `write`, and
 //! writes whatever has gathered. A flood of decoy sessions costs a few
 //! dozen writes and wake-ups a second, not one of each per line.
+//!
+//! The DNS library (hickory) warns once per odd query (an EDNS version it
+//! does not speak, …), so a flood of such queries would be a flood of
+//! lines. A [`Throttle`] lets the first of those warnings in each
+//! [`SUMMARY_INTERVAL`] through and counts the rest; a thread of its own
+//! logs the count as one line at the end of the interval, and dropping the
+//! [`Log`] logs what is left.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tracing::{Event, Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Filter};
 
 /// Bytes of log lines waiting for stderr at most; more are dropped.
 const CAPACITY: usize = 2 << 20;
@@ -24,6 +33,9 @@ const LINGER: Duration = Duration::from_millis(20);
 /// How long dropping the [`Log`] waits for the last batch to be written
 /// (a stalled stderr must not hang the exit).
 const FINAL_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the count of held-back library warnings is logged.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
 struct State {
     pending: Vec<u8>,
@@ -45,14 +57,16 @@ impl Shared {
     }
 }
 
-/// The running writer. Dropping it writes what is pending (waiting at most
-/// [`FINAL_WAIT`]).
+/// The running writer. Dropping it logs the held-back count of its
+/// [`Throttle`] and writes what is pending (waiting at most [`FINAL_WAIT`]).
 pub(crate) struct Log {
     shared: Arc<Shared>,
+    throttle: Throttle,
 }
 
 impl Log {
-    /// Starts the thread that writes to `out`.
+    /// Starts the thread that writes to `out`, and the one that reports
+    /// what the [`Throttle`] held back.
     pub(crate) fn start<W: Write + Send + 'static>(out: W) -> io::Result<Log> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -67,7 +81,19 @@ impl Log {
         std::thread::Builder::new()
             .name("nolist-log".into())
             .spawn(move || write_batches(&thread, out))?;
-        Ok(Log { shared })
+        let throttle = Throttle::default();
+        let (reporter, held) = (shared.clone(), throttle.clone());
+        // Without this thread the counts are still logged at exit.
+        let _ = std::thread::Builder::new()
+            .name("nolist-log-summary".into())
+            .spawn(move || report_every_interval(&reporter, &held));
+        Ok(Log { shared, throttle })
+    }
+
+    /// The filter that holds back the DNS library's per-query warnings;
+    /// this log reports what it held back.
+    pub(crate) fn throttle(&self) -> Throttle {
+        self.throttle.clone()
     }
 
     /// What `tracing_subscriber` writes each formatted line to.
@@ -83,6 +109,7 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        self.throttle.report();
         let mut state = self.shared.lock();
         state.closed = true;
         self.shared.changed.notify_all();
@@ -119,6 +146,87 @@ fn write_batches<W: Write>(shared: &Shared, mut out: W) {
             shared.changed.notify_all();
             return;
         }
+    }
+}
+
+/// Logs the [`Throttle`]'s count every [`SUMMARY_INTERVAL`] until the log
+/// is closed.
+fn report_every_interval(shared: &Shared, throttle: &Throttle) {
+    let mut state = shared.lock();
+    loop {
+        state = match shared
+            .changed
+            .wait_timeout_while(state, SUMMARY_INTERVAL, |s| !s.closed)
+        {
+            Ok((state, _)) => state,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+        if state.closed {
+            return;
+        }
+        // Logging goes through `Lines`, which takes this lock.
+        drop(state);
+        throttle.report();
+        state = shared.lock();
+    }
+}
+
+/// A per-layer filter for the formatting layer: warnings and errors from
+/// hickory's crates pass once per interval, the rest are only counted
+/// ([`Throttle::report`] logs the count). Everything else passes.
+#[derive(Clone, Default)]
+pub(crate) struct Throttle(Arc<Held>);
+
+#[derive(Default)]
+struct Held {
+    /// One warning has been let through in this interval.
+    passed: AtomicBool,
+    /// Warnings held back in this interval.
+    count: AtomicU64,
+}
+
+impl Throttle {
+    /// Whether `metadata` is a protocol-level warning of the DNS library:
+    /// one per query, so a query flood would become a log flood.
+    fn applies_to(metadata: &Metadata<'_>) -> bool {
+        *metadata.level() <= Level::WARN && metadata.target().starts_with("hickory_")
+    }
+
+    /// Lets the first warning of the interval through; counts the others.
+    fn admit(&self) -> bool {
+        if self.0.passed.swap(true, Ordering::Relaxed) {
+            self.0.count.fetch_add(1, Ordering::Relaxed);
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Logs how many warnings were held back since the last report (if
+    /// any), and starts a new interval.
+    pub(crate) fn report(&self) {
+        let held = self.0.count.swap(0, Ordering::Relaxed);
+        self.0.passed.store(false, Ordering::Relaxed);
+        if held > 0 {
+            tracing::warn!(
+                held,
+                "held back {held} more warnings from the DNS library (hickory); only the first in each minute is logged in full"
+            );
+        }
+    }
+}
+
+/// `callsite_enabled` keeps its default (`sometimes`): callsites the global
+/// filter disables stay disabled, and with `always` tracing-subscriber would
+/// skip `enabled` and let one event's `event_enabled` verdict leak into the
+/// next (a debug assertion in its per-layer filter state).
+impl<S> Filter<S> for Throttle {
+    fn enabled(&self, _: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
+        !Throttle::applies_to(event.metadata()) || self.admit()
     }
 }
 
@@ -161,6 +269,8 @@ impl<'a> MakeWriter<'a> for Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{Layer, Registry};
 
     /// A writer the test can read, and stall.
     #[derive(Clone, Default)]
@@ -219,5 +329,69 @@ mod tests {
                 .split(|&b| b == b'\n')
                 .all(|l| l.is_empty() || l.len() == 1023)
         );
+    }
+
+    /// The lines a subscriber with `throttle` writes while `f` runs.
+    fn logged_with(throttle: &Throttle, f: impl FnOnce()) -> Vec<String> {
+        let out = Out::default();
+        let sink = out.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || sink.clone())
+            .with_filter(throttle.clone());
+        tracing::subscriber::with_default(Registry::default().with(layer), f);
+        let bytes = out.bytes.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_of_library_warnings_is_one_line_and_a_count() {
+        let throttle = Throttle::default();
+        let lines = logged_with(&throttle, || {
+            for i in 0..10_000 {
+                tracing::warn!(target: "hickory_server::zone_handler::catalog", "request edns version greater than 0: {i}");
+            }
+            tracing::error!(target: "hickory_proto::op::message", "an error is held back too");
+            tracing::warn!(target: "nolist::dns", "our own warnings pass");
+            tracing::info!(target: "hickory_server::server", "below warn: passes");
+            throttle.report();
+            throttle.report(); // nothing more held back: no line
+            tracing::warn!(target: "hickory_server::zone_handler::catalog", "next interval");
+        });
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(lines[0].ends_with("request edns version greater than 0: 0"));
+        assert!(lines[1].contains("our own warnings pass"));
+        assert!(lines[2].contains("below warn: passes"));
+        assert!(
+            lines[3].contains("held back 10000 more warnings from the DNS library"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[4].ends_with("next interval"));
+    }
+
+    #[test]
+    fn dropping_the_log_reports_what_was_held_back() {
+        let out = Out::default();
+        let log = Log::start(out.clone()).unwrap();
+        let throttle = log.throttle();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(log.writer())
+            .with_filter(throttle);
+        tracing::subscriber::with_default(Registry::default().with(layer), || {
+            for _ in 0..3 {
+                tracing::warn!(target: "hickory_server::zone_handler::catalog", "odd query");
+            }
+            drop(log);
+        });
+        let text = String::from_utf8(out.bytes.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("odd query").count(), 1, "{text}");
+        assert!(text.contains("held back 2 more warnings"), "{text}");
     }
 }

@@ -112,11 +112,16 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr through [`log::Log`]: a bounded, lossy buffer written
 /// in batches by a thread of its own, so a stalled stderr (a full pipe, a
 /// hung log collector) drops log lines instead of blocking the responder or
-/// the DNS workers. `NOLIST_LOG` (tracing's env-filter syntax) overrides the
-/// default filter. Keep the returned value alive: dropping it writes what is
-/// pending. Without the thread (it could not start) lines go straight to
-/// stderr.
+/// the DNS workers. hickory's per-query warnings pass its
+/// [`log::Throttle`]: the first each minute, then a count. `NOLIST_LOG`
+/// (tracing's env-filter syntax) overrides the default filter. Keep the
+/// returned value alive: dropping it writes what is pending. Without the
+/// thread (it could not start) lines go straight to stderr, unthrottled.
 pub(crate) fn init_logging() -> Option<log::Log> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, fmt};
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOLIST_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_resolver=warn",
@@ -124,12 +129,19 @@ pub(crate) fn init_logging() -> Option<log::Log> {
     });
     let ansi = io::IsTerminal::is_terminal(&io::stderr());
     let log = log::Log::start(io::stderr()).ok();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match &log {
-        Some(log) => builder.with_writer(log.writer()).try_init(),
-        None => builder.with_writer(io::stderr).try_init(),
+        Some(log) => registry
+            .with(
+                fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(log.writer())
+                    .with_filter(log.throttle()),
+            )
+            .try_init(),
+        None => registry
+            .with(fmt::layer().with_ansi(ansi).with_writer(io::stderr))
+            .try_init(),
     };
     log
 }

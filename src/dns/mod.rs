@@ -5,6 +5,7 @@ pub mod cache;
 pub mod records;
 pub mod serials;
 pub mod server;
+pub mod wire;
 pub mod zone;
 
 pub use server::{Authority, Listeners, Snapshot, TcpLimits};

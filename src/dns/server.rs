@@ -8,19 +8,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use hickory_net::runtime::TokioTime;
 use hickory_net::xfer::Protocol;
-use hickory_proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::NetError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{
-    AxfrPolicy, Catalog, MessageResponse, MessageResponseBuilder, ZoneHandler, ZoneType,
+    AxfrPolicy, Catalog, MessageResponse, MessageResponseBuilder, Queries, ZoneHandler, ZoneType,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::cache::{AnswerCache, CacheKey};
+use super::wire;
 use super::zone::ZoneData;
 use crate::config::Cidr;
 
@@ -115,60 +116,108 @@ async fn answer(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Vec<Vec<u8>> {
-    {
-        let request = match Request::from_bytes(packet.to_vec(), src, protocol) {
-            Ok(request) => request,
-            Err(_) => return form_error(packet).into_iter().collect(),
-        };
-        // Never answer a response: that is how reflection loops start.
-        if request.metadata.message_type == MessageType::Response {
-            return Vec::new();
-        }
-        if request.metadata.op_code != OpCode::Query {
-            // UPDATE and NOTIFY: the zones come from the config, not the wire.
-            return error_response(&request, ResponseCode::Refused);
-        }
-        let transfer = request
-            .queries
-            .queries()
-            .iter()
-            .any(|q| matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR));
-        if transfer
-            && (protocol != Protocol::Tcp
-                || !snapshot.axfr_allow.iter().any(|n| n.contains(&src.ip())))
-        {
-            return error_response(&request, ResponseCode::Refused);
-        }
-        let capture = Capture::new(protocol);
-        snapshot
-            .catalog
-            .handle_request::<_, TokioTime>(&request, capture.clone())
-            .await;
-        let out = capture.take();
-        if out.overflowed && out.messages.is_empty() {
-            return truncated(&request);
-        }
-        out.messages
+    let request = match Request::from_bytes(packet.to_vec(), src, protocol) {
+        Ok(request) => request,
+        Err(_) => return unparsable(packet).into_iter().collect(),
+    };
+    // Never answer a response: that is how reflection loops start.
+    if request.metadata.message_type == MessageType::Response {
+        return Vec::new();
     }
+    let edns = response_edns(&request);
+    match request.metadata.op_code {
+        OpCode::Query => {}
+        // The zones come from the config, not the wire.
+        OpCode::Update | OpCode::Notify => {
+            return error_response(&request, ResponseCode::Refused, edns);
+        }
+        // IQUERY (obsolete), STATUS, DSO and unassigned ones: we do not
+        // know what their sections mean, so none is echoed.
+        _ => return not_implemented(&request, edns),
+    }
+    // Only class IN is served; CH, HS, ANY and the rest would otherwise
+    // get the IN zones' data.
+    if request
+        .queries
+        .queries()
+        .iter()
+        .any(|q| q.query_class() != DNSClass::IN)
+    {
+        return error_response(&request, ResponseCode::Refused, edns);
+    }
+    let transfer = request
+        .queries
+        .queries()
+        .iter()
+        .any(|q| matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR));
+    if transfer
+        && (protocol != Protocol::Tcp || !snapshot.axfr_allow.iter().any(|n| n.contains(&src.ip())))
+    {
+        return error_response(&request, ResponseCode::Refused, edns);
+    }
+    let limit = match protocol {
+        Protocol::Udp => request.max_payload().min(UDP_PAYLOAD),
+        _ => u16::MAX,
+    };
+    let capture = Capture::new(usize::from(limit), edns);
+    snapshot
+        .catalog
+        .handle_request::<_, TokioTime>(&request, capture.clone())
+        .await;
+    let out = capture.take();
+    if out.failed && out.messages.is_empty() {
+        return truncated(&request, edns);
+    }
+    out.messages
 }
 
-/// A `ResponseHandler` that encodes responses into buffers instead of sending them.
+/// The largest UDP answer we send to an EDNS client (the DNS flag day 2020
+/// value, NSD's default): larger ones risk IP fragmentation. It is also the
+/// payload size our OPT record advertises.
+const UDP_PAYLOAD: u16 = 1232;
+
+/// The OPT record of an answer to `request`, which has one only when the
+/// query has one (RFC 6891 §6.1.1): EDNS version 0, our UDP payload size,
+/// and the query's DO bit (RFC 3225 §3: it MUST be copied, signed zone or
+/// not). hickory builds its own, which echoes the client's payload size and
+/// copies DO only when built with DNSSEC support; the [`Capture`] puts this
+/// one in its place. Static, because a `MessageResponse` borrows its OPT.
+fn response_edns(request: &Request) -> Option<&'static Edns> {
+    static PLAIN: LazyLock<Edns> = LazyLock::new(|| our_edns(false));
+    static DNSSEC_OK: LazyLock<Edns> = LazyLock::new(|| our_edns(true));
+    let dnssec_ok = request.edns.as_ref()?.flags().dnssec_ok;
+    Some(if dnssec_ok { &DNSSEC_OK } else { &PLAIN })
+}
+
+fn our_edns(dnssec_ok: bool) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_version(0)
+        .set_max_payload(UDP_PAYLOAD)
+        .set_dnssec_ok(dnssec_ok);
+    edns
+}
+
+/// A `ResponseHandler` that encodes responses into buffers instead of
+/// sending them, each fitted to `limit` bytes (see [`wire::fit`]).
 #[derive(Clone)]
 struct Capture {
-    protocol: Protocol,
+    limit: usize,
+    edns: Option<&'static Edns>,
     out: Arc<Mutex<Captured>>,
 }
 
 #[derive(Default)]
 struct Captured {
     messages: Vec<Vec<u8>>,
-    overflowed: bool,
+    /// A response could not be encoded (or was not well formed).
+    failed: bool,
 }
 
 impl Capture {
-    fn new(protocol: Protocol) -> Capture {
+    fn new(limit: usize, edns: Option<&'static Edns>) -> Capture {
         Capture {
-            protocol,
+            limit,
+            edns,
             out: Arc::new(Mutex::new(Captured::default())),
         }
     }
@@ -185,7 +234,7 @@ impl Capture {
 impl ResponseHandler for Capture {
     async fn send_response<'a>(
         &mut self,
-        response: MessageResponse<
+        mut response: MessageResponse<
             '_,
             'a,
             impl Iterator<Item = &'a Record> + Send + 'a,
@@ -194,32 +243,31 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let max = match (self.protocol, response.edns()) {
-            (Protocol::Udp, Some(edns)) => edns.max_payload().max(512),
-            (Protocol::Udp, None) => 512,
-            _ => u16::MAX,
-        };
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max);
-        let result = response.destructive_emit(&mut encoder);
+        if let Some(edns) = self.edns {
+            response.set_edns(edns);
+        }
+        // Encoded whole (a DNS message is at most 64 KiB), then fitted:
+        // hickory's own truncation leaves a partial record behind.
+        let encoded = encode(response);
+        let fitted = encoded.and_then(|(info, bytes)| Some((info, wire::fit(bytes, self.limit)?)));
         let mut out = match self.out.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        match result {
-            Ok(info) => {
+        match fitted {
+            Some((info, bytes)) => {
                 out.messages.push(bytes);
                 Ok(info)
             }
-            Err(e) => {
-                out.overflowed = true;
-                Err(NetError::from(e.to_string()))
+            None => {
+                out.failed = true;
+                Err(NetError::from("response could not be encoded"))
             }
         }
     }
 }
 
+/// The wire form of `response`, at most 64 KiB; `None` when it is larger.
 fn encode<'a>(
     response: MessageResponse<
         '_,
@@ -229,7 +277,50 @@ fn encode<'a>(
         impl Iterator<Item = &'a Record> + Send + 'a,
         impl Iterator<Item = &'a Record> + Send + 'a,
     >,
+) -> Option<(ResponseInfo, Vec<u8>)> {
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(u16::MAX);
+    let info = response.destructive_emit(&mut encoder).ok()?;
+    // A record that hit the limit leaves its partial bytes past the offset.
+    let end = encoder.offset();
+    bytes.truncate(end);
+    (!info.truncation).then_some((info, bytes))
+}
+
+/// An empty response with `code`, echoing the question.
+fn error_response(
+    request: &Request,
+    code: ResponseCode,
+    edns: Option<&'static Edns>,
 ) -> Vec<Vec<u8>> {
+    let builder = MessageResponseBuilder::new(&request.queries, edns);
+    encode(builder.error_msg(&request.metadata, code))
+        .map(|(_, bytes)| bytes)
+        .into_iter()
+        .collect()
+}
+
+/// NOTIMP for an opcode we do not implement: the header and the OPT record
+/// only, since the sections of an unknown opcode need not be a question.
+fn not_implemented(request: &Request, edns: Option<&'static Edns>) -> Vec<Vec<u8>> {
+    let Ok(none) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+        return Vec::new();
+    };
+    let builder = MessageResponseBuilder::new(&none, edns);
+    encode(builder.error_msg(&request.metadata, ResponseCode::NotImp))
+        .map(|(_, bytes)| bytes)
+        .into_iter()
+        .collect()
+}
+
+/// The question with TC set: the answer does not fit, retry over TCP.
+fn truncated(request: &Request, edns: Option<&'static Edns>) -> Vec<Vec<u8>> {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.authoritative = true;
+    metadata.truncation = true;
+    let builder = MessageResponseBuilder::new(&request.queries, edns);
+    let response = builder.build_no_records(metadata);
     let mut bytes = Vec::with_capacity(64);
     let mut encoder = BinEncoder::new(&mut bytes);
     match response.destructive_emit(&mut encoder) {
@@ -238,30 +329,20 @@ fn encode<'a>(
     }
 }
 
-/// An empty response with `code`, echoing the question.
-fn error_response(request: &Request, code: ResponseCode) -> Vec<Vec<u8>> {
-    let builder = MessageResponseBuilder::new(&request.queries, None);
-    encode(builder.error_msg(&request.metadata, code))
-}
-
-/// The question with TC set: the answer does not fit, retry over TCP.
-fn truncated(request: &Request) -> Vec<Vec<u8>> {
-    let mut metadata = Metadata::response_from_request(&request.metadata);
-    metadata.authoritative = true;
-    metadata.truncation = true;
-    let builder = MessageResponseBuilder::new(&request.queries, None);
-    encode(builder.build_no_records(metadata))
-}
-
-/// FORMERR for a packet whose header parses but whose body does not; nothing
-/// for a packet too short to have a header, or that is itself a response.
-fn form_error(packet: &[u8]) -> Option<Vec<u8>> {
+/// The answer to a packet whose body does not parse: FORMERR, or NOTIMP for
+/// an opcode we do not implement (its body need not look like a query),
+/// header only. Nothing for a packet too short to have a header, or that
+/// is itself a response.
+fn unparsable(packet: &[u8]) -> Option<Vec<u8>> {
     let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
     if header.metadata.message_type == MessageType::Response {
         return None;
     }
     let mut metadata = Metadata::response_from_request(&header.metadata);
-    metadata.response_code = ResponseCode::FormErr;
+    metadata.response_code = match header.metadata.op_code {
+        OpCode::Query | OpCode::Update | OpCode::Notify => ResponseCode::FormErr,
+        _ => ResponseCode::NotImp,
+    };
     let reply = Header {
         metadata,
         counts: Default::default(),

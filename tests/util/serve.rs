@@ -35,13 +35,25 @@ impl Server {
         .unwrap_or_else(|log| panic!("nolist serve did not start:\n{log}"))
     }
 
-    /// Starts `nolist SUBCOMMAND -c config ARGS` and waits for `expect`
-    /// listener lines; on early exit returns the log.
+    /// Starts `nolist SUBCOMMAND -c config ARGS` with `NOLIST_LOG=info` and
+    /// waits for `expect` listener lines; on early exit returns the log.
     pub fn start_with(
         subcommand: &str,
         config: &Path,
         args: &[&str],
         expect: usize,
+    ) -> Result<Server, String> {
+        Server::start_logging(subcommand, config, args, expect, Some("info"))
+    }
+
+    /// Like [`Server::start_with`], with `NOLIST_LOG` set to `log`, or
+    /// unset (the default filter) for `None`.
+    pub fn start_logging(
+        subcommand: &str,
+        config: &Path,
+        args: &[&str],
+        expect: usize,
+        log: Option<&str>,
     ) -> Result<Server, String> {
         // `run` keeps state: give it a private directory, never the system's.
         let state = (subcommand == "run" && !args.contains(&"--state-dir"))
@@ -51,8 +63,11 @@ impl Server {
         if let Some(dir) = &state {
             command.arg("--state-dir").arg(dir.path());
         }
+        match log {
+            Some(filter) => command.env("NOLIST_LOG", filter),
+            None => command.env_remove("NOLIST_LOG"),
+        };
         let mut child = command
-            .env("NOLIST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
