@@ -152,7 +152,7 @@ fn not_refuse_message(mode: Mode, retry: bool) -> String {
     };
     let effect = match (retry, mode == Mode::Rcpt450) {
         (true, true) => {
-            "retry recognition (bans.retry) limits the damage to one retry interval: a retrying sender is never banned, and OpenSMTPD then gets 421 at the greeting and falls back; stock qmail falls back only from a TCP reset (`refuse`), so its mail waits in its queue"
+            "retry recognition (bans.retry) limits the damage to one retry interval: a retrying sender is never banned, and once its retry is recognised OpenSMTPD gets 421 at the greeting of its next attempt and falls back; stock qmail falls back only from a TCP reset (`refuse`), so its mail waits in its queue"
         }
         (true, false) => {
             "retry recognition (bans.retry) limits the damage to one retry interval of bans (a retrying sender is never banned), but stock qmail falls back only from a TCP reset (`refuse`), so its mail waits in its queue"

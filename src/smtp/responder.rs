@@ -325,14 +325,21 @@ impl Shared {
     }
 }
 
+/// What every accept loop checks a new connection against, shared by all:
+/// the retry-exempt networks, and the per-client session counts.
+#[derive(Clone)]
+struct Gate {
+    per_ip: Arc<PerIp>,
+    passed: Passed,
+}
+
 /// The running responder: one accept loop per listen address and thread,
 /// all sharing the limits, the per-IP table and the settings. Addresses can
 /// be added and closed, and the settings replaced, while it runs (SIGHUP).
 pub struct Responder {
     workers: Vec<Worker>,
     shared: watch::Sender<Shared>,
-    per_ip: Arc<PerIp>,
-    passed: Passed,
+    gate: Gate,
     events: EventSink,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -356,8 +363,10 @@ impl Responder {
         Ok(Responder {
             workers,
             shared: watch::Sender::new(Shared::new(settings)),
-            per_ip: Arc::new(PerIp::default()),
-            passed,
+            gate: Gate {
+                per_ip: Arc::new(PerIp::default()),
+                passed,
+            },
             events,
             shutdown,
             tracker: TaskTracker::new(),
@@ -404,8 +413,7 @@ impl Responder {
                 listener,
                 self.shared.subscribe(),
                 self.events.clone(),
-                self.per_ip.clone(),
-                self.passed.clone(),
+                self.gate.clone(),
                 stop.clone(),
                 self.shutdown.clone(),
                 self.tracker.clone(),
@@ -468,8 +476,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: watch::Receiver<Shared>,
     events: EventSink,
-    per_ip: Arc<PerIp>,
-    passed: Passed,
+    gate: Gate,
     stop: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -496,7 +503,7 @@ async fn accept_loop(
         };
         let local = fixed_local.unwrap_or_else(|| stream.local_addr().unwrap_or(client));
         let Shared { settings, slots } = shared.borrow().clone();
-        if passed.contains(client.ip(), crate::clock::unix_now()) {
+        if gate.passed.contains(client.ip(), crate::clock::unix_now()) {
             // One non-blocking write, as for an over-limit client: the
             // socket is new, so the reply fits, and the close sends a FIN.
             let reply = format!(
@@ -508,7 +515,7 @@ async fn accept_loop(
             continue;
         }
         let slot = slots.try_acquire_owned().ok();
-        let ip_slot = per_ip.acquire(
+        let ip_slot = gate.per_ip.acquire(
             client_key(client.ip(), settings.v6_prefix),
             settings.max_per_ip,
         );
