@@ -360,7 +360,8 @@ fn replay_recognises_a_retrying_mta_and_never_bans_it() {
     // With retry recognition off, the same log bans it.
     let config = std::fs::read_to_string(root().join("examples/classic.yaml"))
         .unwrap()
-        .replace("bans:\n", "bans:\n  retry: { enabled: false }\n");
+        .replace("retry: { enabled: true,", "retry: { enabled: false,");
+    assert!(config.contains("enabled: false"));
     let (decisions, _) = replay_log(&lines, t0 + 3600, Some(&config));
     assert!(
         decisions.contains(&ban("198.18.5.25", "2026-11-28T12:26:40Z")),
