@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bans::{Decision, Engine, Policy};
+use crate::bans::{Action, Decision, Engine, Envelope, Passed, Policy, Seen};
 use crate::config::Config;
 use crate::enforce::{Enforcer, SynCounts, Target};
 use crate::smtp::responder::SessionEvent;
@@ -45,8 +45,9 @@ pub use crate::clock::unix_now;
 pub struct LogBatch {
     /// The log file.
     pub path: String,
-    /// `(at, ip, kind)` in log order.
-    pub events: Vec<(i64, IpAddr, Kind)>,
+    /// `(at, ip, kind, envelope)` in log order; the envelope of a decoy
+    /// reject line that shows one, for retry recognition.
+    pub events: Vec<(i64, IpAddr, Kind, Option<Envelope>)>,
     /// Where the tailer stands after these lines (JSON).
     pub checkpoint: Option<String>,
 }
@@ -343,15 +344,16 @@ impl Enforcement {
         }
     }
 
-    /// New decoy hits from the firewall's counters (refuse mode).
-    fn evidence(&mut self) -> Vec<(i64, IpAddr, Kind)> {
+    /// New decoy hits from the firewall's counters (refuse mode). They
+    /// carry no envelope, and a forged SYN makes one: never a retry.
+    fn evidence(&mut self) -> Vec<(i64, IpAddr, Kind, Option<Envelope>)> {
         match self.backend.evidence() {
             Ok(reading) => {
                 let now = unix_now();
                 self.counts
                     .update(&reading)
                     .into_iter()
-                    .flat_map(|(ip, n)| (0..n).map(move |_| (now, ip, Kind::DecoyHit)))
+                    .flat_map(|(ip, n)| (0..n).map(move |_| (now, ip, Kind::DecoyHit, None)))
                     .collect()
             }
             Err(e) => {
@@ -421,8 +423,8 @@ pub async fn refresh_spf(
     }
 }
 
-/// Opens the store and builds an engine that knows the bans and deliveries
-/// already recorded.
+/// Opens the store and builds an engine that knows the bans, deliveries
+/// and retry exemptions already recorded.
 pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
     let store = Store::open(&config.state_dir)?;
     let mut engine = Engine::new(Policy::from_config(config));
@@ -439,6 +441,9 @@ pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
     }
     for (net, at) in store.deliveries(now - engine.policy().remember)? {
         engine.restore_delivery(net, at);
+    }
+    for (net, at) in store.retries(now - engine.policy().remember)? {
+        engine.restore_retry(net, at);
     }
     for (target, offence, until) in store.offences(now - engine.policy().remember)? {
         if let Some(ip) = host_of(&target) {
@@ -511,7 +516,7 @@ fn tail_loop(
                         tracing::warn!(log = %key, stamp = %crate::watch::time::rfc3339(e.at), "a log line is stamped in the future; it counts as now (logged once per log; nolist_log_future_lines_total counts them)");
                     }
                 }
-                events.push((dated.at, e.ip, e.kind));
+                events.push((dated.at, e.ip, e.kind, e.envelope));
             }
         });
         match result {
@@ -586,13 +591,15 @@ fn spawn_writer(
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            // Retention: expired bans, and deliveries and offence counts past `remember`, go.
+            // Retention: expired bans, and deliveries, retry exemptions and
+            // offence counts past `remember`, go.
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE) {
                 last_prune = Some(std::time::Instant::now());
                 let now = unix_now();
                 if let Err(e) = store.expire(now).and_then(|_| {
                     let remember = remember.load(std::sync::atomic::Ordering::Relaxed);
                     store.prune_deliveries(now - remember)?;
+                    store.prune_retries(now - remember)?;
                     store.prune_offences(now - remember)
                 }) {
                     tracing::warn!(error = %e, "pruning the store failed");
@@ -631,11 +638,33 @@ pub struct EngineInputs {
     pub policies: mpsc::Receiver<Policy>,
 }
 
-/// Runs the engine until `shutdown`, then lets the writer finish.
+/// What a responder session reveals for retry recognition: its envelope
+/// when it got as far as a RCPT after a MAIL, its network alone when it
+/// was a `greet-*` banner, else nothing.
+pub fn session_seen(s: &SessionEvent) -> Seen {
+    match (&s.mail_from, &s.first_rcpt, s.end) {
+        (Some(from), Some(to), _) => Seen::Envelope(Envelope::of(from.as_bytes(), to.as_bytes())),
+        (_, _, crate::smtp::dialogue::End::Greeted) => Seen::Network,
+        _ => Seen::Nothing,
+    }
+}
+
+/// Makes `passed` hold the engine's retry-exempt networks.
+pub fn refill(passed: &Passed, engine: &Engine) {
+    let p = engine.policy();
+    passed.replace(p.v4_prefix, p.v6_prefix, engine.retry_exempt());
+}
+
+/// How often `passed` drops the networks whose exemption ended.
+const PASSED_EXPIRY: Duration = Duration::from_secs(60);
+
+/// Runs the engine until `shutdown`, then lets the writer finish. The
+/// engine's retry-exempt networks are kept in `passed` for the responder.
 pub async fn run_engine(
     mut engine: Engine,
     store: Store,
     inputs: EngineInputs,
+    passed: Passed,
     shutdown: CancellationToken,
 ) {
     let EngineInputs {
@@ -650,6 +679,11 @@ pub async fn run_engine(
     let delivered = metrics::counter!(crate::metrics::DELIVERIES);
     let bans_added = metrics::counter!(crate::metrics::BANS_ADDED);
     let bans_removed = metrics::counter!(crate::metrics::BANS_REMOVED);
+    let retries = metrics::counter!(crate::metrics::RETRIES);
+    let fingerprints_dropped = metrics::counter!(crate::metrics::RETRY_TABLE_FULL);
+    let mut dropped_before = engine.sizes().fingerprints_dropped;
+    refill(&passed, &engine);
+    let mut passed_expired = std::time::Instant::now();
     let (snap_tx, mut snapshots) = mpsc::channel(4);
     // The writer prunes deliveries by the policy in force, reloads included.
     let remember = Arc::new(std::sync::atomic::AtomicI64::new(engine.policy().remember));
@@ -670,18 +704,19 @@ pub async fn run_engine(
                 let at = s.started.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
                 hits_responder.increment(1);
                 engine.advance(now, &mut decisions);
-                engine.hit(s.client.ip(), at.min(now));
+                engine.hit_seen(s.client.ip(), at.min(now), session_seen(&s), &mut decisions);
             }
             Some(batch) = logs.recv() => {
                 // The engine's time is the wall clock; evidence is dated
                 // (never later than now) but never moves it.
                 engine.advance(unix_now(), &mut decisions);
                 let hits = if batch.path == EVIDENCE_SOURCE { &hits_firewall } else { &hits_log };
-                for (at, ip, kind) in batch.events {
+                for (at, ip, kind, envelope) in batch.events {
                     match kind {
                         Kind::DecoyHit => {
                             hits.increment(1);
-                            engine.hit(ip, at);
+                            let seen = envelope.map_or(Seen::Nothing, Seen::Envelope);
+                            engine.hit_seen(ip, at, seen, &mut decisions);
                         }
                         Kind::Delivery => {
                             delivered.increment(1);
@@ -700,8 +735,9 @@ pub async fn run_engine(
                 remember.store(policy.remember, std::sync::atomic::Ordering::Relaxed);
                 let forgotten = engine.set_policy(policy, unix_now(), &mut decisions);
                 if forgotten > 0 {
-                    tracing::warn!(networks = forgotten, "reload: deliveries remembered for networks too wide to split into the new network size were forgotten");
+                    tracing::warn!(networks = forgotten, "reload: deliveries or retry exemptions remembered for networks too wide to split into the new network size were forgotten");
                 }
+                refill(&passed, &engine);
             }
             _ = ticker.tick() => engine.advance(unix_now(), &mut decisions),
             Some(networks) = allowed.recv() => engine.set_allowed(networks),
@@ -723,17 +759,39 @@ pub async fn run_engine(
         }
         for d in &decisions {
             match d.action {
-                crate::bans::Action::Ban => bans_added.increment(1),
-                crate::bans::Action::Unban => bans_removed.increment(1),
+                Action::Ban => bans_added.increment(1),
+                Action::Unban => bans_removed.increment(1),
+                Action::RetryExempt => {
+                    retries.increment(1);
+                    if let (Some(net), Some(until)) = (d.network, d.until) {
+                        passed.insert(net, until);
+                    }
+                }
             }
             tracing::info!(action = ?d.action, ip = %d.ip, until = ?d.until, hits = d.hits, reason = %d.reason, "decision");
+        }
+        let dropped = engine.sizes().fingerprints_dropped;
+        if dropped > dropped_before {
+            if dropped_before == 0 {
+                tracing::warn!(
+                    cap = crate::bans::retry::MAX_FINGERPRINTS,
+                    "the retry fingerprint table is full: new envelopes are not recorded until old ones expire (logged once; nolist_retry_table_full_total counts them)"
+                );
+            }
+            fingerprints_dropped.increment(dropped - dropped_before);
+            dropped_before = dropped;
+        }
+        if passed_expired.elapsed() >= PASSED_EXPIRY {
+            passed_expired = std::time::Instant::now();
+            passed.expire(unix_now());
         }
         if !decisions.is_empty() || !deliveries.is_empty() || checkpoint.is_some() {
             sent += 1;
             for d in &decisions {
                 match d.action {
-                    crate::bans::Action::Ban => ban_write.insert(d.ip, sent),
-                    crate::bans::Action::Unban => ban_write.remove(&d.ip),
+                    Action::Ban => ban_write.insert(d.ip, sent),
+                    Action::Unban => ban_write.remove(&d.ip),
+                    Action::RetryExempt => None,
                 };
             }
             let write = Write {

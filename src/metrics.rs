@@ -30,6 +30,10 @@ pub const DELIVERIES: &str = "nolist_deliveries_total";
 pub const BANS_ADDED: &str = "nolist_bans_added_total";
 /// Unban decisions of the engine (expiry, delivery, reload).
 pub const BANS_REMOVED: &str = "nolist_bans_removed_total";
+/// Retrying MTAs recognised (retry-exempt decisions).
+pub const RETRIES: &str = "nolist_retries_total";
+/// New retry fingerprints not recorded because the table was full.
+pub const RETRY_TABLE_FULL: &str = "nolist_retry_table_full_total";
 /// Bans in force in the store (engine and manual).
 pub const BANS_ACTIVE: &str = "nolist_bans_active";
 /// Complete log lines read.
@@ -76,6 +80,14 @@ pub fn install() -> Result<PrometheusHandle, String> {
         (
             BANS_REMOVED,
             "Bans lifted by the engine (expired, delivered, exempt after reload).",
+        ),
+        (
+            RETRIES,
+            "Retrying MTAs recognised: networks made exempt from bans and let through.",
+        ),
+        (
+            RETRY_TABLE_FULL,
+            "New retry fingerprints not recorded because the table was full.",
         ),
         (LOG_LINES, "Complete MTA log lines read, by log."),
         (

@@ -168,9 +168,13 @@ fn replay_log(
     (decisions, docs.last().unwrap()["summary"].clone())
 }
 
+/// A decoy hit, each with an envelope of its own: a bot that never
+/// retries (the same envelope back after a minute would be a retrying MTA).
 fn hit(stamp: &str, ip: &str) -> String {
+    static SENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
-        "{stamp} mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[{ip}]: 450 4.7.1 Try later; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x>\n"
+        "{stamp} mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[{ip}]: 450 4.7.1 Try later; from=<a@b.example> to=<u{n}@example.org> proto=ESMTP helo=<x>\n"
     )
 }
 
@@ -294,4 +298,73 @@ fn replay_drops_overlong_lines_as_run_does() {
     assert_eq!(summary["lines"], 2, "{summary}");
     assert_eq!(summary["decoy_hits"], 1, "{summary}");
     assert_eq!(summary["last"], "2026-12-01T12:30:00Z", "{summary}");
+}
+
+/// An OpenSMTPD-like sender at a classic Postfix decoy: after the 450 at
+/// RCPT it retries the same envelope after 400 s, then after 1,200 s
+/// more. Its retry is recognised and it is never banned; a bot resending
+/// its envelope every 10 s is banned and never exempt.
+#[test]
+fn replay_recognises_a_retrying_mta_and_never_bans_it() {
+    let t0 = utc(2026, 11, 28, 12, 0, 0);
+    let stamp = |secs: u64| nolist::watch::time::rfc3339(i64::try_from(t0 + secs).unwrap());
+    let reject = |secs: u64, ip: &str, from: &str| {
+        format!(
+            "{} mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[{ip}]: 450 4.7.1 Try later; from=<{from}> to=<u@example.org> proto=ESMTP helo=<h>\n",
+            stamp(secs)
+        )
+    };
+    let mut lines = Vec::new();
+    for secs in [0, 400, 1600] {
+        lines.push(reject(secs, "198.18.5.25", "news@sender.example"));
+    }
+    for k in 0..30 {
+        lines.push(reject(10 * k, "203.0.113.9", "bot@spam.example"));
+    }
+    lines.sort();
+    let (decisions, summary) = replay_log(&lines, t0 + 3600, None);
+    assert_eq!(
+        decisions,
+        [
+            (
+                "retry_exempt".into(),
+                "198.18.5.25".into(),
+                "2026-11-28T12:06:40Z".into()
+            ),
+            ban("203.0.113.9", "2026-11-28T12:10:00Z"),
+        ]
+    );
+    assert_eq!(summary["retries"], 1, "{summary}");
+    assert_eq!(summary["bans"], 1, "{summary}");
+    // The text format says `retry`, with the network it exempts.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, lines.concat()).unwrap();
+    let f = std::fs::File::options().write(true).open(&log).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t0 + 3600))
+        .unwrap();
+    drop(f);
+    let out = nolist()
+        .args(["replay", "-c", "examples/classic.yaml"])
+        .arg(&log)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("2026-11-28T12:06:40Z retry 198.18.5.25 ")
+            && text.contains("network 198.18.5.0/24 exempt from bans")
+            && text.contains("1 bans, 0 unbans, 1 retries"),
+        "{text}"
+    );
+    // With retry recognition off, the same log bans it.
+    let config = std::fs::read_to_string(root().join("examples/classic.yaml"))
+        .unwrap()
+        .replace("retry: { enabled: true,", "retry: { enabled: false,");
+    assert!(config.contains("enabled: false"));
+    let (decisions, _) = replay_log(&lines, t0 + 3600, Some(&config));
+    assert!(
+        decisions.contains(&ban("198.18.5.25", "2026-11-28T12:26:40Z")),
+        "{decisions:?}"
+    );
 }

@@ -4,9 +4,12 @@
 //! decoy hits, `grace` has passed since the first of them, and neither it
 //! nor its network (`/24`, `/64` by default) delivered through a real MX
 //! within `remember`. Loopback, `bans.ignore` and the planned MX addresses
-//! are never banned. A delivery seen after a ban lifts it. Repeat offenders
-//! get longer bans. Memory is bounded by retention (`findtime` for hits,
-//! `remember` for deliveries and offence counts), not by log length.
+//! are never banned. A delivery seen after a ban lifts it. A client that
+//! retries (the same envelope back after `bans.retry.min_delay`, see
+//! [`super::retry`]) makes its network exempt like a delivery does. Repeat
+//! offenders get longer bans. Memory is bounded by retention (`findtime`
+//! for hits, `remember` for deliveries, retries and offence counts,
+//! `max_delay` and a cap for retry fingerprints), not by log length.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -15,6 +18,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use super::retry::{self, Seen, Sightings};
 use crate::config::{Cidr, Config};
 
 /// The policy's parameters, in seconds.
@@ -40,6 +44,9 @@ pub struct Policy {
     pub v6_prefix: u8,
     /// Never banned.
     pub exempt: Vec<Cidr>,
+    /// Retry recognition: `(min_delay, max_delay)` in seconds; `None` when
+    /// `bans.retry.enabled` is false.
+    pub retry: Option<(i64, i64)>,
 }
 
 impl Policy {
@@ -72,18 +79,16 @@ impl Policy {
             v4_prefix: b.networks.ipv4.0,
             v6_prefix: b.networks.ipv6.0,
             exempt,
+            retry: b
+                .retry
+                .enabled
+                .then(|| (secs(b.retry.min_delay), secs(b.retry.max_delay))),
         }
     }
 
     /// The network a client belongs to for delivery matching.
     pub fn network(&self, ip: IpAddr) -> IpNet {
-        let ip = canonical(ip);
-        let prefix = if ip.is_ipv4() {
-            self.v4_prefix
-        } else {
-            self.v6_prefix
-        };
-        IpNet::new(ip, prefix).map_or_else(|_| IpNet::from(ip), |n| n.trunc())
+        network_of(ip, self.v4_prefix, self.v6_prefix)
     }
 
     /// The networks of this policy's size that `net` covers: `net` itself
@@ -128,6 +133,14 @@ impl Policy {
     }
 }
 
+/// The network of `v4_prefix` or `v6_prefix` bits that `ip` belongs to
+/// (an IPv4-mapped address as its IPv4 address).
+pub fn network_of(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> IpNet {
+    let ip = canonical(ip);
+    let prefix = if ip.is_ipv4() { v4_prefix } else { v6_prefix };
+    IpNet::new(ip, prefix).map_or_else(|_| IpNet::from(ip), |n| n.trunc())
+}
+
 /// IPv4-mapped IPv6 addresses count as the IPv4 address.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -136,7 +149,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Ban or unban.
+/// Ban, unban, or a retrying MTA recognised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -144,6 +157,11 @@ pub enum Action {
     Ban,
     /// Open it again.
     Unban,
+    /// The client came back with the same envelope: a real MTA. Its
+    /// network is exempt from bans for `remember` and let through by the
+    /// responder. Enforcement backends ignore it.
+    #[serde(rename = "retry_exempt")]
+    RetryExempt,
 }
 
 /// One decision, with its evidence.
@@ -167,6 +185,8 @@ pub struct Decision {
     pub last_hit: Option<i64>,
     /// Which ban of this client this is (1 for the first).
     pub offence: u32,
+    /// The network a retry made exempt (retry decisions only).
+    pub network: Option<IpNet>,
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +252,9 @@ pub struct Engine {
     policy: Policy,
     clients: HashMap<IpAddr, Client>,
     deliveries: HashMap<IpNet, i64>,
+    /// Networks exempt because one of their clients retried, and when.
+    retries: HashMap<IpNet, i64>,
+    sightings: Sightings,
     bans: HashMap<IpAddr, Ban>,
     banned_nets: HashMap<IpNet, Vec<IpAddr>>,
     allowed: Vec<IpNet>,
@@ -255,6 +278,12 @@ pub struct Sizes {
     pub bans: usize,
     /// Clients with an offence count.
     pub offenders: usize,
+    /// Networks exempt because a client retried.
+    pub retry_exempt_networks: usize,
+    /// Retry fingerprints held.
+    pub fingerprints: usize,
+    /// New retry fingerprints not recorded because the table was full.
+    pub fingerprints_dropped: u64,
 }
 
 impl Engine {
@@ -264,6 +293,8 @@ impl Engine {
             policy,
             clients: HashMap::new(),
             deliveries: HashMap::new(),
+            retries: HashMap::new(),
+            sightings: Sightings::default(),
             bans: HashMap::new(),
             banned_nets: HashMap::new(),
             allowed: Vec::new(),
@@ -327,17 +358,19 @@ impl Engine {
         }
         let mut forgotten = 0;
         if !same_networks {
-            let old = std::mem::take(&mut self.deliveries);
-            for (net, at) in old {
-                let nets = self.policy.networks_within(net);
-                if nets.is_empty() {
-                    forgotten += 1;
-                }
-                for n in nets {
-                    let last = self.deliveries.entry(n).or_insert(at);
-                    *last = (*last).max(at);
+            for map in [&mut self.deliveries, &mut self.retries] {
+                for (net, at) in std::mem::take(map) {
+                    let nets = self.policy.networks_within(net);
+                    if nets.is_empty() {
+                        forgotten += 1;
+                    }
+                    for n in nets {
+                        let last = map.entry(n).or_insert(at);
+                        *last = (*last).max(at);
+                    }
                 }
             }
+            self.sightings.clear();
             self.banned_nets.clear();
             for ip in self.bans.keys() {
                 self.banned_nets
@@ -365,6 +398,7 @@ impl Engine {
                     first_hit: None,
                     last_hit: None,
                     offence: self.offences.get(&ip).map_or(0, |o| o.0),
+                    network: None,
                 });
             }
         }
@@ -412,16 +446,59 @@ impl Engine {
         }
     }
 
-    /// A decoy hit from `ip` at `at`. Evidence never moves the engine's
-    /// time: the caller [`advance`](Engine::advance)s it (to the wall clock
-    /// in `run`, to a checked log clock in `replay`; see `crate::clock`).
-    /// A hit dated after the engine's time is judged as if at that time.
+    /// Restores a retry exemption of `network` recognised at `at` (re-keyed
+    /// like a delivery).
+    pub fn restore_retry(&mut self, network: IpNet, at: i64) {
+        for n in self.policy.networks_within(network) {
+            let last = self.retries.entry(n).or_insert(at);
+            *last = (*last).max(at);
+        }
+    }
+
+    /// The retry-exempt networks and when each exemption ends (the
+    /// responder lets them through until then).
+    pub fn retry_exempt(&self) -> impl Iterator<Item = (IpNet, i64)> + '_ {
+        let remember = self.policy.remember;
+        self.retries
+            .iter()
+            .map(move |(net, at)| (*net, at.saturating_add(remember)))
+    }
+
+    /// Whether a retry exempts `net` at `at`.
+    fn retried(&self, net: &IpNet, at: i64) -> bool {
+        self.retries
+            .get(net)
+            .is_some_and(|&r| r >= at - self.policy.remember)
+    }
+
+    /// A decoy hit from `ip` at `at` that revealed nothing for retry
+    /// recognition (see [`hit_seen`](Engine::hit_seen)).
     pub fn hit(&mut self, ip: IpAddr, at: i64) {
+        self.hit_seen(ip, at, Seen::Nothing, &mut Vec::new());
+    }
+
+    /// A decoy hit from `ip` at `at`, with what it revealed for retry
+    /// recognition. Evidence never moves the engine's time: the caller
+    /// [`advance`](Engine::advance)s it (to the wall clock in `run`, to a
+    /// checked log clock in `replay`; see `crate::clock`). A hit dated
+    /// after the engine's time is judged as if at that time.
+    ///
+    /// A retry (see [`super::retry`]) is recognised even from a banned
+    /// client, and then lifts the bans in its network; a hit from a
+    /// retry-exempt network is not counted.
+    pub fn hit_seen(&mut self, ip: IpAddr, at: i64, seen: Seen, out: &mut Vec<Decision>) {
         let ip = canonical(ip);
-        if self.policy.is_exempt(ip)
-            || self.bans.contains_key(&ip)
-            || self.allowed.iter().any(|n| n.contains(&ip))
+        if self.policy.is_exempt(ip) || self.allowed.iter().any(|n| n.contains(&ip)) {
+            return;
+        }
+        let net = self.policy.network(ip);
+        if let Some((min, max)) = self.policy.retry
+            && let Some(fp) = retry::fingerprint(net, seen)
+            && let Some(previous) = self.sightings.sight(fp, at, min, max)
         {
+            self.retry(ip, net, previous, at, seen, out);
+        }
+        if self.bans.contains_key(&ip) || self.retried(&net, self.now.max(at)) {
             return;
         }
         let client = self.clients.entry(ip).or_default();
@@ -433,6 +510,49 @@ impl Engine {
         client.earn(ip, self.now.max(at), &self.policy, &mut self.due);
     }
 
+    /// A retry by `ip` at `at`, `previous` being the sighting before:
+    /// unless its network is exempt already, the network becomes exempt
+    /// (a [`Action::RetryExempt`] decision) and its bans are lifted.
+    fn retry(
+        &mut self,
+        ip: IpAddr,
+        net: IpNet,
+        previous: i64,
+        at: i64,
+        seen: Seen,
+        out: &mut Vec<Decision>,
+    ) {
+        if self.retried(&net, at) {
+            return;
+        }
+        self.retries.insert(net, at);
+        self.clients.remove(&ip);
+        let gap = at - previous;
+        let what = if seen == Seen::Network {
+            "came back to the decoy"
+        } else {
+            "sent the same envelope again"
+        };
+        out.push(Decision {
+            action: Action::RetryExempt,
+            ip,
+            at,
+            until: Some(at.saturating_add(self.policy.remember)),
+            reason: format!("{what} after {gap}s: a retrying MTA; network {net} exempt from bans"),
+            hits: 0,
+            first_hit: Some(previous),
+            last_hit: Some(at),
+            offence: self.offences.get(&ip).map_or(0, |o| o.0),
+            network: Some(net),
+        });
+        self.lift_network(
+            net,
+            at,
+            &format!("{ip} (network {net}) retried: a real MTA"),
+            out,
+        );
+    }
+
     /// A delivery through a real MX from `ip` at `at`: clears the client and
     /// its network, and lifts bans in that network. Like [`hit`](Engine::hit),
     /// it does not move the engine's time.
@@ -441,7 +561,13 @@ impl Engine {
         let net = self.policy.network(ip);
         let last = self.deliveries.entry(net).or_insert(at);
         *last = (*last).max(at);
-        // Pending clients of this network are cleared when judged; bans go now.
+        let reason = format!("{ip} (network {net}) delivered through a real MX: a real sender");
+        self.lift_network(net, at, &reason, out);
+    }
+
+    /// Lifts the bans in `net` at `at` for `reason`. Pending clients of the
+    /// network are cleared when judged.
+    fn lift_network(&mut self, net: IpNet, at: i64, reason: &str, out: &mut Vec<Decision>) {
         for banned in self.banned_nets.remove(&net).unwrap_or_default() {
             if let Some(ban) = self.bans.remove(&banned) {
                 out.push(Decision {
@@ -449,13 +575,12 @@ impl Engine {
                     ip: banned,
                     at,
                     until: None,
-                    reason: format!(
-                        "{ip} (network {net}) delivered through a real MX: a real sender"
-                    ),
+                    reason: reason.to_owned(),
                     hits: ban.hits,
                     first_hit: None,
                     last_hit: None,
                     offence: self.offences.get(&banned).map_or(0, |o| o.0),
+                    network: None,
                 });
             }
         }
@@ -506,6 +631,7 @@ impl Engine {
             .deliveries
             .get(&net)
             .is_some_and(|&d| d >= at - self.policy.remember)
+            || self.retried(&net, at)
         {
             self.clients.remove(&ip);
             return;
@@ -531,6 +657,7 @@ impl Engine {
             first_hit: Some(first),
             last_hit: Some(last),
             offence,
+            network: None,
         });
     }
 
@@ -548,6 +675,7 @@ impl Engine {
                 first_hit: None,
                 last_hit: None,
                 offence: self.offences.get(&ip).map_or(0, |o| o.0),
+                network: None,
             });
         }
     }
@@ -561,7 +689,13 @@ impl Engine {
                 .is_some_and(|&t| t >= now - p.findtime - p.grace)
         });
         self.deliveries.retain(|_, &mut t| t >= now - p.remember);
+        self.retries.retain(|_, &mut t| t >= now - p.remember);
         self.offences.retain(|_, &mut (_, t)| t >= now - p.remember);
+        if let Some((_, max)) = p.retry {
+            self.sightings.prune(now.saturating_sub(max));
+        } else {
+            self.sightings.clear();
+        }
         self.pruned = now;
     }
 
@@ -578,6 +712,9 @@ impl Engine {
             delivering_networks: self.deliveries.len(),
             bans: self.bans.len(),
             offenders: self.offences.len(),
+            retry_exempt_networks: self.retries.len(),
+            fingerprints: self.sightings.len(),
+            fingerprints_dropped: self.sightings.dropped(),
         }
     }
 }

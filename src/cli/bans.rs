@@ -356,10 +356,11 @@ pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
         ),
         Format::Text => {
             let mut out = format!(
-                "bans in force: {} ({} manual)\nnetworks with remembered deliveries: {}\ndecisions recorded: {}\n",
+                "bans in force: {} ({} manual)\nnetworks with remembered deliveries: {}\nnetworks exempt after a retry: {}\ndecisions recorded: {}\n",
                 status.active_bans,
                 status.manual_bans,
                 status.delivering_networks,
+                status.retry_exempt_networks,
                 status.decisions
             );
             if !status.recent.is_empty() {

@@ -12,7 +12,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::{Failure, stdout_result};
-use crate::bans::{Action, Decision, Engine, Policy};
+use crate::bans::{Action, Decision, Engine, Policy, Seen};
 use crate::clock::{LogClock, unix_now};
 use crate::config;
 use crate::watch::tail::{DEFAULT_MAX_LINE, Lines, PollStats};
@@ -49,6 +49,7 @@ struct Summary {
     decoy_hits: u64,
     bans: u64,
     unbans: u64,
+    retries: u64,
     pending: usize,
     clients_held: usize,
     first: Option<String>,
@@ -70,6 +71,8 @@ struct JsonDecision<'a> {
     first_hit: Option<String>,
     last_hit: Option<String>,
     offence: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<ipnet::IpNet>,
 }
 
 fn json_line(d: &Decision) -> String {
@@ -83,6 +86,7 @@ fn json_line(d: &Decision) -> String {
         first_hit: d.first_hit.map(rfc3339),
         last_hit: d.last_hit.map(rfc3339),
         offence: d.offence,
+        network: d.network,
     };
     serde_json::to_string(&doc).unwrap_or_default()
 }
@@ -99,6 +103,13 @@ fn text_line(d: &Decision) -> String {
             d.reason
         ),
         Action::Unban => format!("{} unban {:<39} {}", rfc3339(d.at), d.ip, d.reason),
+        Action::RetryExempt => format!(
+            "{} retry {:<39} until {}  {}",
+            rfc3339(d.at),
+            d.ip,
+            d.until.map(rfc3339).unwrap_or_default(),
+            d.reason
+        ),
     }
 }
 
@@ -166,7 +177,8 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<ExitCode, Failure> {
                 match event.kind {
                     Kind::DecoyHit => {
                         summary.decoy_hits += 1;
-                        engine.hit(event.ip, at);
+                        let seen = event.envelope.map_or(Seen::Nothing, Seen::Envelope);
+                        engine.hit_seen(event.ip, at, seen, &mut decisions);
                     }
                     Kind::Delivery => {
                         summary.deliveries += 1;
@@ -215,13 +227,14 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         ReplayFormat::Json => writeln!(out, "{}", serde_json::json!({ "summary": &summary })),
         ReplayFormat::Text => writeln!(
             out,
-            "\n{} lines in {} file(s): {} deliveries, {} decoy hits -> {} bans, {} unbans; {} clients pending (grace not over); {} .. {}; {:.3} s ({} lines/s)",
+            "\n{} lines in {} file(s): {} deliveries, {} decoy hits -> {} bans, {} unbans, {} retries; {} clients pending (grace not over); {} .. {}; {:.3} s ({} lines/s)",
             summary.lines,
             summary.files,
             summary.deliveries,
             summary.decoy_hits,
             summary.bans,
             summary.unbans,
+            summary.retries,
             summary.pending,
             summary.first.as_deref().unwrap_or("-"),
             summary.last.as_deref().unwrap_or("-"),
@@ -243,6 +256,7 @@ fn emit(
         match d.action {
             Action::Ban => summary.bans += 1,
             Action::Unban => summary.unbans += 1,
+            Action::RetryExempt => summary.retries += 1,
         }
         let text = match format {
             ReplayFormat::Json => json_line(&d),

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILED, Failure, findings_text};
-use crate::bans::Policy;
+use crate::bans::{Passed, Policy};
 use crate::config::{self, Config, Mode};
 use crate::daemon::{self, BackendSwap, EngineInputs};
 use crate::dns::Authority;
@@ -287,9 +287,12 @@ impl Daemon {
         shutdown: CancellationToken,
     ) -> Result<Daemon, Failure> {
         let (events, received) = EventSink::channel(EVENT_BACKLOG);
+        // Retry-exempt networks, filled from the store by the engine task.
+        let passed = Passed::default();
         let mut responder = Responder::new(
             Arc::new(settings(&config)),
             events.clone(),
+            passed.clone(),
             shutdown.clone(),
             config.responder.threads.0,
         )
@@ -338,6 +341,7 @@ impl Daemon {
         // Bind first, so a bad address fails before any state is touched.
         let (store, engine) =
             daemon::restore(&config).map_err(|e| Failure::Usage(e.to_string()))?;
+        daemon::refill(&passed, &engine);
         let (log_tx, log_rx) = mpsc::channel(64);
         let mut threads = Vec::new();
         let swap = match daemon::enforcer(&config).map_err(Failure::Usage)? {
@@ -380,6 +384,7 @@ impl Daemon {
                 allowed: allow_rx,
                 policies: policy_rx,
             },
+            passed,
             shutdown.clone(),
         ));
         Ok(Daemon {

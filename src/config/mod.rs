@@ -386,8 +386,74 @@ pub struct Bans {
     pub allow: Allow,
     /// Longer bans for repeat offenders.
     pub escalation: Escalation,
+    /// Retry recognition: a client that comes back with the same envelope
+    /// is a real MTA, exempt from bans.
+    pub retry: Retry,
     /// How bans are enforced.
     pub enforce: Enforce,
+}
+
+/// `bans.retry`: what counts as a retrying MTA (see `crate::bans::retry`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Whether hits are checked for retries at all.
+    pub enabled: bool,
+    /// A sighting sooner than this after the previous one is no retry
+    /// (bots resend fast; MTAs wait minutes).
+    pub min_delay: Duration,
+    /// A sighting later than this after the previous one is no retry.
+    pub max_delay: Duration,
+}
+
+/// The shortest `bans.retry.min_delay` allowed: below it, a client's own
+/// pipelined or parallel sessions would pass for retries.
+pub const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            enabled: true,
+            min_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Retry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            enabled: Option<bool>,
+            min_delay: Option<Duration>,
+            max_delay: Option<Duration>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let default = Retry::default();
+        let retry = Retry {
+            enabled: raw.enabled.unwrap_or(default.enabled),
+            min_delay: raw.min_delay.unwrap_or(default.min_delay),
+            max_delay: raw.max_delay.unwrap_or(default.max_delay),
+        };
+        if retry.min_delay < MIN_RETRY_DELAY {
+            return Err(serde::de::Error::custom(format!(
+                "`min_delay` must be at least {MIN_RETRY_DELAY} (a client's own parallel sessions would pass for retries)"
+            )));
+        }
+        if retry.min_delay >= retry.max_delay {
+            return Err(serde::de::Error::custom(format!(
+                "`min_delay` ({}) must be shorter than `max_delay` ({})",
+                retry.min_delay, retry.max_delay
+            )));
+        }
+        if retry.max_delay > value::MAX_BAN {
+            return Err(serde::de::Error::custom(format!(
+                "`max_delay` must be at most {}",
+                value::MAX_BAN
+            )));
+        }
+        Ok(retry)
+    }
 }
 
 /// `bans.allow`.
@@ -447,6 +513,7 @@ impl Default for Bans {
             remember: Duration::from_secs(30 * 86_400),
             allow: Allow::default(),
             escalation: Escalation::default(),
+            retry: Retry::default(),
             enforce: Enforce::default(),
         }
     }

@@ -839,3 +839,37 @@ fn cloud_providers_take_a_token_and_their_own_keys() {
         "needs `token_env` (an environment variable) or `token_file` (a file)",
     );
 }
+
+#[test]
+fn retry_recognition_keys() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.bans.retry, Retry::default());
+    assert!(c.bans.retry.enabled);
+    assert_eq!(
+        (
+            c.bans.retry.min_delay.as_secs(),
+            c.bans.retry.max_delay.as_secs()
+        ),
+        (60, 86_400)
+    );
+    let with = |retry: &str| format!("{MINIMAL}bans:\n  retry:\n{retry}");
+    let c = ok(&with(
+        "    min_delay: 1s\n    max_delay: 2h\n    enabled: false\n",
+    ));
+    assert_eq!(
+        c.bans.retry,
+        Retry {
+            enabled: false,
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(7200)
+        }
+    );
+    let (l, c, m) = err(&with("    min_delay: 1d\n    max_delay: 1h\n"));
+    assert!(m.contains("must be shorter than `max_delay`"), "{m}");
+    assert_eq!((l, c), (8, 5), "{m}");
+    let (_, _, m) = err(&with("    min_delay: 1h\n    max_delay: 1h\n"));
+    assert!(m.contains("must be shorter"), "{m}");
+    let (_, _, m) = err(&with("    min_delay: 0s\n"));
+    assert!(m.contains("at least 1s"), "{m}");
+    assert_err(&with("    min_dealy: 2m\n"), 8, 5, "min_dealy");
+}

@@ -35,6 +35,7 @@ bans: {{ maxretry: 3, grace: 0s, bantime: 1d, enforce: {{ backend: none }} }}
                 first_hit: None,
                 last_hit: None,
                 offence: 1,
+                network: None,
             }])
             .unwrap();
         assert_eq!(store.expire(now).unwrap(), 1, "the ban is over and purged");

@@ -71,7 +71,7 @@ lints! {
     DECOY_MISSING_FAMILY = "decoy-missing-family", Warning,
         "senders on an address family the decoy lacks skip it and go straight to the real MX";
     RESPONDER_NOT_REFUSE = "responder-not-refuse", Warning,
-        "stock qmail defers on a 4xx from the first MX instead of trying the next one; only `refuse` loses no mail";
+        "some senders do not fall back from this mode (stock qmail from any 4xx, OpenSMTPD from a 450 at RCPT) but retry the decoy; only `refuse` loses no mail";
     NON_PUBLIC_ADDRESS = "non-public-address", Warning,
         "a documentation, private or special-purpose address in a real (non-example) domain is unreachable from the internet";
     HOST_WITHOUT_ADDRESS = "host-without-address", Warning,
@@ -84,7 +84,15 @@ lints! {
         "a TTL above one week keeps a mistake in caches for that long";
     ENFORCE_TABLE_UNUSED = "enforce-table-unused", Warning,
         "a `bans.enforce` table for another backend than the one chosen is ignored: the bans are not enforced the way it says";
+    GRACE_TOO_SHORT = "grace-too-short", Error,
+        "a `bans.grace` below 30 s can ban a real sender before its fallback to the next MX arrives (OpenSMTPD falls back about 2 s after a RST or a 4xx greeting), and the ban then blocks that fallback";
 }
+
+/// The shortest `bans.grace` with an enforcing backend: the slowest
+/// measured fallback (OpenSMTPD, about 2 s after a RST or a 4xx greeting;
+/// it then avoids the decoy for 15 s) with a wide margin for a loaded
+/// sender's queue, DNS and the real MX's log line reaching `run`.
+pub const MIN_GRACE_SECS: u64 = 30;
 
 /// TTLs below this many seconds draw `ttl-low`.
 pub const TTL_LOW_SECS: u32 = 300;
@@ -132,6 +140,32 @@ impl Findings {
     }
 }
 
+/// The message of `responder-not-refuse` for a listening `mode`: which
+/// sender families do not fall back from it, and what retry recognition
+/// (on or off) does about it.
+fn not_refuse_message(mode: Mode, retry: bool) -> String {
+    let name = serde_json::to_string(&mode).unwrap_or_default();
+    let (families, from) = if mode == Mode::Rcpt450 {
+        ("stock qmail and OpenSMTPD do", "a 450 at RCPT")
+    } else {
+        ("stock qmail does", "a 4xx greeting")
+    };
+    let effect = match (retry, mode == Mode::Rcpt450) {
+        (true, true) => {
+            "retry recognition (bans.retry) limits the damage to one retry interval: a retrying sender is never banned, and once its retry is recognised OpenSMTPD gets 421 at the greeting of its next attempt and falls back; stock qmail falls back only from a TCP reset (`refuse`), so its mail waits in its queue"
+        }
+        (true, false) => {
+            "retry recognition (bans.retry) limits the damage to one retry interval of bans (a retrying sender is never banned), but stock qmail falls back only from a TCP reset (`refuse`), so its mail waits in its queue"
+        }
+        (false, _) => {
+            "with retry recognition off (bans.retry.enabled: false) nothing limits the damage: they retry the decoy until their messages expire, and are banned"
+        }
+    };
+    format!(
+        "responder mode is {name}: {families} not fall back to the next MX from {from} but retry the decoy; {effect}"
+    )
+}
+
 /// Runs every lint over `config`.
 pub fn lint(config: &Config) -> Vec<Finding> {
     let mut out = Findings(Vec::new());
@@ -140,9 +174,20 @@ pub fn lint(config: &Config) -> Vec<Finding> {
             RESPONDER_NOT_REFUSE,
             None,
             None,
+            not_refuse_message(config.responder.mode, config.bans.retry.enabled),
+        );
+    }
+    // With `backend: none` a ban blocks nothing: the fallback arrives and
+    // its delivery lifts the ban.
+    if config.bans.grace.as_secs() < MIN_GRACE_SECS && config.bans.enforce.backend != Backend::None
+    {
+        out.push(
+            GRACE_TOO_SHORT,
+            None,
+            None,
             format!(
-                "responder mode is {}: stock qmail will defer rather than fall back to the next MX",
-                serde_json::to_string(&config.responder.mode).unwrap_or_default()
+                "bans.grace is {}s, below {MIN_GRACE_SECS}s: a real sender that falls back to the next MX (OpenSMTPD takes about 2 s) can be banned first, and the ban blocks its fallback",
+                config.bans.grace.as_secs()
             ),
         );
     }

@@ -66,6 +66,9 @@ pub enum End {
     ReadFailed,
     /// Over the connection limits: `421` at once.
     Overloaded,
+    /// A retry-exempt client: `421` at once, so that it tries the next MX
+    /// (never a decoy hit).
+    Passed,
 }
 
 impl End {
@@ -84,6 +87,7 @@ impl End {
             End::WriteFailed => "write_failed",
             End::ReadFailed => "read_failed",
             End::Overloaded => "overloaded",
+            End::Passed => "passed",
         }
     }
 }

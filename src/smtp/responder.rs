@@ -7,6 +7,12 @@
 //! bounded channel with `try_send` (what does not fit is counted, not waited
 //! for).
 //!
+//! A client whose network is retry-exempt (a real MTA that retried, see
+//! `crate::bans::retry`) gets `421` at the greeting from its next
+//! connection on, in every mode, and is closed: every sender family falls
+//! back to the next MX from a 4xx greeting, except stock qmail. Its
+//! connections are counted as sessions (end `passed`), never as decoy hits.
+//!
 //! The responder runs on threads of its own (`responder.threads`, default
 //! one), each a single-threaded runtime with its own listening socket per
 //! address (`SO_REUSEPORT` when there are several, so the kernel spreads the
@@ -31,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use super::dialogue::{Dialogue, End, Stage};
 use super::session::{self, Limits};
+use crate::bans::Passed;
 use crate::config::Mode;
 
 /// What one session revealed, for the ban engine and the log.
@@ -83,6 +90,13 @@ impl EventSink {
         )
     }
 
+    /// Counts a session in the metrics without offering it to the engine
+    /// (a retry-exempt client let through is no decoy hit).
+    pub fn count(&self, event: &SessionEvent) {
+        metrics::counter!(crate::metrics::SESSIONS, "stage" => event.stage.as_str(), "end" => event.end.as_str())
+            .increment(1);
+    }
+
     /// Offers an event; a full or closed channel counts it as dropped.
     ///
     /// On a responder thread the event joins that thread's batch, which
@@ -90,8 +104,7 @@ impl EventSink {
     /// (`BATCH_DELAY`, `BATCH_MAX`): under a flood the engine is woken a hundred times a
     /// second, not once per session, and an idle responder arms no timer.
     pub fn offer(&self, event: SessionEvent) {
-        metrics::counter!(crate::metrics::SESSIONS, "stage" => event.stage.as_str(), "end" => event.end.as_str())
-            .increment(1);
+        self.count(&event);
         let mut event = Some(event);
         let queued = BATCH.with_borrow_mut(|batch| {
             let batch = batch.as_mut()?;
@@ -312,13 +325,21 @@ impl Shared {
     }
 }
 
+/// What every accept loop checks a new connection against, shared by all:
+/// the retry-exempt networks, and the per-client session counts.
+#[derive(Clone)]
+struct Gate {
+    per_ip: Arc<PerIp>,
+    passed: Passed,
+}
+
 /// The running responder: one accept loop per listen address and thread,
 /// all sharing the limits, the per-IP table and the settings. Addresses can
 /// be added and closed, and the settings replaced, while it runs (SIGHUP).
 pub struct Responder {
     workers: Vec<Worker>,
     shared: watch::Sender<Shared>,
-    per_ip: Arc<PerIp>,
+    gate: Gate,
     events: EventSink,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -328,9 +349,11 @@ pub struct Responder {
 impl Responder {
     /// A responder with `threads` threads and no listeners yet. Cancelling
     /// `shutdown` stops every accept loop and tells open sessions `421`.
+    /// Clients in `passed` are let through (see the module documentation).
     pub fn new(
         settings: Arc<Settings>,
         events: EventSink,
+        passed: Passed,
         shutdown: CancellationToken,
         threads: usize,
     ) -> io::Result<Responder> {
@@ -340,7 +363,10 @@ impl Responder {
         Ok(Responder {
             workers,
             shared: watch::Sender::new(Shared::new(settings)),
-            per_ip: Arc::new(PerIp::default()),
+            gate: Gate {
+                per_ip: Arc::new(PerIp::default()),
+                passed,
+            },
             events,
             shutdown,
             tracker: TaskTracker::new(),
@@ -387,7 +413,7 @@ impl Responder {
                 listener,
                 self.shared.subscribe(),
                 self.events.clone(),
-                self.per_ip.clone(),
+                self.gate.clone(),
                 stop.clone(),
                 self.shutdown.clone(),
                 self.tracker.clone(),
@@ -450,7 +476,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: watch::Receiver<Shared>,
     events: EventSink,
-    per_ip: Arc<PerIp>,
+    gate: Gate,
     stop: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -477,8 +503,19 @@ async fn accept_loop(
         };
         let local = fixed_local.unwrap_or_else(|| stream.local_addr().unwrap_or(client));
         let Shared { settings, slots } = shared.borrow().clone();
+        if gate.passed.contains(client.ip(), crate::clock::unix_now()) {
+            // One non-blocking write, as for an over-limit client: the
+            // socket is new, so the reply fits, and the close sends a FIN.
+            let reply = format!(
+                "421 4.7.0 {} Service not available, try the next MX\r\n",
+                settings.hostname
+            );
+            let _ = stream.try_write(reply.as_bytes());
+            events.count(&passed_event(client, local));
+            continue;
+        }
         let slot = slots.try_acquire_owned().ok();
-        let ip_slot = per_ip.acquire(
+        let ip_slot = gate.per_ip.acquire(
             client_key(client.ip(), settings.v6_prefix),
             settings.max_per_ip,
         );
@@ -495,6 +532,18 @@ async fn accept_loop(
             session_task(stream, client, local, &settings, &events, &shutdown).await;
         });
     }
+}
+
+/// The event of a retry-exempt client let through.
+fn passed_event(client: SocketAddr, local: SocketAddr) -> SessionEvent {
+    event(
+        client,
+        local,
+        SystemTime::now(),
+        Duration::ZERO,
+        None,
+        End::Passed,
+    )
 }
 
 /// The event of a client turned away at a limit.

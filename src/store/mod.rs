@@ -125,6 +125,8 @@ pub struct Status {
     pub manual_bans: i64,
     /// Networks with a remembered delivery.
     pub delivering_networks: i64,
+    /// Networks exempt because one of their clients retried.
+    pub retry_exempt_networks: i64,
     /// Decisions in the history.
     pub decisions: i64,
     /// The latest decisions, newest first.
@@ -213,6 +215,16 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO offences (target, offence, until)
         SELECT target, offence, until FROM bans WHERE source = 'engine';
+",
+    "
+    -- Networks exempt from bans because one of their clients retried
+    -- (bans.retry), with the time of that retry and the client; kept for
+    -- bans.remember, like deliveries.
+    CREATE TABLE retries (
+        network TEXT PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        client  TEXT NOT NULL
+    );
 ",
 ];
 
@@ -482,6 +494,23 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Networks exempt because a client retried at or after `since`, with
+    /// the time of that retry.
+    pub fn retries(&self, since: i64) -> Result<Vec<(IpNet, i64)>, StoreError> {
+        self.net_rows(
+            "SELECT network, at FROM retries WHERE at >= ?1",
+            since,
+            |r| r.get(1),
+        )
+    }
+
+    /// Forgets retry exemptions older than `before`.
+    pub fn prune_retries(&mut self, before: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM retries WHERE at < ?1", params![before])
+            .map_err(|e| self.err(e))
+    }
+
     /// Networks that delivered at or after `since`, with their latest delivery.
     pub fn deliveries(&self, since: i64) -> Result<Vec<(IpNet, i64)>, StoreError> {
         self.net_rows(
@@ -536,6 +565,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether the database has the table `name` (a store of an older
+    /// version opened read-only is not migrated).
+    fn has_table(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
     /// SQLite's `data_version`: it changes when another connection commits.
     pub fn data_version(&self) -> Result<i64, StoreError> {
         self.conn
@@ -587,6 +629,12 @@ impl Store {
             active_bans: count("SELECT count(*) FROM bans WHERE until > ?1")?,
             manual_bans: count("SELECT count(*) FROM bans WHERE until > ?1 AND source = 'manual'")?,
             delivering_networks: count("SELECT count(*) FROM deliveries WHERE ?1 IS NOT NULL")?,
+            // A store of an older version, read without migrating, has none.
+            retry_exempt_networks: if self.has_table("retries")? {
+                count("SELECT count(*) FROM retries WHERE ?1 IS NOT NULL")?
+            } else {
+                0
+            },
             decisions: count("SELECT count(*) FROM history WHERE ?1 IS NOT NULL")?,
             ..Status::default()
         };
@@ -656,6 +704,15 @@ fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> ru
                     params![target.to_string()],
                 )?;
                 history(tx, d.at, "unban", &target.to_string(), None, &d.reason)?;
+            }
+            Action::RetryExempt => {
+                let network = d.network.unwrap_or(target).to_string();
+                tx.execute(
+                    "INSERT INTO retries (network, at, client) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(network) DO UPDATE SET at = max(at, excluded.at), client = excluded.client",
+                    params![network, d.at, d.ip.to_string()],
+                )?;
+                history(tx, d.at, "retry", &network, d.until, &d.reason)?;
             }
         }
     }

@@ -19,6 +19,7 @@ fn decision(action: Action, ip: &str, at: i64) -> Decision {
         first_hit: Some(at - 600),
         last_hit: Some(at - 500),
         offence: 1,
+        network: None,
     }
 }
 
@@ -302,9 +303,12 @@ fn the_offences_migration_takes_the_counts_of_current_engine_bans() {
             source: Source::Manual,
         })
         .unwrap();
-    // Back to the schema before the offences table.
-    let before = MIGRATIONS.len() as i64 - 1;
-    store.conn.execute_batch("DROP TABLE offences").unwrap();
+    // Back to the schema before the offences table (version 2).
+    let before = 2;
+    store
+        .conn
+        .execute_batch("DROP TABLE offences; DROP TABLE retries")
+        .unwrap();
     store
         .conn
         .pragma_update(None, "user_version", before)
@@ -417,4 +421,80 @@ fn uri_paths_escape_what_sqlite_would_read_as_syntax() {
         uri_path(Path::new("/var/lib/a?b#c%d é/nolist.db")),
         "/var/lib/a%3Fb%23c%25d%20%C3%A9/nolist.db"
     );
+}
+
+fn retry(ip: &str, net: &str, at: i64) -> Decision {
+    Decision {
+        action: Action::RetryExempt,
+        until: Some(at + 30 * 86_400),
+        hits: 0,
+        offence: 0,
+        network: Some(net.parse().unwrap()),
+        ..decision(Action::RetryExempt, ip, at)
+    }
+}
+
+#[test]
+fn a_retry_exemption_survives_reopening_and_is_pruned_after_remember() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .commit(&[retry("203.0.113.9", "203.0.113.0/24", T0)], &[], None, T0)
+        .unwrap();
+    // A later retry of the same network moves its time; an earlier one does not.
+    store
+        .apply(&[retry("203.0.113.10", "203.0.113.0/24", T0 + 50)])
+        .unwrap();
+    store
+        .apply(&[retry("203.0.113.11", "203.0.113.0/24", T0 + 10)])
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let net: IpNet = "203.0.113.0/24".parse().unwrap();
+    assert_eq!(store.retries(T0).unwrap(), vec![(net, T0 + 50)]);
+    assert!(store.retries(T0 + 51).unwrap().is_empty());
+    // Not a ban: nothing to enforce.
+    assert!(store.bans(T0).unwrap().is_empty());
+    let status = store.status(T0, 10).unwrap();
+    assert_eq!(status.retry_exempt_networks, 1);
+    assert_eq!(status.recent[0].action, "retry");
+    assert_eq!(status.recent[0].target, "203.0.113.0/24");
+    // Read-only readers see it too.
+    drop(store);
+    let ro = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(ro.retries(0).unwrap(), vec![(net, T0 + 50)]);
+    drop(ro);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.prune_retries(T0 + 50).unwrap(), 0);
+    assert_eq!(store.prune_retries(T0 + 51).unwrap(), 1);
+    assert!(store.retries(0).unwrap().is_empty());
+}
+
+#[test]
+fn the_retries_migration_upgrades_a_store_of_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    // Back to the previous schema version: no retries table.
+    let before = MIGRATIONS.len() as i64 - 1;
+    store.conn.execute_batch("DROP TABLE retries").unwrap();
+    store
+        .conn
+        .pragma_update(None, "user_version", before)
+        .unwrap();
+    drop(store);
+    // A read-only open of the old version reads what it has...
+    let ro = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(ro.bans(T0).unwrap().len(), 1);
+    assert_eq!(ro.status(T0, 10).unwrap().retry_exempt_networks, 0);
+    drop(ro);
+    // ... and `run`'s open migrates it, keeping the ban.
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.bans(T0).unwrap().len(), 1);
+    store
+        .apply(&[retry("198.51.100.7", "198.51.100.0/24", T0)])
+        .unwrap();
+    assert_eq!(store.retries(0).unwrap().len(), 1);
 }

@@ -7,8 +7,15 @@
 //! read two ways yields nothing. When a line does not match exactly, it
 //! yields nothing: an unparsed line loses a little evidence, a misparsed
 //! one could frame an innocent address or exempt the wrong one.
+//!
+//! The envelope of a decoy reject line (`from=<…> to=<…>`) is client text
+//! too: it is read only as a fingerprint for retry recognition
+//! ([`Envelope`]), never as an address, and only where the line can be read
+//! one way.
 
 use std::net::IpAddr;
+
+use crate::bans::Envelope;
 
 use super::time::{Tz, Zone, parse_exim, parse_rfc3339, parse_syslog};
 use crate::config::MtaFormat;
@@ -32,6 +39,9 @@ pub struct LogEvent {
     pub ip: IpAddr,
     /// What it proves.
     pub kind: Kind,
+    /// A decoy hit's envelope (MAIL FROM and RCPT TO), as a fingerprint
+    /// for retry recognition, when the line shows one unambiguously.
+    pub envelope: Option<Envelope>,
 }
 
 /// How to recognise a classic Postfix decoy.
@@ -183,10 +193,11 @@ impl LineParser {
                     .decoy_reply
                     .as_ref()
                     .is_some_and(|r| reply_of(msg).is_some_and(|t| t.starts_with(r)));
-            return hit.then_some(LogEvent {
+            return hit.then(|| LogEvent {
                 at,
                 ip,
                 kind: Kind::DecoyHit,
+                envelope: reject_envelope(msg),
             });
         }
         if decoy {
@@ -197,6 +208,7 @@ impl LineParser {
             at,
             ip,
             kind: Kind::Delivery,
+            envelope: None,
         })
     }
 
@@ -231,6 +243,7 @@ impl LineParser {
             at,
             ip,
             kind: Kind::Delivery,
+            envelope: None,
         })
     }
 }
@@ -290,6 +303,44 @@ fn reject_client(msg: &[u8]) -> Option<IpAddr> {
     let ip = c.bracketed_ip()?;
     c.expect(b":")?;
     Some(ip)
+}
+
+/// The envelope of a reject line, whose reply ends in
+/// `; from=<FROM> to=<TO> proto=PROTO helo=<HELO>` (Postfix's
+/// `log_whatsup`). FROM, TO, HELO and the reply before them may all hold
+/// client text, so each separator must occur exactly once after the
+/// client field: a line that could be split two ways has no envelope (it is
+/// still a decoy hit). Linear in the line's length.
+fn reject_envelope(msg: &[u8]) -> Option<Envelope> {
+    let reply = reply_of(msg)?;
+    let from_at = only(reply, b"; from=<")? + b"; from=<".len();
+    let rest = &reply[from_at..];
+    let to_at = only(rest, b"> to=<")?;
+    let from = &rest[..to_at];
+    let rest = &rest[to_at + b"> to=<".len()..];
+    // Postfix always writes `proto=`; a line cut short before it ends the
+    // recipient with the line.
+    let to = match only(rest, b"> proto=") {
+        Some(end) => &rest[..end],
+        None if !contains(rest, b"> proto=") => rest.strip_suffix(b">")?,
+        None => return None,
+    };
+    Some(Envelope::of(from, to))
+}
+
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Where `needle` occurs in `hay`, when it occurs exactly once.
+fn only(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let mut found = hay
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle);
+    let (first, _) = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 /// The reply text of a reject line: what follows `name[ip]: `.

@@ -25,6 +25,7 @@ fn policy() -> Policy {
             "192.0.2.10/32".parse().unwrap(),
             "10.0.0.0/8".parse().unwrap(),
         ],
+        retry: Some((MIN, DAY)),
     }
 }
 
@@ -652,5 +653,276 @@ fn no_ban_outlasts_the_ten_year_maximum() {
     assert!(
         printed.starts_with("20") && printed.len() == 20,
         "{printed}"
+    );
+}
+
+// Retry recognition.
+
+fn envelope(from: &str, to: &str) -> Seen {
+    Seen::Envelope(crate::bans::Envelope::of(from.as_bytes(), to.as_bytes()))
+}
+
+/// Feeds `(time, ip, seen)` hits in log time, then advances to `end`.
+fn run_seen(policy: Policy, hits: &[(i64, &str, Seen)], end: i64) -> (Engine, Vec<Decision>) {
+    let mut engine = Engine::new(policy);
+    let mut out = Vec::new();
+    for &(at, who, seen) in hits {
+        engine.advance(at, &mut out);
+        engine.hit_seen(ip(who), at, seen, &mut out);
+    }
+    engine.advance(end, &mut out);
+    (engine, out)
+}
+
+fn actions(d: &[Decision]) -> Vec<(Action, IpAddr, i64)> {
+    d.iter().map(|d| (d.action, d.ip, d.at)).collect()
+}
+
+#[test]
+fn an_opensmtpd_retry_is_exempt_and_never_banned() {
+    // OpenSMTPD after a 450 at RCPT: the same envelope again after 400 s,
+    // then backing off. maxretry 3 within findtime 1h would ban it.
+    let e = envelope("news@sender.example", "u@example.org");
+    let hits = [
+        (T0, "203.0.113.9", e),
+        (T0 + 400, "203.0.113.9", e),
+        (T0 + 1600, "203.0.113.9", e),
+        (T0 + 4000, "203.0.113.9", e),
+    ];
+    let (engine, out) = run_seen(policy(), &hits, T0 + 2 * DAY);
+    assert_eq!(
+        actions(&out),
+        [(Action::RetryExempt, ip("203.0.113.9"), T0 + 400)],
+        "{out:?}"
+    );
+    let d = &out[0];
+    assert_eq!(d.network, Some("203.0.113.0/24".parse().unwrap()));
+    assert_eq!(d.until, Some(T0 + 400 + 30 * DAY));
+    assert_eq!((d.first_hit, d.last_hit), (Some(T0), Some(T0 + 400)));
+    assert!(d.reason.contains("after 400s"), "{}", d.reason);
+    assert_eq!(
+        engine.retry_exempt().collect::<Vec<_>>(),
+        [("203.0.113.0/24".parse().unwrap(), T0 + 400 + 30 * DAY)]
+    );
+    // maxretry 1: the first hit alone earns a judgement at T0 + grace, and
+    // the retry before it clears the client.
+    let (_, out) = run_seen(
+        Policy {
+            maxretry: 1,
+            ..policy()
+        },
+        &hits,
+        T0 + 2 * DAY,
+    );
+    assert!(bans(&out).is_empty(), "{out:?}");
+    // Without retry recognition, the same sender is banned.
+    let (_, out) = run_seen(
+        Policy {
+            retry: None,
+            ..policy()
+        },
+        &hits,
+        T0 + 2 * DAY,
+    );
+    assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + 1600)]);
+}
+
+#[test]
+fn a_bot_resending_fast_is_banned_never_exempt() {
+    // The same envelope every 10 s for an hour: never a gap of min_delay.
+    let e = envelope("a@b.example", "u@example.org");
+    let hits: Vec<_> = (0..360).map(|k| (T0 + 10 * k, "203.0.113.9", e)).collect();
+    let (_, out) = run_seen(policy(), &hits, T0 + 2 * HOUR);
+    assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + 600)], "{out:?}");
+    assert!(
+        out.iter().all(|d| d.action != Action::RetryExempt),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn different_envelopes_from_one_network_are_no_retry() {
+    let hits = [
+        (T0, "203.0.113.9", envelope("a@b.example", "u1@example.org")),
+        (
+            T0 + 400,
+            "203.0.113.9",
+            envelope("a@b.example", "u2@example.org"),
+        ),
+        (
+            T0 + 800,
+            "203.0.113.10",
+            envelope("c@b.example", "u1@example.org"),
+        ),
+        (
+            T0 + 1600,
+            "203.0.113.9",
+            envelope("a@b.example", "u3@example.org"),
+        ),
+    ];
+    let (_, out) = run_seen(policy(), &hits, T0 + DAY);
+    assert!(
+        out.iter().all(|d| d.action != Action::RetryExempt),
+        "{out:?}"
+    );
+    assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + 1600)]);
+    // The same envelope from another network is no retry either.
+    let e = envelope("a@b.example", "u@example.org");
+    let (_, out) = run_seen(
+        policy(),
+        &[(T0, "203.0.113.9", e), (T0 + 400, "198.51.100.9", e)],
+        T0 + DAY,
+    );
+    assert!(
+        out.iter().all(|d| d.action != Action::RetryExempt),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_retry_after_max_delay_does_not_count() {
+    let e = envelope("a@b.example", "u@example.org");
+    let hits = [(T0, "203.0.113.9", e), (T0 + DAY + 1, "203.0.113.9", e)];
+    let (_, out) = run_seen(policy(), &hits, T0 + 2 * DAY);
+    assert!(
+        out.iter().all(|d| d.action != Action::RetryExempt),
+        "{out:?}"
+    );
+    // Exactly max_delay still counts.
+    let hits = [(T0, "203.0.113.9", e), (T0 + DAY, "203.0.113.9", e)];
+    let (_, out) = run_seen(policy(), &hits, T0 + 2 * DAY);
+    assert_eq!(out[0].action, Action::RetryExempt, "{out:?}");
+}
+
+#[test]
+fn the_fingerprint_table_is_bounded() {
+    use crate::bans::retry::MAX_FINGERPRINTS;
+    let mut engine = Engine::new(Policy {
+        maxretry: 1_000,
+        ..policy()
+    });
+    let mut out = Vec::new();
+    let first = Seen::Envelope(crate::bans::Envelope(0));
+    engine.advance(T0, &mut out);
+    engine.hit_seen(ip("203.0.113.9"), T0, first, &mut out);
+    // A million random envelopes (xorshift, fixed seed) from one network.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for k in 0..1_000_000i64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let seen = Seen::Envelope(crate::bans::Envelope(x));
+        engine.hit_seen(ip("203.0.113.9"), T0 + k / 100_000, seen, &mut out);
+    }
+    let sizes = engine.sizes();
+    assert_eq!(sizes.fingerprints, MAX_FINGERPRINTS);
+    assert_eq!(
+        sizes.fingerprints_dropped,
+        1_000_001 - MAX_FINGERPRINTS as u64
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // A fingerprint recorded before the table filled still works...
+    engine.advance(T0 + 400, &mut out);
+    engine.hit_seen(ip("203.0.113.9"), T0 + 400, first, &mut out);
+    assert_eq!(
+        actions(&out),
+        [(Action::RetryExempt, ip("203.0.113.9"), T0 + 400)]
+    );
+    // ... and the table empties max_delay after the last sighting.
+    engine.advance(T0 + 400 + DAY + HOUR, &mut out);
+    assert_eq!(engine.sizes().fingerprints, 0);
+}
+
+#[test]
+fn in_greet_modes_the_network_coming_back_is_a_retry() {
+    // Another address of the same /24, two minutes later.
+    let hits = [
+        (T0, "203.0.113.9", Seen::Network),
+        (T0 + 120, "203.0.113.77", Seen::Network),
+    ];
+    let (_, out) = run_seen(policy(), &hits, T0 + DAY);
+    assert_eq!(
+        actions(&out),
+        [(Action::RetryExempt, ip("203.0.113.77"), T0 + 120)]
+    );
+    assert!(out[0].reason.contains("came back"), "{}", out[0].reason);
+    // Back within min_delay: no retry, and a burst is banned.
+    let hits: Vec<_> = (0..5)
+        .map(|k| (T0 + 10 * k, "203.0.113.9", Seen::Network))
+        .collect();
+    let (_, out) = run_seen(policy(), &hits, T0 + DAY);
+    assert_eq!(actions(&out)[0], (Action::Ban, ip("203.0.113.9"), T0 + 600));
+    // Firewall counts (refuse mode) reveal nothing: never a retry.
+    let hits = [
+        (T0, "203.0.113.9", Seen::Nothing),
+        (T0 + 120, "203.0.113.9", Seen::Nothing),
+        (T0 + 240, "203.0.113.9", Seen::Nothing),
+    ];
+    let (_, out) = run_seen(policy(), &hits, T0 + DAY);
+    assert_eq!(actions(&out), [(Action::Ban, ip("203.0.113.9"), T0 + 600)]);
+}
+
+#[test]
+fn a_retry_lifts_the_bans_of_its_network_and_exempts_it() {
+    let e = envelope("a@b.example", "u@example.org");
+    let mut engine = Engine::new(Policy {
+        maxretry: 1,
+        grace: MIN,
+        ..policy()
+    });
+    let mut out = Vec::new();
+    engine.advance(T0, &mut out);
+    engine.hit_seen(ip("203.0.113.9"), T0, e, &mut out);
+    engine.advance(T0 + MIN, &mut out);
+    assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + MIN)]);
+    // The banned client retries (no firewall held it back).
+    engine.advance(T0 + 400, &mut out);
+    engine.hit_seen(ip("203.0.113.9"), T0 + 400, e, &mut out);
+    assert_eq!(
+        actions(&out[1..]),
+        [
+            (Action::RetryExempt, ip("203.0.113.9"), T0 + 400),
+            (Action::Unban, ip("203.0.113.9"), T0 + 400)
+        ]
+    );
+    assert!(out[2].reason.contains("retried"), "{}", out[2].reason);
+    // Hits from the exempt network are not counted; a second retry makes
+    // no second decision.
+    out.clear();
+    for k in 0..10 {
+        engine.advance(T0 + 500 + k * 100, &mut out);
+        engine.hit_seen(ip("203.0.113.20"), T0 + 500 + k * 100, e, &mut out);
+    }
+    engine.advance(T0 + DAY, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(engine.sizes().clients, 0);
+    // The exemption ends after `remember`.
+    engine.advance(T0 + 400 + 30 * DAY + HOUR, &mut out);
+    assert_eq!(engine.sizes().retry_exempt_networks, 0);
+    engine.hit_seen(
+        ip("203.0.113.20"),
+        T0 + 400 + 30 * DAY + HOUR,
+        Seen::Nothing,
+        &mut out,
+    );
+    engine.advance(T0 + 400 + 30 * DAY + 2 * HOUR, &mut out);
+    assert_eq!(bans(&out).len(), 1, "{out:?}");
+}
+
+#[test]
+fn a_restored_retry_exempts_its_network() {
+    let mut engine = Engine::new(Policy {
+        maxretry: 1,
+        ..policy()
+    });
+    engine.restore_retry("203.0.113.0/24".parse().unwrap(), T0);
+    let mut out = Vec::new();
+    engine.advance(T0 + HOUR, &mut out);
+    engine.hit(ip("203.0.113.9"), T0 + HOUR);
+    engine.advance(T0 + DAY, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(
+        engine.retry_exempt().collect::<Vec<_>>(),
+        [("203.0.113.0/24".parse().unwrap(), T0 + 30 * DAY)]
     );
 }

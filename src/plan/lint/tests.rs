@@ -172,8 +172,50 @@ fn responder_not_refuse() {
             RESPONDER_NOT_REFUSE,
         );
         assert!(f.domain.is_none() && f.message.contains(mode));
+        // Every family that does not fall back from the mode is named, and
+        // what retry recognition does about it.
+        assert!(f.message.contains("stock qmail"), "{}", f.message);
+        assert_eq!(
+            f.message.contains("OpenSMTPD"),
+            mode == "rcpt-450",
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("one retry interval"), "{}", f.message);
+        let off = fires(
+            &format!(
+                "{CLEAN}responder: {{ mode: {mode} }}\nbans: {{ retry: {{ enabled: false }} }}\n"
+            ),
+            RESPONDER_NOT_REFUSE,
+        );
+        assert!(
+            off.message.contains("retry recognition off")
+                && off.message.contains("nothing limits the damage"),
+            "{}",
+            off.message
+        );
     }
     assert!(ids(&format!("{CLEAN}responder: {{ mode: refuse }}\n")).is_empty());
+}
+
+#[test]
+fn grace_too_short() {
+    for grace in ["0s", "2s", "29s"] {
+        let f = fires(
+            &format!("{CLEAN}bans: {{ grace: {grace} }}\n"),
+            GRACE_TOO_SHORT,
+        );
+        assert!(f.message.contains("below 30s"), "{}", f.message);
+        assert_eq!(f.severity, Severity::Error);
+    }
+    assert!(ids(&format!("{CLEAN}bans: {{ grace: 30s }}\n")).is_empty());
+    // Without enforcement a ban blocks nothing: the fallback lifts it.
+    assert!(
+        ids(&format!(
+            "{CLEAN}bans: {{ grace: 1s, enforce: {{ backend: none }} }}\n"
+        ))
+        .is_empty()
+    );
 }
 
 #[test]

@@ -41,7 +41,14 @@ async fn read_reply(s: &mut TcpStream) -> String {
 async fn events_of_the_last_sessions_survive_the_shutdown() {
     let (events, mut received) = EventSink::channel(64);
     let shutdown = CancellationToken::new();
-    let mut responder = Responder::new(settings(), events.clone(), shutdown.clone(), 2).unwrap();
+    let mut responder = Responder::new(
+        settings(),
+        events.clone(),
+        Passed::default(),
+        shutdown.clone(),
+        2,
+    )
+    .unwrap();
     let key = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let sockets = bind(&[key], responder.threads()).unwrap().remove(0);
     assert_eq!(sockets.len(), 2);
@@ -132,4 +139,49 @@ fn one_ipv6_network_shares_one_per_client_limit() {
     let c = take("2001:db8:1:2::c").expect("a slot freed");
     drop((b, c, other, v4));
     assert!(table.0.lock().unwrap().is_empty(), "slots released");
+}
+
+/// A retry-exempt client gets `421` at the greeting in every listening
+/// mode, is closed, and is no decoy hit; others are served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_exempt_clients_get_421_at_the_greeting_and_are_no_hit() {
+    for mode in [Mode::Rcpt450, Mode::Greet421, Mode::Greet450] {
+        let (events, mut received) = EventSink::channel(64);
+        let shutdown = CancellationToken::new();
+        let passed = Passed::default();
+        let mut s = (*settings()).clone();
+        s.mode = mode;
+        let mut responder =
+            Responder::new(Arc::new(s), events, passed.clone(), shutdown.clone(), 1).unwrap();
+        let key = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let sockets = bind(&[key], 1).unwrap().remove(0);
+        let addr = responder.listen(key, sockets).unwrap();
+        let far = crate::clock::unix_now() + 3600;
+        passed.replace(24, 64, [("127.0.0.0/24".parse().unwrap(), far)]);
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(
+            read_reply(&mut c).await,
+            "421 4.7.0 mx01.example.org Service not available, try the next MX\r\n",
+            "{mode:?}"
+        );
+        assert_eq!(read_reply(&mut c).await, "", "closed after the reply");
+        // An exemption that ended lets nobody through.
+        passed.replace(24, 64, [("127.0.0.0/24".parse().unwrap(), far - 7200)]);
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let banner = read_reply(&mut c).await;
+        assert!(!banner.contains("next MX"), "{mode:?}: {banner}");
+        drop(c);
+        shutdown.cancel();
+        responder.drain(Duration::from_secs(5)).await;
+        let mut got = Vec::new();
+        while let Ok(e) = received.try_recv() {
+            got.push(e.end);
+        }
+        assert_eq!(
+            got.len(),
+            1,
+            "{mode:?}: only the second connection: {got:?}"
+        );
+        assert_ne!(got[0], End::Passed);
+    }
 }

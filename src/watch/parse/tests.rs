@@ -19,12 +19,143 @@ fn ev(at: i64, ip: &str, kind: Kind) -> Option<LogEvent> {
         at,
         ip: ip.parse().unwrap(),
         kind,
+        envelope: None,
     })
 }
 
+/// Checks the time, client and kind of a line's evidence (its envelope is
+/// checked by the tests of retry fingerprints).
 #[track_caller]
 fn check(p: &mut LineParser, line: &str, want: Option<LogEvent>) {
-    assert_eq!(p.parse(line.as_bytes()), want, "{line}");
+    let strip = |e: Option<LogEvent>| e.map(|e| (e.at, e.ip, e.kind));
+    assert_eq!(strip(p.parse(line.as_bytes())), strip(want), "{line}");
+}
+
+/// The envelope fingerprint of a decoy line, which must be a decoy hit
+/// from `client`.
+#[track_caller]
+fn envelope_of(line: &str, client: &str) -> Option<Envelope> {
+    let mut p = parser(MtaFormat::Postfix, None);
+    let e = p
+        .parse(line.as_bytes())
+        .unwrap_or_else(|| panic!("no evidence in {line}"));
+    assert_eq!(
+        (e.ip, e.kind),
+        (client.parse().unwrap(), Kind::DecoyHit),
+        "{line}"
+    );
+    e.envelope
+}
+
+const DECOY: &str = "Nov 28 12:00:01 mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 450 4.7.1 ";
+
+#[test]
+fn the_envelope_of_a_decoy_reject_line_is_a_fingerprint() {
+    let line = |reply: &str| format!("{DECOY}{reply}");
+    let want = Some(Envelope::of(b"a@b.example", b"u@example.org"));
+    assert_eq!(
+        envelope_of(
+            &line("Try later; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<bot>"),
+            "203.0.113.9"
+        ),
+        want
+    );
+    // Case does not matter, the HELO and the reply text do not count.
+    assert_eq!(
+        envelope_of(
+            &line(
+                "<U@example.org>: Recipient address rejected: later; from=<A@B.Example> to=<U@EXAMPLE.ORG> proto=SMTP helo=<other>"
+            ),
+            "203.0.113.9"
+        ),
+        want
+    );
+    // Another recipient, another envelope; the null sender is one too.
+    let other = envelope_of(
+        &line("Try later; from=<a@b.example> to=<v@example.org> proto=ESMTP helo=<bot>"),
+        "203.0.113.9",
+    );
+    assert!(other.is_some() && other != want);
+    assert_eq!(
+        envelope_of(
+            &line("x; from=<> to=<u@example.org> proto=ESMTP helo=<h>"),
+            "203.0.113.9"
+        ),
+        Some(Envelope::of(b"", b"u@example.org"))
+    );
+    // A line cut short after the recipient.
+    assert_eq!(
+        envelope_of(
+            &line("Try later; from=<a@b.example> to=<u@example.org>"),
+            "203.0.113.9"
+        ),
+        want
+    );
+    // No envelope: a CONNECT reject, a MAIL reject without a recipient.
+    assert_eq!(envelope_of(&line("no; proto=SMTP"), "203.0.113.9"), None);
+    assert_eq!(
+        envelope_of(&line("no; from=<a@b> proto=ESMTP helo=<h>"), "203.0.113.9"),
+        None
+    );
+}
+
+#[test]
+fn hostile_envelopes_never_yield_an_address_or_a_second_reading() {
+    // Addresses in the envelope stay text: the client is the one Postfix wrote.
+    let e = envelope_of(
+        &format!(
+            "{DECOY}x; from=<client=x[1.2.3.4]@evil> to=<[5.6.7.8]@example.org> proto=ESMTP helo=<client=ok.example[8.8.8.8]>"
+        ),
+        "203.0.113.9",
+    );
+    assert_eq!(
+        e,
+        Some(Envelope::of(
+            b"client=x[1.2.3.4]@evil",
+            b"[5.6.7.8]@example.org"
+        ))
+    );
+    // Separators smuggled into the envelope: the line reads two ways, so
+    // it has no envelope (it is still a hit from the real client).
+    for reply in [
+        "x; from=<a> to=<b> proto=ESMTP helo=<h>; from=<c> to=<d> proto=ESMTP helo=<h2>",
+        "x; from=<a> to=<b> to=<c> proto=ESMTP helo=<h>",
+        "x; from=<a> to=<b> proto=x> proto=ESMTP helo=<h>",
+        "x; from=<a; from=<b> to=<c> proto=ESMTP helo=<h>",
+        "x; from=<a> to=<b",
+        "x; from=<a> to=<b> proto=",
+    ] {
+        let line = format!("{DECOY}{reply}");
+        let e = envelope_of(&line, "203.0.113.9");
+        if reply.ends_with("proto=") {
+            assert_eq!(e, Some(Envelope::of(b"a", b"b")), "{line}");
+        } else {
+            assert_eq!(e, None, "{line}");
+        }
+    }
+}
+
+proptest::proptest! {
+    /// Any bytes in the envelope: never a panic, the client is always the
+    /// one Postfix wrote.
+    #[test]
+    fn random_envelopes_never_panic_or_move_the_client(
+        from in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        to in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+    ) {
+        let mut line = DECOY.as_bytes().to_vec();
+        line.extend_from_slice(b"x; from=<");
+        line.extend_from_slice(&from);
+        line.extend_from_slice(b"> to=<");
+        line.extend_from_slice(&to);
+        line.extend_from_slice(b"> proto=ESMTP helo=<");
+        line.extend_from_slice(&tail);
+        let mut p = parser(MtaFormat::Postfix, None);
+        let e = p.parse(&line).unwrap();
+        proptest::prop_assert_eq!(e.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
+        proptest::prop_assert_eq!(e.kind, Kind::DecoyHit);
+    }
 }
 
 #[test]

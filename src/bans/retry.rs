@@ -1,0 +1,312 @@
+//! Retry recognition, pure: a client that comes back with the same envelope
+//! after a delay is a real MTA (greylisting rests on the same idea), and
+//! bots rarely do. The ban engine asks [`Sightings::sight`] about every
+//! decoy hit that carries a [`Seen`] fingerprint.
+//!
+//! A fingerprint is a stable 64-bit hash (FNV-1a, the same in every run and
+//! on every host) of the client's network at the policy's size and what
+//! the hit revealed: the envelope (lower-cased MAIL FROM and first RCPT
+//! TO) in `rcpt-450` sessions and classic decoy reject lines, or nothing
+//! more than the network for a `greet-*` session. The envelope is client
+//! text used only as hash input: it is never read as an address.
+//!
+//! Every sighting of a fingerprint updates its time, so a bot that resends
+//! the same envelope every 10 s never shows a gap of `min_delay` and is
+//! never taken for an MTA. The table holds at most [`MAX_FINGERPRINTS`];
+//! when it is full, new fingerprints are not recorded (and counted), so
+//! hostile input never grows memory without bound.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use ipnet::IpNet;
+
+/// The most fingerprints remembered at once (about 10 MB). Entries older
+/// than `max_delay` are pruned with the engine's other retention.
+pub const MAX_FINGERPRINTS: usize = 200_000;
+
+/// The hash of an envelope (lower-cased MAIL FROM and first RCPT TO), as
+/// the responder and the log parser see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Envelope(pub u64);
+
+impl Envelope {
+    /// The envelope of `from` and `to` (bytes as the client sent them;
+    /// ASCII case is ignored, as mail systems compare domains).
+    pub fn of(from: &[u8], to: &[u8]) -> Envelope {
+        let mut h = Fnv::new();
+        h.field(b"from");
+        h.lower(from);
+        h.field(b"to");
+        h.lower(to);
+        Envelope(h.0)
+    }
+}
+
+/// What a decoy hit reveals for retry recognition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing: it never counts as a retry (refuse-mode firewall counts,
+    /// which a forged SYN makes; sessions that never reached RCPT; log
+    /// lines without an envelope).
+    Nothing,
+    /// A `greet-*` session: no envelope is ever sent, so the network
+    /// coming back is all there is to recognise.
+    Network,
+    /// The envelope of an `rcpt-450` session or a decoy reject line.
+    Envelope(Envelope),
+}
+
+/// The fingerprint of a hit from `network` that revealed `seen`; `None`
+/// when it reveals nothing.
+pub fn fingerprint(network: IpNet, seen: Seen) -> Option<u64> {
+    let mut h = Fnv::new();
+    match network.addr() {
+        IpAddr::V4(a) => h.field(&a.octets()),
+        IpAddr::V6(a) => h.field(&a.octets()),
+    }
+    h.field(&[network.prefix_len()]);
+    match seen {
+        Seen::Nothing => return None,
+        Seen::Network => h.field(b"network"),
+        Seen::Envelope(e) => h.field(&e.0.to_be_bytes()),
+    }
+    Some(h.0)
+}
+
+/// FNV-1a, 64 bits: stable across runs and builds (unlike `RandomState`),
+/// and plenty for a fingerprint whose collisions only ever concern one
+/// network's own clients.
+struct Fnv(u64);
+
+impl Fnv {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> Fnv {
+        Fnv(Self::OFFSET)
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(Self::PRIME);
+    }
+
+    /// A length-prefixed field, so `("ab", "c")` and `("a", "bc")` differ.
+    fn field(&mut self, bytes: &[u8]) {
+        for b in (bytes.len() as u64).to_be_bytes() {
+            self.byte(b);
+        }
+        for &b in bytes {
+            self.byte(b);
+        }
+    }
+
+    /// A field, ASCII lower-cased.
+    fn lower(&mut self, bytes: &[u8]) {
+        for b in (bytes.len() as u64).to_be_bytes() {
+            self.byte(b);
+        }
+        for &b in bytes {
+            self.byte(b.to_ascii_lowercase());
+        }
+    }
+}
+
+/// The latest sighting of each fingerprint, bounded.
+#[derive(Debug, Default)]
+pub struct Sightings {
+    last: HashMap<u64, i64>,
+    /// New fingerprints not recorded because the table was full.
+    dropped: u64,
+}
+
+impl Sightings {
+    /// Records a sighting of `fp` at `at` and returns the previous one when
+    /// this sighting is a retry: between `min` and `max` seconds after it.
+    /// Every sighting moves the stored time forward (never back, for
+    /// evidence out of order).
+    pub fn sight(&mut self, fp: u64, at: i64, min: i64, max: i64) -> Option<i64> {
+        let full = self.last.len() >= MAX_FINGERPRINTS;
+        match self.last.get_mut(&fp) {
+            Some(last) => {
+                let previous = *last;
+                *last = previous.max(at);
+                let gap = at.saturating_sub(previous);
+                (min..=max).contains(&gap).then_some(previous)
+            }
+            None if full => {
+                self.dropped += 1;
+                None
+            }
+            None => {
+                self.last.insert(fp, at);
+                None
+            }
+        }
+    }
+
+    /// Forgets sightings before `before` (older than `max_delay`: they can
+    /// no longer make a retry).
+    pub fn prune(&mut self, before: i64) {
+        self.last.retain(|_, &mut t| t >= before);
+    }
+
+    /// Forgets every sighting (the network size changed: old fingerprints
+    /// can never match again).
+    pub fn clear(&mut self) {
+        self.last.clear();
+    }
+
+    /// Fingerprints held.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+
+    /// New fingerprints that were not recorded because the table was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// The networks let through by the responder (retry-exempt), shared
+/// between the engine task, which writes it, and the responder threads,
+/// which look up each new connection once. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Passed(Arc<RwLock<PassedNets>>);
+
+/// The contents of [`Passed`]: networks at the policy's sizes, each with
+/// the end of its exemption (Unix seconds).
+#[derive(Debug, Default)]
+struct PassedNets {
+    v4_prefix: u8,
+    v6_prefix: u8,
+    nets: HashMap<IpNet, i64>,
+}
+
+impl Passed {
+    /// Replaces the whole set: networks of `v4_prefix`/`v6_prefix` bits
+    /// with the end of their exemption.
+    pub fn replace(
+        &self,
+        v4_prefix: u8,
+        v6_prefix: u8,
+        nets: impl IntoIterator<Item = (IpNet, i64)>,
+    ) {
+        let next = PassedNets {
+            v4_prefix,
+            v6_prefix,
+            nets: nets.into_iter().collect(),
+        };
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+
+    /// Adds (or extends) one network until `until`.
+    pub fn insert(&self, net: IpNet, until: i64) {
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let end = set.nets.entry(net).or_insert(until);
+        *end = (*end).max(until);
+    }
+
+    /// Forgets the networks whose exemption ended by `now`.
+    pub fn expire(&self, now: i64) {
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        set.nets.retain(|_, &mut until| until > now);
+    }
+
+    /// Whether `ip`'s network is let through at `now`: one read lock, one
+    /// hash lookup (none while the set is empty).
+    pub fn contains(&self, ip: IpAddr, now: i64) -> bool {
+        let set = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if set.nets.is_empty() {
+            return false;
+        }
+        let net = super::policy::network_of(ip, set.v4_prefix, set.v6_prefix);
+        set.nets.get(&net).is_some_and(|&until| until > now)
+    }
+
+    /// Networks held.
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).nets.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_ignore_ascii_case_and_keep_fields_apart() {
+        assert_eq!(
+            Envelope::of(b"A@B.example", b"U@Example.ORG"),
+            Envelope::of(b"a@b.example", b"u@example.org")
+        );
+        assert_ne!(Envelope::of(b"ab", b"c"), Envelope::of(b"a", b"bc"));
+        assert_ne!(Envelope::of(b"a", b"b"), Envelope::of(b"b", b"a"));
+        // Stable across runs and builds: a fixed value.
+        assert_eq!(Envelope::of(b"", b"").0, Envelope::of(b"", b"").0);
+        assert_eq!(
+            fingerprint("192.0.2.0/24".parse().unwrap(), Seen::Network),
+            fingerprint("192.0.2.0/24".parse().unwrap(), Seen::Network)
+        );
+    }
+
+    #[test]
+    fn the_hash_is_fnv1a() {
+        // The published FNV-1a test vector: "a" -> af63dc4c8601ec8c.
+        let mut h = Fnv::new();
+        h.byte(b'a');
+        assert_eq!(h.0, 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn fingerprints_differ_by_network_and_what_was_seen() {
+        let a: IpNet = "192.0.2.0/24".parse().unwrap();
+        let b: IpNet = "192.0.3.0/24".parse().unwrap();
+        let e = Seen::Envelope(Envelope::of(b"x@y", b"u@v"));
+        assert_eq!(fingerprint(a, Seen::Nothing), None);
+        assert_ne!(fingerprint(a, e), fingerprint(b, e));
+        assert_ne!(fingerprint(a, e), fingerprint(a, Seen::Network));
+    }
+
+    #[test]
+    fn a_retry_lies_between_min_and_max_after_the_latest_sighting() {
+        let mut s = Sightings::default();
+        assert_eq!(s.sight(1, 0, 60, 3600), None);
+        assert_eq!(s.sight(1, 30, 60, 3600), None);
+        // 60 s after the latest sighting (30), not after the first.
+        assert_eq!(s.sight(1, 80, 60, 3600), None);
+        assert_eq!(s.sight(1, 140, 60, 3600), Some(80));
+        assert_eq!(s.sight(1, 140 + 3601, 60, 3600), None);
+        // Out of order: no retry, and the stored time stays.
+        assert_eq!(s.sight(1, 100, 60, 3600), None);
+        assert_eq!(s.sight(1, 140 + 3601 + 60, 60, 3600), Some(140 + 3601));
+        s.prune(10_000);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_passed_set_expires_and_keys_by_network() {
+        let p = Passed::default();
+        assert!(!p.contains("192.0.2.7".parse().unwrap(), 0));
+        p.replace(24, 64, [("192.0.2.0/24".parse().unwrap(), 100)]);
+        assert!(p.contains("192.0.2.7".parse().unwrap(), 99));
+        assert!(p.contains("::ffff:192.0.2.8".parse().unwrap(), 99));
+        assert!(!p.contains("192.0.3.7".parse().unwrap(), 99));
+        assert!(!p.contains("192.0.2.7".parse().unwrap(), 100));
+        p.insert("2001:db8:1:2::/64".parse().unwrap(), 200);
+        assert!(p.contains("2001:db8:1:2::99".parse().unwrap(), 150));
+        p.expire(150);
+        assert_eq!(p.len(), 1);
+    }
+}
