@@ -1,12 +1,12 @@
 //! `nolist serve`: authoritative DNS for the planned zones, reloaded on
 //! SIGHUP and drained on SIGTERM/SIGINT.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -91,12 +91,15 @@ pub(crate) fn snapshot(
             BTreeMap::new()
         })
     });
+    let served: HashMap<_, _> = previous
+        .map(|p| p.zones().iter().map(|z| (&z.origin, z.served())).collect())
+        .unwrap_or_default();
     let mut zones = Vec::with_capacity(plan.zones.len());
     for (zone, domain) in plan.zones.iter().zip(&config.domains) {
         let data = ZoneData::build(zone, domain.base_zone.as_deref()).map_err(|e| e.to_string())?;
-        let before = previous
-            .and_then(|p| p.zones().iter().find(|z| z.origin == data.origin))
-            .map(ZoneData::served)
+        let before = served
+            .get(&data.origin)
+            .copied()
             .or_else(|| kept.get(&data.origin.to_string()).copied());
         zones.push(data.succeed(before));
     }
@@ -151,6 +154,9 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
         ));
     }
     let limits = tcp_limits(&config);
+    // Only the snapshot is needed from here on; a reload reads the file again.
+    drop(config);
+    release_freed_memory();
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let mut signals = super::Signals::install()?;
@@ -161,8 +167,9 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
                 source,
             })?;
         for zone in snapshot.zones() {
-            tracing::info!(zone = %zone.origin, serial = zone.serial, "serving zone");
+            tracing::debug!(zone = %zone.origin, serial = zone.serial, "serving zone");
         }
+        tracing::info!("serving {}", zones(snapshot.zones().len()));
         for (proto, addr) in listeners.local_addrs() {
             tracing::info!("listening on {proto} {addr}");
         }
@@ -186,15 +193,104 @@ async fn reload_until_stopped(
     signals: &mut super::Signals,
 ) {
     while signals.next().await == super::Signal::Reload {
-        let current = authority.current();
-        match load(&args.config, args.state_dir.as_deref(), Some(&current)) {
-            Ok((_, snapshot)) => {
-                for zone in snapshot.zones() {
-                    tracing::info!(zone = %zone.origin, serial = zone.serial, "reloaded zone");
-                }
-                authority.swap(snapshot);
-            }
+        match reload(args, authority) {
+            Ok(summary) => tracing::info!("{summary}"),
             Err(e) => tracing::error!("reload failed, still serving the previous zones: {e}"),
         }
     }
 }
+
+/// Loads the config again and swaps the new zones in; returns the line that
+/// says so.
+fn reload(args: &ServeArgs, authority: &Authority) -> Result<String, LoadError> {
+    let started = Instant::now();
+    let previous = authority.current();
+    let (_, snapshot) = load(&args.config, args.state_dir.as_deref(), Some(&previous))?;
+    drop(previous);
+    let changes = swap_in(authority, snapshot);
+    Ok(format!(
+        "reloaded {changes} in {} ms",
+        started.elapsed().as_millis()
+    ))
+}
+
+/// Serves `snapshot` from now on, and says what changed. Each zone is
+/// logged at debug level only: one line per zone is ten thousand lines a
+/// reload for a hosting provider. The old snapshot is freed as soon as the
+/// last query using it finishes, and what is freed by then goes back to the
+/// system.
+pub(crate) fn swap_in(authority: &Authority, snapshot: Snapshot) -> Changes {
+    let previous = authority.current();
+    let changes = Changes::between(previous.zones(), snapshot.zones());
+    authority.swap(snapshot);
+    drop(previous);
+    release_freed_memory();
+    changes
+}
+
+/// What a reload changed, compared zone by zone (by origin); displayed as
+/// "N zones (K changed, R removed)".
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Changes {
+    /// Zones served now.
+    zones: usize,
+    /// Zones new, or served with other content or another serial.
+    changed: usize,
+    /// Zones no longer served.
+    removed: usize,
+}
+
+impl Changes {
+    /// Compares the zones served before with the new ones, logging each
+    /// zone at debug level.
+    fn between(before: &[ZoneData], after: &[ZoneData]) -> Changes {
+        let served: HashMap<_, _> = before.iter().map(|z| (&z.origin, z.served())).collect();
+        let mut changed = 0;
+        let mut kept = 0;
+        for zone in after {
+            let old = served.get(&zone.origin);
+            let is_changed = old != Some(&zone.served());
+            changed += usize::from(is_changed);
+            kept += usize::from(old.is_some());
+            tracing::debug!(zone = %zone.origin, serial = zone.serial, changed = is_changed, "reloaded zone");
+        }
+        Changes {
+            zones: after.len(),
+            changed,
+            removed: served.len() - kept,
+        }
+    }
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} changed", zones(self.zones), self.changed)?;
+        if self.removed > 0 {
+            write!(f, ", {} removed", self.removed)?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// "1 zone", "2 zones".
+fn zones(n: usize) -> String {
+    format!("{n} zone{}", if n == 1 { "" } else { "s" })
+}
+
+/// Gives the heap pages freed since the last call back to the system.
+/// glibc's malloc keeps freed memory in its heap for reuse and returns only
+/// the free space at the top of it, so without this the process would hold
+/// its peak for good: at the start the parsed config and plan, at a reload
+/// the old and the new snapshot together (measured with 10,000 zones, before
+/// this call: 188 MB after the start, 357 MB after the first reload and
+/// after every later one). A no-op with other C libraries.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,20 @@
 //! One served zone: the planned records merged with the user's base zone,
 //! with conflicts refused and the SOA serial managed across reloads.
+//!
+//! A zone is kept in DNS wire format between reloads: with ten thousand zones
+//! the records' in-memory form (a hickory `Record` is 280 bytes before its
+//! names) would cost more than the catalog that answers from them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_proto::rr::{LowerName, Name as DnsName, RData, Record, RecordSet, RecordType, RrKey};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_proto::serialize::txt::Parser;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, ZoneType};
 
 use super::records::{RecordError, dns_name, owned_rrsets, planned_records};
 use crate::plan::Zone;
@@ -49,6 +58,16 @@ pub enum ZoneError {
         /// The zone.
         origin: String,
     },
+    /// A record has no DNS wire form that reads back (it could not be answered).
+    #[error("{origin}: cannot serve {record}: {message}")]
+    Encode {
+        /// The zone.
+        origin: String,
+        /// The record, as master-file text.
+        record: String,
+        /// What hickory said.
+        message: String,
+    },
 }
 
 /// A zone ready to serve: its records (SOA included) and its serial.
@@ -56,12 +75,15 @@ pub enum ZoneError {
 pub struct ZoneData {
     /// The zone apex.
     pub origin: DnsName,
-    /// Every record, the SOA first.
-    records: Vec<Record>,
+    /// Every record, the SOA first (with the serial the config gave), in DNS
+    /// wire format, each behind its length as two bytes: about 50 bytes a
+    /// record. [`ZoneData::records`] reads them back.
+    wire: Box<[u8]>,
     /// The serial the SOA carries.
     pub serial: u32,
-    /// The content apart from the SOA serial, to tell whether a reload changed anything.
-    fingerprint: Vec<String>,
+    /// The digest of the content apart from the SOA serial, to tell whether a
+    /// reload changed anything.
+    digest: u64,
 }
 
 impl ZoneData {
@@ -94,38 +116,20 @@ impl ZoneData {
             _ => 1,
         };
         records.insert(0, soa_record);
-        let mut data = ZoneData {
+        let wire = encode(&origin, &records)?;
+        Ok(ZoneData {
             origin,
-            records,
+            wire,
             serial,
-            fingerprint: Vec::new(),
-        };
-        data.fingerprint = data.compute_fingerprint();
-        Ok(data)
-    }
-
-    fn compute_fingerprint(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .records
-            .iter()
-            .map(|r| match &r.data {
-                RData::SOA(soa) => {
-                    let mut soa = soa.clone();
-                    soa.serial = 0;
-                    Record::from_rdata(r.name.clone(), r.ttl, RData::SOA(soa)).to_string()
-                }
-                _ => r.to_string(),
-            })
-            .collect();
-        lines.sort();
-        lines
+            digest: content_digest(&records),
+        })
     }
 
     /// What was served: the serial and a digest of everything else.
     pub fn served(&self) -> Served {
         Served {
             serial: self.serial,
-            digest: digest(&self.fingerprint),
+            digest: self.digest,
         }
     }
 
@@ -136,7 +140,7 @@ impl ZoneData {
     /// (RFC 1982 arithmetic).
     pub fn succeed(mut self, previous: Option<Served>) -> ZoneData {
         let Some(prev) = previous else { return self };
-        let serial = if prev.digest == digest(&self.fingerprint) {
+        let serial = if prev.digest == self.digest {
             if serial_gt(self.serial, prev.serial) {
                 self.serial
             } else {
@@ -150,35 +154,116 @@ impl ZoneData {
                 next
             }
         };
-        self.set_serial(serial);
+        self.serial = serial;
         self
     }
 
-    fn set_serial(&mut self, serial: u32) {
-        self.serial = serial;
-        if let Some(RData::SOA(soa)) = self.records.first_mut().map(|r| &mut r.data) {
-            soa.serial = serial;
-        }
+    /// Every record, the SOA first and carrying [`ZoneData::serial`].
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        // `build` read every record back once, so none fails here.
+        decode(&self.wire).map_while(Result::ok).map(|mut record| {
+            if let RData::SOA(soa) = &mut record.data
+                && record.name == self.origin
+            {
+                soa.serial = self.serial;
+            }
+            record
+        })
     }
 
     /// The records keyed for hickory's in-memory zone handler.
     pub fn rrsets(&self) -> BTreeMap<RrKey, RecordSet> {
         let mut map: BTreeMap<RrKey, RecordSet> = BTreeMap::new();
-        for record in &self.records {
+        for record in self.records() {
             let key = RrKey::new(LowerName::new(&record.name), record.record_type());
             map.entry(key)
                 .or_insert_with(|| {
                     RecordSet::new(record.name.clone(), record.record_type(), self.serial)
                 })
-                .insert(record.clone(), self.serial);
+                .insert(record, self.serial);
         }
         map
     }
 
-    /// Every owner name in the zone.
-    pub fn names(&self) -> BTreeSet<&DnsName> {
-        self.records.iter().map(|r| &r.name).collect()
+    /// hickory's in-memory handler for this zone (a primary, transfers as
+    /// `axfr` says), holding no more memory than its records need: hickory
+    /// grows every RRset's record list to room for four records (1,120
+    /// bytes), and most RRsets here hold one or two.
+    pub fn handler(
+        &self,
+        axfr: AxfrPolicy,
+    ) -> Result<InMemoryZoneHandler<TokioRuntimeProvider>, String> {
+        let mut handler =
+            InMemoryZoneHandler::new(self.origin.clone(), self.rrsets(), ZoneType::Primary, axfr)?;
+        for rrset in handler.records_get_mut().values_mut() {
+            let rrset = Arc::make_mut(rrset);
+            let mut records: Vec<Record> = rrset.records_without_rrsigs().cloned().collect();
+            records.shrink_to_fit();
+            rrset.set_records(records);
+        }
+        Ok(handler)
     }
+
+    /// Every owner name in the zone.
+    pub fn names(&self) -> BTreeSet<DnsName> {
+        self.records().map(|r| r.name).collect()
+    }
+}
+
+/// `records` in DNS wire format, each behind its length; every record must
+/// read back, so that [`ZoneData::records`] returns them all.
+fn encode(origin: &DnsName, records: &[Record]) -> Result<Box<[u8]>, ZoneError> {
+    let mut wire = Vec::new();
+    let mut one = Vec::new();
+    for record in records {
+        let fail = |message: String| ZoneError::Encode {
+            origin: origin.to_string(),
+            record: record.to_string(),
+            message,
+        };
+        one.clear();
+        record
+            .emit(&mut BinEncoder::new(&mut one))
+            .map_err(|e| fail(e.to_string()))?;
+        Record::read(&mut BinDecoder::new(&one)).map_err(|e| fail(e.to_string()))?;
+        let len = u16::try_from(one.len()).map_err(|_| fail("too long".into()))?;
+        wire.extend_from_slice(&len.to_be_bytes());
+        wire.extend_from_slice(&one);
+    }
+    Ok(wire.into_boxed_slice())
+}
+
+/// The records of [`encode`]'s output, in order.
+fn decode(wire: &[u8]) -> impl Iterator<Item = Result<Record, String>> + '_ {
+    let mut rest = wire;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let Some((one, tail)) = tail.split_at_checked(len) else {
+            rest = &[];
+            return Some(Err("truncated record".to_owned()));
+        };
+        rest = tail;
+        Some(Record::read(&mut BinDecoder::new(one)).map_err(|e| e.to_string()))
+    })
+}
+
+/// The digest of `records` with the SOA serial set to 0: of their
+/// master-file lines, sorted.
+fn content_digest(records: &[Record]) -> u64 {
+    let mut lines: Vec<String> = records
+        .iter()
+        .map(|r| match &r.data {
+            RData::SOA(soa) => {
+                let mut soa = soa.clone();
+                soa.serial = 0;
+                Record::from_rdata(r.name.clone(), r.ttl, RData::SOA(soa)).to_string()
+            }
+            _ => r.to_string(),
+        })
+        .collect();
+    lines.sort();
+    digest(&lines)
 }
 
 /// A zone as served: its serial, and a digest of its content apart from the

@@ -1,0 +1,112 @@
+//! Reloads: the summary, and the old snapshot freed once swapped out.
+
+use std::sync::Arc;
+
+use super::*;
+
+/// A config with `n` classic domains, the first MX preference `pref`.
+fn config(n: usize, pref: u16) -> String {
+    let mut yaml = String::from("domains:\n");
+    for i in 1..=n {
+        yaml.push_str(&format!(
+            "  - name: d{i}.example
+    decoy: {{ host: mx01.d{i}.example, preference: {pref}, ipv4: [192.0.2.{i}] }}
+    real:
+      - {{ host: mx02.d{i}.example, preference: 20, ipv4: [198.51.100.{i}] }}
+"
+        ));
+    }
+    yaml.push_str(
+        "dns:
+  soa: { mname: ns1.example.net, rname: hostmaster@example.net, serial: 1 }
+  ns: [ns1.example.net, ns2.example.net]
+",
+    );
+    yaml
+}
+
+fn args(dir: &Path, yaml: &str) -> ServeArgs {
+    let path = dir.join("nolist.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    ServeArgs {
+        config: path,
+        listen: Vec::new(),
+        state_dir: Some(dir.join("state")),
+    }
+}
+
+#[test]
+fn a_reload_frees_the_old_snapshot_and_sums_up_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = args(dir.path(), &config(3, 10));
+    let Ok((_, first)) = load(&args.config, args.state_dir.as_deref(), None) else {
+        panic!("load failed")
+    };
+    let authority = Authority::new(first);
+    let old = Arc::downgrade(&authority.current());
+
+    let summary = reload(&args, &authority).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        summary.starts_with("reloaded 3 zones (0 changed) in "),
+        "{summary}"
+    );
+    assert!(old.upgrade().is_none(), "the old snapshot is still held");
+
+    std::fs::write(
+        &args.config,
+        config(2, 10).replace("preference: 10", "preference: 15"),
+    )
+    .unwrap();
+    let summary = reload(&args, &authority).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        summary.starts_with("reloaded 2 zones (2 changed, 1 removed) in "),
+        "{summary}"
+    );
+    assert_eq!(authority.current().zones()[0].serial, 2);
+}
+
+#[test]
+fn a_failed_reload_keeps_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = args(dir.path(), &config(1, 10));
+    let Ok((_, first)) = load(&args.config, args.state_dir.as_deref(), None) else {
+        panic!("load failed")
+    };
+    let authority = Authority::new(first);
+    let before = authority.current();
+    std::fs::write(&args.config, "domains: [oops\n").unwrap();
+    assert!(reload(&args, &authority).is_err());
+    assert!(Arc::ptr_eq(&before, &authority.current()));
+}
+
+#[test]
+fn changes_count_new_changed_and_removed_zones() {
+    let build = |yaml: &str| {
+        let cfg = config::parse(yaml, Path::new("t.yaml")).unwrap();
+        let plan = Plan::build(&cfg);
+        plan.zones
+            .iter()
+            .map(|z| ZoneData::build(z, None).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let three = build(&config(3, 10));
+    assert_eq!(
+        Changes::between(&three, &three),
+        Changes {
+            zones: 3,
+            changed: 0,
+            removed: 0
+        }
+    );
+    let four = build(&config(4, 10));
+    assert_eq!(Changes::between(&three, &four).changed, 1);
+    assert_eq!(Changes::between(&four, &three).removed, 1);
+    assert_eq!(
+        Changes::between(&[], &three).to_string(),
+        "3 zones (3 changed)"
+    );
+    assert_eq!(
+        Changes::between(&three, &three[..1]).to_string(),
+        "1 zone (0 changed, 2 removed)"
+    );
+}
