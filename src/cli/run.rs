@@ -467,10 +467,8 @@ impl Daemon {
         }
         let _ = self.policies.send(Policy::from_config(&config)).await;
         if let (Some((authority, _)), Some(snapshot)) = (&self.dns, snapshot) {
-            for zone in snapshot.zones() {
-                tracing::info!(zone = %zone.origin, serial = zone.serial, "reloaded zone");
-            }
-            authority.swap(snapshot);
+            let changes = super::serve::swap_in(authority, snapshot);
+            tracing::info!("zones: reloaded {changes}");
         }
         let allow = |c: &Config| (c.bans.allow.spf.clone(), c.bans.allow.refresh);
         if allow(&self.current) != allow(&config) {

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use hickory_net::runtime::TokioTime;
@@ -18,9 +18,8 @@ use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::NetError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{
-    AxfrPolicy, Catalog, MessageResponse, MessageResponseBuilder, Queries, ZoneHandler, ZoneType,
+    AxfrPolicy, Catalog, MessageResponse, MessageResponseBuilder, Queries, ZoneHandler,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -51,12 +50,7 @@ impl Snapshot {
         let mut catalog = Catalog::new();
         for zone in &zones {
             // The allow list is enforced before the catalog sees a transfer request.
-            let handler = InMemoryZoneHandler::<hickory_net::runtime::TokioRuntimeProvider>::new(
-                zone.origin.clone(),
-                zone.rrsets(),
-                ZoneType::Primary,
-                AxfrPolicy::AllowAll,
-            )?;
+            let handler = zone.handler(AxfrPolicy::AllowAll)?;
             let handler: Arc<dyn ZoneHandler> = Arc::new(handler);
             catalog.upsert(LowerName::new(&zone.origin), vec![handler]);
         }
@@ -478,7 +472,9 @@ async fn udp_worker(
 ) {
     let mut buf = vec![0u8; MAX_UDP_QUERY];
     let mut cache = AnswerCache::new(ANSWER_CACHE_ENTRIES);
-    let mut cached_for: Option<Arc<Snapshot>> = None;
+    // Weak: a worker must not keep a swapped-out snapshot alive until its
+    // next packet (it held one whole snapshot after every reload).
+    let mut cached_for: Weak<Snapshot> = Weak::new();
     let mut reply = Vec::with_capacity(512);
     // Fetched once: counting is then one atomic add per query.
     let queries = metrics::counter!(crate::metrics::DNS_QUERIES, "proto" => "udp");
@@ -500,12 +496,10 @@ async fn udp_worker(
         let packet = &buf[..len];
         queries.increment(1);
         let snapshot = authority.current();
-        if !cached_for
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, &snapshot))
-        {
+        // The Weak keeps the allocation, so the address cannot be reused.
+        if !std::ptr::eq(cached_for.as_ptr(), Arc::as_ptr(&snapshot)) {
             cache.clear();
-            cached_for = Some(snapshot.clone());
+            cached_for = Arc::downgrade(&snapshot);
         }
         let key = CacheKey::of(packet);
         if let Some(key) = &key
