@@ -77,25 +77,7 @@ fn bans_the_bot_from_the_log_spares_the_real_sender_and_resumes_exactly() {
     let log = dir.path().join("mail.log");
     let state = dir.path().join("state");
     std::fs::write(&log, "").unwrap();
-    let cfg = dir.path().join("nolist.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir: {}
-domains:
-  - name: example.org
-    decoy: {{ host: mx01.example.org, preference: 10, ipv4: [192.0.2.10] }}
-    real:
-      - {{ host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }}
-responder: {{ mode: refuse }}
-mta: {{ logs: [{}], format: postfix }}
-bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend: none }} }}
-",
-            state.display(),
-            log.display()
-        ),
-    )
-    .unwrap();
+    let cfg = run_config(dir.path(), &log);
     let args = ["--state-dir", state.to_str().unwrap()];
     let mut server = Server::start_with("run", &cfg, &args, 0).unwrap();
     assert!(

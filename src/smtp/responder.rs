@@ -511,7 +511,7 @@ async fn accept_loop(
                 settings.hostname
             );
             let _ = stream.try_write(reply.as_bytes());
-            events.count(&passed_event(client, local));
+            events.count(&turned_away(client, local, End::Passed));
             continue;
         }
         let slot = slots.try_acquire_owned().ok();
@@ -522,7 +522,7 @@ async fn accept_loop(
         let (Some(slot), Some(ip_slot)) = (slot, ip_slot) else {
             // Never wait on an over-limit client: one non-blocking write, then drop.
             let _ = stream.try_write(b"421 4.7.0 Too many connections, try again later\r\n");
-            events.offer(overloaded(client, local));
+            events.offer(turned_away(client, local, End::Overloaded));
             continue;
         };
         let events = events.clone();
@@ -534,28 +534,10 @@ async fn accept_loop(
     }
 }
 
-/// The event of a retry-exempt client let through.
-fn passed_event(client: SocketAddr, local: SocketAddr) -> SessionEvent {
-    event(
-        client,
-        local,
-        SystemTime::now(),
-        Duration::ZERO,
-        None,
-        End::Passed,
-    )
-}
-
-/// The event of a client turned away at a limit.
-fn overloaded(client: SocketAddr, local: SocketAddr) -> SessionEvent {
-    event(
-        client,
-        local,
-        SystemTime::now(),
-        Duration::ZERO,
-        None,
-        End::Overloaded,
-    )
+/// The event of a client turned away at the accept: at a limit
+/// (`Overloaded`), or let through after a retry (`Passed`).
+fn turned_away(client: SocketAddr, local: SocketAddr, end: End) -> SessionEvent {
+    event(client, local, SystemTime::now(), Duration::ZERO, None, end)
 }
 
 async fn session_task(

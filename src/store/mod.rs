@@ -228,6 +228,26 @@ const MIGRATIONS: &[&str] = &[
 ",
 ];
 
+/// The schema version of the store at `path`, refused when it is newer
+/// than this build knows.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        })?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known,
+        });
+    }
+    Ok(version)
+}
+
 impl Store {
     /// The database file of the store in `state_dir`.
     pub fn file(state_dir: &Path) -> PathBuf {
@@ -251,17 +271,7 @@ impl Store {
             .map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew {
-                path,
-                found: version,
-                known,
-            });
-        }
+        let version = schema_version(&conn, &path)?;
         for (i, migration) in MIGRATIONS
             .iter()
             .enumerate()
@@ -317,17 +327,7 @@ impl Store {
         }
         .map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew {
-                path,
-                found: version,
-                known,
-            });
-        }
+        let version = schema_version(&conn, &path)?;
         if version == 0 {
             return Err(StoreError::NotAStore { path });
         }

@@ -437,10 +437,15 @@ impl<'a> Cursor<'a> {
 
     /// A non-empty run of non-space bytes.
     fn word(&mut self) -> Option<&'a [u8]> {
+        self.run(|b| b != b' ')
+    }
+
+    /// The non-empty run of bytes at the start that satisfy `keep`.
+    fn run(&mut self, keep: impl Fn(u8) -> bool) -> Option<&'a [u8]> {
         let end = self
             .rest
             .iter()
-            .position(|&b| b == b' ')
+            .position(|&b| !keep(b))
             .unwrap_or(self.rest.len());
         if end == 0 {
             return None;
@@ -460,17 +465,7 @@ impl<'a> Cursor<'a> {
     /// `unknown` (letters, digits, `.`, `-`, `_`) — never spaces, brackets
     /// or parentheses.
     fn host_name(&mut self) -> Option<&'a [u8]> {
-        let end = self
-            .rest
-            .iter()
-            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
-            .unwrap_or(self.rest.len());
-        if end == 0 {
-            return None;
-        }
-        let (head, tail) = self.rest.split_at(end);
-        self.rest = tail;
-        Some(head)
+        self.run(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
     }
 
     /// The client name Postfix writes right before `[ip]`.

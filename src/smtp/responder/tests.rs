@@ -90,7 +90,7 @@ async fn events_from_other_threads_are_not_batched() {
     let (events, mut received) = EventSink::channel(4);
     let client = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 4000));
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 25));
-    events.offer(overloaded(client, local));
+    events.offer(turned_away(client, local, End::Overloaded));
     assert_eq!(received.try_recv().unwrap().client, client);
 }
 
