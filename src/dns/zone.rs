@@ -278,12 +278,12 @@ pub struct Served {
 }
 
 fn digest(lines: &[String]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in lines.iter().flat_map(|l| l.bytes().chain([b'\n'])) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut hash = crate::hash::Fnv1a::default();
+    for line in lines {
+        hash.bytes(line.as_bytes());
+        hash.byte(b'\n');
     }
-    hash
+    hash.finish()
 }
 
 /// `a` is later than `b` in serial-number arithmetic (RFC 1982).

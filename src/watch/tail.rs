@@ -67,6 +67,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::hash::fnv1a;
+
 /// The checkpoint format written by this version.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
@@ -688,17 +690,6 @@ impl Window {
     fn hash(&self) -> u64 {
         fnv1a(self.bytes())
     }
-}
-
-/// FNV-1a, 64-bit: part of the checkpoint format, so it must never change
-/// (unlike `std`'s hashers).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]
