@@ -617,9 +617,16 @@ fn a_retrying_mta_gets_a_reset_from_the_decoy_through_the_nftables_let_through()
         "{expires} {:?}",
         passes()
     );
-    let m = metrics(first.addr("metrics", false));
-    assert!(m.contains("nolist_pass_changes_total{op=\"add\"} 1"), "{m}");
-    assert!(log().contains("let-through reconciled"), "{}", log());
+    // Counted and logged once the batch is in (the set may show it first).
+    let counted = || {
+        metrics(first.addr("metrics", false)).contains("nolist_pass_changes_total{op=\"add\"} 1")
+    };
+    wait_until("the change counted", Duration::from_secs(5), counted, &log);
+    assert!(
+        first.wait_for_log("let-through reconciled", Duration::from_secs(5)),
+        "{}",
+        log()
+    );
 
     // A wiped ruleset: the let-through is rebuilt with the bans.
     util::run_ok("nft", &["flush", "ruleset"]);
