@@ -597,6 +597,28 @@ mod tests {
     }
 
     #[test]
+    fn only_a_backend_that_lets_through_is_given_passes() {
+        let passes = [t("198.18.1.0/24", 3600)];
+        // Tools that do not exist: any attempt to read or write would fail.
+        let mut ipset = ipset::Ipset::new(vec![25]);
+        ipset.ipset = "/nonexistent/ipset".into();
+        let mut refuse = nft::Nft::new(vec![25]);
+        refuse.binary = "/nonexistent/nft".into();
+        for backend in [&mut ipset as &mut dyn Enforcer, &mut refuse] {
+            assert!(!backend.lets_through());
+            assert_eq!(
+                reconcile_passes(backend, &passes).unwrap(),
+                Report::default()
+            );
+        }
+        let mut listening =
+            nft::Nft::new(vec![25]).with_let_through(vec!["198.18.0.1:25".parse().unwrap()]);
+        listening.binary = "/nonexistent/nft".into();
+        assert!(listening.lets_through());
+        assert!(reconcile_passes(&mut listening, &passes).is_err());
+    }
+
+    #[test]
     fn syn_counts_become_hits_once() {
         let a: IpAddr = "198.18.0.9".parse().unwrap();
         let b: IpAddr = "2001:db8::9".parse().unwrap();
