@@ -123,14 +123,21 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// What the firewall rules of the nftables and iptables backends are made
-/// from: the ports, and in refuse mode the decoys and how long a source
-/// stays counted. A reload that changes it rewrites the rules.
-pub fn firewall_layout(
-    config: &Config,
-) -> (Vec<u16>, Option<(Vec<std::net::SocketAddr>, Duration)>) {
+/// from: the ports, in refuse mode the decoys and how long a source stays
+/// counted, in the listening modes the decoys of the let-through. A reload
+/// that changes it rewrites the rules.
+pub type FirewallLayout = (
+    Vec<u16>,
+    Option<(Vec<std::net::SocketAddr>, Duration)>,
+    Vec<std::net::SocketAddr>,
+);
+
+/// The [`FirewallLayout`] of `config`.
+pub fn firewall_layout(config: &Config) -> FirewallLayout {
     (
         config.bans.enforce.ports.clone(),
         crate::enforce::refuse_evidence(config),
+        crate::enforce::let_through(config),
     )
 }
 
@@ -152,13 +159,16 @@ pub type BackendSwap = std::sync::mpsc::Sender<Swap>;
 
 /// Starts the enforcement thread: every [`ENFORCE_TICK`] it makes the
 /// firewall hold exactly the bans in force in the store (engine and
-/// manual), and in refuse mode it sends the refused connections the
-/// firewall counted to the engine as decoy hits. A [`Swap`] sent to the
+/// manual), then, where the backend lets through, the let-through hold
+/// exactly the retry-exempt networks of `passed`; in refuse mode it sends
+/// the refused connections the firewall counted to the engine as decoy
+/// hits. A [`Swap`] sent to the
 /// returned [`BackendSwap`] is checked and applied on this thread, so
 /// nothing else changes the firewall meanwhile.
 pub fn spawn_enforcer(
     mut backend: Box<dyn Enforcer>,
     config: &Config,
+    passed: Passed,
     evidence: mpsc::Sender<LogBatch>,
     shutdown: CancellationToken,
 ) -> Result<(BackendSwap, std::thread::JoinHandle<()>), StoreError> {
@@ -168,11 +178,12 @@ pub fn spawn_enforcer(
     }
     let (swap, swaps) = std::sync::mpsc::channel::<Swap>();
     let thread = std::thread::spawn(move || {
-        let mut enforcement = Enforcement::new(backend, store);
+        let mut enforcement = Enforcement::new(backend, store, passed);
         while !shutdown.is_cancelled() {
             // A panic (a bug) must not end enforcement silently.
             let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                enforcement.reconcile_if_needed();
+                let reconciled = enforcement.reconcile_if_needed();
+                enforcement.reconcile_passes(reconciled);
                 enforcement.evidence()
             }));
             let hits = tick.unwrap_or_else(|_| {
@@ -234,14 +245,22 @@ struct Enforcement {
     version: Option<i64>,
     last: Option<std::time::Instant>,
     rechecked: std::time::Instant,
+    /// The retry-exempt networks, for the let-through.
+    passed: Passed,
+    /// The version of `passed` the let-through holds (`None`: not yet, or
+    /// the last try failed).
+    passes_version: Option<u64>,
+    passes_failing: bool,
     added: metrics::Counter,
     removed: metrics::Counter,
+    passes_added: metrics::Counter,
+    passes_removed: metrics::Counter,
     errors: metrics::Counter,
     active: metrics::Gauge,
 }
 
 impl Enforcement {
-    fn new(backend: Box<dyn Enforcer>, store: Store) -> Enforcement {
+    fn new(backend: Box<dyn Enforcer>, store: Store, passed: Passed) -> Enforcement {
         Enforcement {
             saved: backend.applied(),
             backend,
@@ -251,8 +270,13 @@ impl Enforcement {
             version: None,
             last: None,
             rechecked: std::time::Instant::now(),
+            passed,
+            passes_version: None,
+            passes_failing: false,
             added: metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "add"),
             removed: metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "remove"),
+            passes_added: metrics::counter!(crate::metrics::PASS_CHANGES, "op" => "add"),
+            passes_removed: metrics::counter!(crate::metrics::PASS_CHANGES, "op" => "remove"),
             errors: metrics::counter!(crate::metrics::ENFORCEMENT_ERRORS),
             active: metrics::gauge!(crate::metrics::BANS_ACTIVE),
         }
@@ -265,12 +289,14 @@ impl Enforcement {
         }
         self.backend = next;
         self.last = None;
+        self.passes_version = None;
     }
 
     /// Reconciles when the store changed (another connection committed),
     /// the firewall changed, or [`RECONCILE_AT_LEAST`] has passed: with
-    /// 100,000 bans, a reconcile reads them all from the store.
-    fn reconcile_if_needed(&mut self) {
+    /// 100,000 bans, a reconcile reads them all from the store. Says
+    /// whether it reconciled (or tried to).
+    fn reconcile_if_needed(&mut self) -> bool {
         if self.rechecked.elapsed() >= RECHECK_FIREWALL {
             self.rechecked = std::time::Instant::now();
             self.backend.forget();
@@ -282,7 +308,7 @@ impl Enforcement {
             || self.last.is_none_or(|t| t.elapsed() >= RECONCILE_AT_LEAST)
             || self.backend.changed_outside();
         if !due {
-            return;
+            return false;
         }
         let now = unix_now();
         let targets: Vec<Target> = match self.store.ban_targets(now) {
@@ -296,7 +322,7 @@ impl Enforcement {
             Err(e) => {
                 tracing::warn!(error = %e, "reading bans for enforcement failed");
                 self.errors.increment(1);
-                return;
+                return true;
             }
         };
         #[allow(clippy::cast_precision_loss)] // a count of bans
@@ -341,6 +367,55 @@ impl Enforcement {
                 tracing::warn!(error = %e, "saving what enforcement applied failed");
             }
             self.saved = applied;
+        }
+        true
+    }
+
+    /// Makes the let-through hold the retry-exempt networks, when they
+    /// changed, the bans were just reconciled (the table may have been
+    /// rebuilt), or the last try failed. Nothing for a backend that does
+    /// not let through (the responder's `421` covers those clients).
+    fn reconcile_passes(&mut self, reconciled: bool) {
+        if !self.backend.lets_through() {
+            return;
+        }
+        let (version, nets) = self.passed.snapshot();
+        if !reconciled && self.passes_version == Some(version) {
+            return;
+        }
+        let now = unix_now();
+        let passes: Vec<Target> = nets
+            .into_iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(net, until)| Target {
+                net,
+                remaining: u64::try_from(until - now).unwrap_or(1),
+            })
+            .collect();
+        let name = self.backend.name();
+        match crate::enforce::reconcile_passes(self.backend.as_mut(), &passes) {
+            Ok(r) => {
+                self.passes_version = Some(version);
+                self.passes_failing = false;
+                self.passes_added.increment(r.added as u64);
+                self.passes_removed.increment(r.removed as u64);
+                if r.added + r.removed + r.renewed > 0 {
+                    tracing::info!(
+                        backend = name,
+                        added = r.added,
+                        removed = r.removed,
+                        renewed = r.renewed,
+                        "let-through reconciled"
+                    );
+                }
+            }
+            Err(e) => {
+                self.errors.increment(1);
+                self.passes_version = None;
+                if !std::mem::replace(&mut self.passes_failing, true) {
+                    tracing::error!(backend = name, error = %e, "let-through failed; retrying");
+                }
+            }
         }
     }
 

@@ -46,6 +46,9 @@ pub const LOG_PARSE_ERRORS: &str = "nolist_log_parse_errors_total";
 pub const LOG_FUTURE_LINES: &str = "nolist_log_future_lines_total";
 /// Firewall elements added and removed by reconciles.
 pub const FIREWALL_CHANGES: &str = "nolist_firewall_changes_total";
+/// Let-through elements (retry-exempt networks) added and removed by
+/// reconciles.
+pub const PASS_CHANGES: &str = "nolist_pass_changes_total";
 /// Reconciles (or evidence readings) that failed.
 pub const ENFORCEMENT_ERRORS: &str = "nolist_enforcement_errors_total";
 /// DNS messages received, by transport.
@@ -101,6 +104,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         (
             FIREWALL_CHANGES,
             "Firewall elements changed by reconciles, by operation (add, remove).",
+        ),
+        (
+            PASS_CHANGES,
+            "Let-through (retry-exempt networks reset at the decoy) elements changed by reconciles, by operation (add, remove).",
         ),
         (
             ENFORCEMENT_ERRORS,

@@ -494,3 +494,169 @@ fn sighup_rewrites_the_firewall_rules_and_a_broken_config_leaves_them() {
     );
     assert!(rules().contains("tcp dport { 25, 587 }"), "{}", rules());
 }
+
+/// The networks in nolist's IPv4 let-through set, with the seconds until
+/// the kernel drops each.
+fn passes() -> Vec<(String, Option<u64>)> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "set", "inet", "nolist", "pass4"])
+        .output()
+        .unwrap();
+    nolist::enforce::nft::parse_elements(&out.stdout)
+        .unwrap_or_default()
+        .iter()
+        .map(|l| (l.net.to_string(), l.expires))
+        .collect()
+}
+
+/// A delivery attempt from `source` to the decoy up to RCPT with the
+/// envelope `from` -> user@example.org: the reply codes, greeting first.
+fn smtp_codes(source: &str, decoy: SocketAddr, from: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(ip(source), 0).into()).unwrap();
+    s.connect_timeout(&decoy.into(), Duration::from_secs(5))
+        .unwrap();
+    let s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut reply = || {
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 && line.as_bytes().get(3) == Some(&b'-') {
+            line.clear();
+        }
+        line.get(..3).unwrap_or("").to_owned()
+    };
+    let mut codes = vec![reply()];
+    for cmd in [
+        "EHLO mta.sender.example".to_owned(),
+        format!("MAIL FROM:<{from}>"),
+        "RCPT TO:<user@example.org>".to_owned(),
+        "QUIT".to_owned(),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        codes.push(reply());
+    }
+    codes
+}
+
+fn metrics(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn a_retrying_mta_gets_a_reset_from_the_decoy_through_the_nftables_let_through() {
+    const MTA: &str = "198.18.1.7";
+    const NEIGHBOUR: &str = "198.18.1.8";
+    const OTHER: &str = "198.18.2.9";
+    if netns(&[], &["198.18.0.1", MTA, NEIGHBOUR, OTHER]).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(dir.path(), "rcpt-450", &log, "30s");
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "  retry: { min_delay: 1s, max_delay: 1h }\nmetrics: { listen: \"127.0.0.1:0\" }\n";
+    std::fs::write(&cfg, text).unwrap();
+    let state = dir.path().join("state");
+    let args = ["--state-dir", state.to_str().unwrap()];
+    let start = || {
+        let s = Server::start_with("run", &cfg, &args, 2).unwrap_or_else(|l| panic!("{l}"));
+        assert!(
+            s.wait_for_log(
+                "retry-exempt networks get a TCP reset",
+                Duration::from_secs(10)
+            ),
+            "{}",
+            s.log_text()
+        );
+        s
+    };
+    let first = start();
+    let log = || first.log_text();
+    let decoy: SocketAddr = DECOY.parse().unwrap();
+    let in_set = || passes().iter().any(|(n, _)| n == "198.18.1.0/24");
+
+    // The same envelope twice, a second apart: a retrying MTA.
+    let envelope = "news@sender.example";
+    assert_eq!(
+        smtp_codes(MTA, decoy, envelope),
+        ["220", "250", "250", "450", "221"]
+    );
+    assert!(passes().is_empty(), "{:?}", passes());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(smtp_codes(MTA, decoy, envelope)[3], "450");
+    wait_until(
+        "the network in the let-through set",
+        Duration::from_secs(15),
+        in_set,
+        &log,
+    );
+    // Its network is reset by the kernel before the responder sees it;
+    // another client still gets the decoy's banner.
+    assert_eq!(connect_from(ip(MTA), decoy), Connect::Refused, "{}", log());
+    assert_eq!(
+        connect_from(ip(NEIGHBOUR), decoy),
+        Connect::Refused,
+        "the whole /24"
+    );
+    assert_eq!(smtp_codes(OTHER, decoy, "bot@spam.example")[0], "220");
+    // The element's timeout is the exemption's remaining time: `remember`
+    // (30 days) after the retry.
+    let expires = passes()[0].1.expect("a timeout");
+    let remember = 30 * 86_400;
+    assert!(
+        (remember - 60..=remember).contains(&expires),
+        "{expires} {:?}",
+        passes()
+    );
+    // Counted and logged once the batch is in (the set may show it first).
+    let counted = || {
+        metrics(first.addr("metrics", false)).contains("nolist_pass_changes_total{op=\"add\"} 1")
+    };
+    wait_until("the change counted", Duration::from_secs(5), counted, &log);
+    assert!(
+        first.wait_for_log("let-through reconciled", Duration::from_secs(5)),
+        "{}",
+        log()
+    );
+
+    // A wiped ruleset: the let-through is rebuilt with the bans.
+    util::run_ok("nft", &["flush", "ruleset"]);
+    wait_until(
+        "the let-through rebuilt",
+        Duration::from_secs(15),
+        in_set,
+        &log,
+    );
+    assert_eq!(connect_from(ip(MTA), decoy), Connect::Refused, "{}", log());
+
+    // kill -9, and the ruleset wiped while nolist is down: the exemption
+    // comes back from the store at start.
+    first.signal("KILL");
+    let mut first = first;
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), None);
+    drop(first);
+    util::run_ok("nft", &["flush", "ruleset"]);
+    let second = start();
+    wait_until(
+        "the let-through restored from the store",
+        Duration::from_secs(15),
+        in_set,
+        &|| second.log_text(),
+    );
+    assert_eq!(
+        connect_from(ip(MTA), decoy),
+        Connect::Refused,
+        "{}",
+        second.log_text()
+    );
+    assert_eq!(smtp_codes(OTHER, decoy, "bot2@spam.example")[0], "220");
+}

@@ -168,9 +168,10 @@ impl Sightings {
     }
 }
 
-/// The networks let through by the responder (retry-exempt), shared
-/// between the engine task, which writes it, and the responder threads,
-/// which look up each new connection once. Cheap to clone.
+/// The networks let through (retry-exempt), shared between the engine
+/// task, which writes it, the responder threads, which look up each new
+/// connection once, and the enforcement thread, which puts them in the
+/// firewall's let-through when it has one. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Passed(Arc<RwLock<PassedNets>>);
 
@@ -181,6 +182,8 @@ struct PassedNets {
     v4_prefix: u8,
     v6_prefix: u8,
     nets: HashMap<IpNet, i64>,
+    /// Moves with every change, so readers can tell when to look again.
+    version: u64,
 }
 
 impl Passed {
@@ -192,12 +195,13 @@ impl Passed {
         v6_prefix: u8,
         nets: impl IntoIterator<Item = (IpNet, i64)>,
     ) {
-        let next = PassedNets {
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *set = PassedNets {
             v4_prefix,
             v6_prefix,
             nets: nets.into_iter().collect(),
+            version: set.version.wrapping_add(1),
         };
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 
     /// Adds (or extends) one network until `until`.
@@ -205,12 +209,27 @@ impl Passed {
         let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
         let end = set.nets.entry(net).or_insert(until);
         *end = (*end).max(until);
+        set.version = set.version.wrapping_add(1);
     }
 
     /// Forgets the networks whose exemption ended by `now`.
     pub fn expire(&self, now: i64) {
         let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let before = set.nets.len();
         set.nets.retain(|_, &mut until| until > now);
+        if set.nets.len() != before {
+            set.version = set.version.wrapping_add(1);
+        }
+    }
+
+    /// The version of the set (it moves with every change) and its
+    /// networks with the end of their exemption, for the firewall.
+    pub fn snapshot(&self) -> (u64, Vec<(IpNet, i64)>) {
+        let set = self.0.read().unwrap_or_else(|p| p.into_inner());
+        (
+            set.version,
+            set.nets.iter().map(|(n, u)| (*n, *u)).collect(),
+        )
     }
 
     /// Whether `ip`'s network is let through at `now`: one read lock, one
@@ -294,5 +313,28 @@ mod tests {
         assert!(p.contains("2001:db8:1:2::99".parse().unwrap(), 150));
         p.expire(150);
         assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn the_passed_set_version_moves_with_every_change() {
+        let p = Passed::default();
+        let (v0, nets) = p.snapshot();
+        assert!(nets.is_empty());
+        p.replace(24, 64, [("192.0.2.0/24".parse().unwrap(), 100)]);
+        let (v1, nets) = p.snapshot();
+        assert_ne!(v1, v0);
+        assert_eq!(nets, vec![("192.0.2.0/24".parse().unwrap(), 100)]);
+        // Extended: a new version, the later end.
+        p.insert("192.0.2.0/24".parse().unwrap(), 300);
+        let (v2, nets) = p.snapshot();
+        assert_ne!(v2, v1);
+        assert_eq!(nets[0].1, 300);
+        // Nothing expired: the same version.
+        p.expire(200);
+        assert_eq!(p.snapshot().0, v2);
+        p.expire(300);
+        let (v3, nets) = p.snapshot();
+        assert_ne!(v3, v2);
+        assert!(nets.is_empty());
     }
 }

@@ -347,9 +347,20 @@ impl Daemon {
         let swap = match daemon::enforcer(&config).map_err(Failure::Usage)? {
             Some(backend) => {
                 tracing::info!(backend = backend.name(), ports = ?config.bans.enforce.ports, "enforcing bans");
-                let (swap, thread) =
-                    daemon::spawn_enforcer(backend, &config, log_tx.clone(), shutdown.clone())
-                        .map_err(|e| Failure::Usage(e.to_string()))?;
+                if backend.lets_through() {
+                    tracing::info!(
+                        decoys = ?crate::enforce::let_through(&config),
+                        "retry-exempt networks get a TCP reset from the decoy (nftables let-through)"
+                    );
+                }
+                let (swap, thread) = daemon::spawn_enforcer(
+                    backend,
+                    &config,
+                    passed.clone(),
+                    log_tx.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(|e| Failure::Usage(e.to_string()))?;
                 threads.push(thread);
                 Some(swap)
             }

@@ -4,6 +4,11 @@
 //! firewall if someone flushed it. Every backend gets the same semantics
 //! from one function, [`reconcile`]; a backend only knows how to read, set
 //! up and change its firewall. Only this module runs system commands.
+//!
+//! Retry-exempt networks (the let-through, see `bans::retry`) are a second,
+//! small list of their own, reconciled with [`reconcile_passes`] after the
+//! bans, and only by a backend that [`Enforcer::lets_through`]; the others
+//! leave them to the responder's `421` at the greeting.
 
 pub mod command;
 pub mod exec;
@@ -266,6 +271,30 @@ pub trait Enforcer: Send {
         true
     }
 
+    /// Whether the backend lets retry-exempt networks through: their SYNs
+    /// to the decoy get a TCP reset, which every sender family falls back
+    /// from. Only `nftables` can; the others ignore passes, and the
+    /// responder answers those clients `421` at the greeting instead.
+    fn lets_through(&self) -> bool {
+        false
+    }
+
+    /// The networks the let-through holds now; `None` when nolist's part
+    /// of the firewall is gone (the next reconcile of the bans rebuilds it).
+    fn read_passes(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
+        Ok(Some(Vec::new()))
+    }
+
+    /// Applies a change of the let-through (never a rebuild).
+    fn apply_passes(&mut self, _change: &Change) -> Result<Report, EnforceError> {
+        Ok(Report::default())
+    }
+
+    /// Like [`Enforcer::remaining`], for a network of the let-through.
+    fn pass_remaining(&self, _net: &IpNet) -> Option<u64> {
+        None
+    }
+
     /// Refuse mode: the sources of refused connections to the decoy and how
     /// many each made so far (backends that cannot count them: none).
     fn evidence(&mut self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
@@ -323,9 +352,39 @@ pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Repor
     backend.apply(&change)
 }
 
+/// Makes the let-through of `backend` hold exactly `passes` (retry-exempt
+/// networks, each with the exemption's remaining time), the way
+/// [`reconcile`] does for bans: an extended exemption is renewed. Nothing
+/// for a backend that does not let through; nothing either while nolist's
+/// part of the firewall is missing (rebuilt by the next reconcile of the
+/// bans, after which this fills it).
+pub fn reconcile_passes(
+    backend: &mut dyn Enforcer,
+    passes: &[Target],
+) -> Result<Report, EnforceError> {
+    if !backend.lets_through() {
+        return Ok(Report::default());
+    }
+    let Some(actual) = backend.read_passes()? else {
+        backend.forget();
+        return Ok(Report::default());
+    };
+    let change = Change::renewing(
+        passes,
+        Some(&actual),
+        &|net| backend.pass_remaining(net),
+        backend.max_timeout(),
+    );
+    if change.is_empty() {
+        return Ok(Report::default());
+    }
+    backend.apply_passes(&change)
+}
+
 /// The backend `bans.enforce` asks for (not yet checked); `None` for
 /// `backend: none`. In refuse mode the nftables backend also counts the
-/// refused connections to the decoy addresses.
+/// refused connections to the decoy addresses; in the listening modes it
+/// lets retry-exempt networks through.
 pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
     let enforce = &config.bans.enforce;
     match enforce.backend {
@@ -335,7 +394,7 @@ pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
             if let Some((decoys, window)) = refuse_evidence(config) {
                 nft = nft.with_evidence(decoys, window);
             }
-            Some(Box::new(nft))
+            Some(Box::new(nft.with_let_through(let_through(config))))
         }
         Backend::Iptables => Some(Box::new(ipset::Ipset::new(enforce.ports.clone()))),
         Backend::Fail2ban => Some(Box::new(fail2ban::Fail2ban::new(&enforce.fail2ban))),
@@ -358,6 +417,17 @@ pub fn refuse_evidence(config: &Config) -> Option<(Vec<SocketAddr>, Duration)> {
             config.bans.findtime.0 + config.bans.grace.0,
         )
     })
+}
+
+/// The decoy addresses the let-through resets retry-exempt networks on:
+/// the responder's listen addresses in the listening modes; none in refuse
+/// mode, where the kernel resets every SYN to the decoy anyway.
+pub fn let_through(config: &Config) -> Vec<SocketAddr> {
+    if config.responder.mode == Mode::Refuse {
+        Vec::new()
+    } else {
+        config.decoy_addrs()
+    }
 }
 
 /// The text of a target as firewall tools write it: a bare address for a
@@ -524,6 +594,28 @@ mod tests {
             })
             .collect();
         assert_eq!(fold(&many).len(), 100_000);
+    }
+
+    #[test]
+    fn only_a_backend_that_lets_through_is_given_passes() {
+        let passes = [t("198.18.1.0/24", 3600)];
+        // Tools that do not exist: any attempt to read or write would fail.
+        let mut ipset = ipset::Ipset::new(vec![25]);
+        ipset.ipset = "/nonexistent/ipset".into();
+        let mut refuse = nft::Nft::new(vec![25]);
+        refuse.binary = "/nonexistent/nft".into();
+        for backend in [&mut ipset as &mut dyn Enforcer, &mut refuse] {
+            assert!(!backend.lets_through());
+            assert_eq!(
+                reconcile_passes(backend, &passes).unwrap(),
+                Report::default()
+            );
+        }
+        let mut listening =
+            nft::Nft::new(vec![25]).with_let_through(vec!["198.18.0.1:25".parse().unwrap()]);
+        listening.binary = "/nonexistent/nft".into();
+        assert!(listening.lets_through());
+        assert!(reconcile_passes(&mut listening, &passes).is_err());
     }
 
     #[test]

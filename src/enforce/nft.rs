@@ -17,6 +17,14 @@
 //! is left to expire: never deleted (the delete could race the kernel and
 //! fail the batch), never re-added (an `add` does not renew its timeout).
 //!
+//! The let-through (listening modes): two more interval sets, `pass4` and
+//! `pass6`, hold the networks of retrying MTAs (retry-exempt, see
+//! `bans::retry`), each with the exemption's remaining time as its timeout.
+//! Rules first in the chain answer their SYNs to the decoy addresses with a
+//! TCP reset, so they try the next MX the way every sender family does
+//! after a reset, before the responder ever sees them. The pass sets are a
+//! list of their own ([`Enforcer::read_passes`]), never mixed with bans.
+//!
 //! With refuse-mode evidence (opt-in) a second table, `inet nolist_refuse` (its own table, so
 //! reading it never loads the ban sets), holds the decoy's evidence: a rule
 //! per decoy address, after the drop rules (priority −5 against −10),
@@ -46,6 +54,8 @@ const SETS: [(&str, &str, bool); 4] = [
     ("banned6", "ipv6_addr", false),
     ("banned6_nets", "ipv6_addr", true),
 ];
+/// The let-through sets: (name, element type); both interval sets.
+const PASS_SETS: [(&str, &str); 2] = [("pass4", "ipv4_addr"), ("pass6", "ipv6_addr")];
 /// Refuse-mode evidence: the sources of SYNs to the decoy, with counters.
 const SEEN4: &str = "seen4";
 const SEEN6: &str = "seen6";
@@ -91,12 +101,30 @@ fn set_of(net: &IpNet) -> &'static str {
     }
 }
 
+/// The let-through set of `net`.
+fn pass_set_of(net: &IpNet) -> &'static str {
+    if net.addr().is_ipv4() {
+        "pass4"
+    } else {
+        "pass6"
+    }
+}
+
 /// What the backend knows the sets hold, as of ruleset generation `gen`.
 #[derive(Clone, Debug)]
 struct Known {
     generation: u32,
-    /// Every element and when the kernel drops it.
+    /// Every element of the ban sets and when the kernel drops it.
     expires: HashMap<IpNet, Instant>,
+    /// Every element of the let-through sets and when the kernel drops it.
+    passes: HashMap<IpNet, Instant>,
+}
+
+/// What [`Nft::read_all`] found: the ban sets' and the pass sets' elements
+/// with their kernel expiry.
+struct Sets {
+    bans: HashMap<IpNet, Instant>,
+    passes: HashMap<IpNet, Instant>,
 }
 
 /// The nftables backend.
@@ -111,6 +139,9 @@ pub struct Nft {
     pub decoys: Vec<SocketAddr>,
     /// How long a quiet source stays in the evidence sets.
     pub seen_timeout: Duration,
+    /// Listening modes: the decoy addresses whose SYNs from a retry-exempt
+    /// network are answered with a TCP reset (empty: no let-through).
+    pub pass_decoys: Vec<SocketAddr>,
     known: Option<Known>,
 }
 
@@ -122,8 +153,52 @@ impl Nft {
             ports,
             decoys: Vec::new(),
             seen_timeout: Duration::from_secs(3600),
+            pass_decoys: Vec::new(),
             known: None,
         }
+    }
+
+    /// Also lets retry-exempt networks through: their SYNs to `decoys` (the
+    /// responder's listen addresses) are answered with a TCP reset. A
+    /// decoy on port 0 (a port the kernel picks) gets no rule.
+    pub fn with_let_through(mut self, decoys: Vec<SocketAddr>) -> Nft {
+        self.pass_decoys = decoys;
+        self
+    }
+
+    /// The let-through rules (without `add rule inet nolist input`), one
+    /// per decoy address and family. A decoy on the unspecified address
+    /// listens on every address: its rule matches the port alone, and for
+    /// `[::]` (dual-stack) IPv4 too.
+    fn pass_rules(&self) -> Vec<String> {
+        let mut rules: Vec<String> = Vec::new();
+        for decoy in self.pass_decoys.iter().filter(|d| d.port() != 0) {
+            let ip = decoy.ip();
+            let mut families = vec![ip.is_ipv4()];
+            if ip.is_unspecified() && !ip.is_ipv4() {
+                families.push(true);
+            }
+            for v4 in families {
+                let (family, set) = if v4 {
+                    ("ip", "pass4")
+                } else {
+                    ("ip6", "pass6")
+                };
+                let daddr = if ip.is_unspecified() {
+                    String::new()
+                } else {
+                    format!("{family} daddr {ip} ")
+                };
+                let rule = format!(
+                    "{daddr}tcp dport {} tcp flags & (syn | ack) == syn {family} saddr @{set} reject with tcp reset",
+                    decoy.port()
+                );
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
+        }
+        rules
     }
 
     /// Also answers SYNs to `decoys` with a TCP reset and counts them per
@@ -200,11 +275,21 @@ impl Nft {
                 "add set inet {TABLE} {set} {{ type {ty}; flags {flags}; }}"
             );
         }
+        for (set, ty) in PASS_SETS {
+            let _ = writeln!(
+                text,
+                "add set inet {TABLE} {set} {{ type {ty}; flags interval, timeout; }}"
+            );
+        }
         let _ = writeln!(
             text,
             "add chain inet {TABLE} input {{ type filter hook input priority -10; policy accept; }}\n\
              flush chain inet {TABLE} input"
         );
+        // First: a retry-exempt source gets its reset before any drop rule.
+        for rule in self.pass_rules() {
+            let _ = writeln!(text, "add rule inet {TABLE} input {rule}");
+        }
         for (set, ty, _) in SETS {
             let family = if ty == "ipv4_addr" { "ip" } else { "ip6" };
             let _ = writeln!(
@@ -298,12 +383,18 @@ impl Nft {
         }
     }
 
-    /// Reads every ban set and checks the chains; `None` when anything of
-    /// nolist's is missing or not as nolist writes it (a set, a rule, an
-    /// element in the wrong set, a range): then the tables are recreated.
-    fn read_all(&self) -> Result<Option<HashMap<IpNet, Instant>>, EnforceError> {
-        let mut out = HashMap::new();
-        for (set, _, _) in SETS {
+    /// Reads every ban and let-through set and checks the chains; `None`
+    /// when anything of nolist's is missing or not as nolist writes it (a
+    /// set, a rule, an element in the wrong set, a range): then the tables
+    /// are recreated.
+    fn read_all(&self) -> Result<Option<Sets>, EnforceError> {
+        let mut bans = HashMap::new();
+        let mut passes = HashMap::new();
+        let all = SETS
+            .iter()
+            .map(|(set, _, _)| (*set, false))
+            .chain(PASS_SETS.iter().map(|(set, _)| (*set, true)));
+        for (set, pass) in all {
             let Some(json) = self.list_set(TABLE, set)? else {
                 return Ok(None);
             };
@@ -313,27 +404,61 @@ impl Nft {
             let now = Instant::now();
             let never = now + Duration::from_secs(MAX_TIMEOUT);
             for listed in parse_elements(&json).map_err(|m| self.output(m))? {
-                if !listed.exact || set_of(&listed.net) != set {
+                let home = if pass {
+                    pass_set_of(&listed.net)
+                } else {
+                    set_of(&listed.net)
+                };
+                if !listed.exact || home != set {
                     tracing::warn!(set, element = %listed.net, "nftables: an element nolist did not write; recreating the table");
                     return Ok(None);
                 }
                 let at = listed
                     .expires
                     .and_then(|s| now.checked_add(Duration::from_secs(s.saturating_add(1))));
+                let out = if pass { &mut passes } else { &mut bans };
                 out.insert(listed.net, at.unwrap_or(never).min(never));
             }
         }
-        let sets: Vec<&str> = SETS.iter().map(|(s, _, _)| *s).collect();
+        let pass_rules = self.pass_rules();
+        let sets: Vec<&str> = SETS
+            .iter()
+            .map(|(s, _, _)| *s)
+            .chain(
+                PASS_SETS
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .filter(|s| pass_rules.iter().any(|r| r.contains(&format!("@{s} ")))),
+            )
+            .collect();
         let intact = |json: Option<Vec<u8>>, rules: usize, sets: &[&str]| {
             json.is_some_and(|j| chain_intact(&j, rules, sets))
         };
-        if !intact(self.list_chain(TABLE)?, SETS.len(), &sets) {
+        if !intact(
+            self.list_chain(TABLE)?,
+            SETS.len() + pass_rules.len(),
+            &sets,
+        ) {
             return Ok(None);
         }
         if !self.decoys.is_empty()
             && !intact(self.list_chain(EVIDENCE_TABLE)?, self.decoys.len(), &[])
         {
             return Ok(None);
+        }
+        Ok(Some(Sets { bans, passes }))
+    }
+
+    /// The let-through sets as `nft -j` lists them, without the rest of
+    /// the table (when the kernel's generation cannot be read, so nothing
+    /// is cached); `None` when one is missing.
+    fn list_passes(&self) -> Result<Option<Vec<IpNet>>, EnforceError> {
+        let mut out = Vec::new();
+        for (set, _) in PASS_SETS {
+            let Some(json) = self.list_set(TABLE, set)? else {
+                return Ok(None);
+            };
+            out.extend(parse_set(&json).map_err(|m| self.output(m))?);
         }
         Ok(Some(out))
     }
@@ -372,16 +497,17 @@ impl Enforcer for Nft {
         };
         if !fresh {
             self.known = None;
-            let Some(expires) = self.read_all()? else {
+            let Some(sets) = self.read_all()? else {
                 return Ok(None);
             };
             if let Some(generation) = generation {
                 self.known = Some(Known {
                     generation,
-                    expires: expires.clone(),
+                    expires: sets.bans.clone(),
+                    passes: sets.passes,
                 });
             } else {
-                return Ok(Some(expires.into_keys().collect()));
+                return Ok(Some(sets.bans.into_keys().collect()));
             }
         }
         let known = self.known.as_mut().expect("known after a read");
@@ -464,6 +590,90 @@ impl Enforcer for Nft {
         Some(expires.saturating_duration_since(Instant::now()).as_secs())
     }
 
+    /// Only in the listening modes: in refuse mode the kernel resets
+    /// every SYN to the decoy anyway.
+    fn lets_through(&self) -> bool {
+        !self.pass_decoys.is_empty()
+    }
+
+    /// Read with the ban sets (see `read`), so a let-through costs no
+    /// reading of its own after a reconcile of the bans.
+    fn read_passes(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
+        if self.read()?.is_none() {
+            return Ok(None);
+        }
+        let Some(known) = self.known.as_mut() else {
+            return self.list_passes();
+        };
+        let now = Instant::now();
+        known
+            .passes
+            .retain(|_, e| now < *e + Duration::from_secs(1));
+        Ok(Some(known.passes.keys().copied().collect()))
+    }
+
+    /// One `nft -f -` transaction. As with bans, an element about to
+    /// expire is left to expire rather than deleted or renewed.
+    fn apply_passes(&mut self, change: &Change) -> Result<Report, EnforceError> {
+        let now = Instant::now();
+        let settling = |net: &IpNet| {
+            self.known
+                .as_ref()
+                .and_then(|k| k.passes.get(net))
+                .is_some_and(|e| *e <= now + SETTLING)
+        };
+        let settled: HashSet<IpNet> = change
+            .remove
+            .iter()
+            .filter(|n| settling(n))
+            .copied()
+            .collect();
+        let change = Change {
+            rebuild: false,
+            add: change
+                .add
+                .iter()
+                .filter(|(n, _)| !settled.contains(n))
+                .copied()
+                .collect(),
+            remove: change
+                .remove
+                .iter()
+                .filter(|n| !settled.contains(n))
+                .copied()
+                .collect(),
+        };
+        if change.is_empty() {
+            return Ok(Report::default());
+        }
+        let before = netlink::generation().ok();
+        let result = self.run_batch(&pass_batch_text(&change));
+        let after = netlink::generation().ok();
+        let written = Instant::now();
+        match (&mut self.known, before, after, &result) {
+            (Some(known), Some(b), Some(a), Ok(()))
+                if known.generation == b && a == b.wrapping_add(1) =>
+            {
+                known.generation = a;
+                for net in &change.remove {
+                    known.passes.remove(net);
+                }
+                for (net, secs) in &change.add {
+                    known
+                        .passes
+                        .insert(*net, written + Duration::from_secs(*secs));
+                }
+            }
+            _ => self.known = None,
+        }
+        result.map(|()| Report::of(&change))
+    }
+
+    fn pass_remaining(&self, net: &IpNet) -> Option<u64> {
+        let expires = self.known.as_ref()?.passes.get(net)?;
+        Some(expires.saturating_duration_since(Instant::now()).as_secs())
+    }
+
     /// The ruleset generation moved past what this backend knows, or it
     /// knows nothing yet, or an element it knows has reached its expiry.
     fn changed_outside(&mut self) -> bool {
@@ -496,51 +706,61 @@ pub fn batch_text(skeleton: &str, change: &Change) -> String {
         text.push_str(skeleton);
     }
     // One pass per set and verb keeps the text in a fixed order.
-    let mut command =
-        |verb: &str, set: &str, items: &mut dyn Iterator<Item = (&IpNet, Option<u64>)>| {
-            let mut n = 0;
-            for (net, secs) in items {
-                if n % CHUNK == 0 {
-                    if n > 0 {
-                        text.push_str(" }\n");
-                    }
-                    let _ = write!(text, "{verb} element inet {TABLE} {set} {{ ");
-                } else {
-                    text.push_str(", ");
-                }
-                let _ = write!(text, "{}", Element(net));
-                if let Some(secs) = secs {
-                    let _ = write!(text, " timeout {secs}s");
-                }
-                n += 1;
-            }
+    for (set, _, _) in SETS {
+        let items = change.remove.iter().filter(|n| set_of(n) == set);
+        elements_command(&mut text, "delete", set, items.map(|n| (n, None)));
+    }
+    for (set, _, _) in SETS {
+        let items = change.add.iter().filter(|(n, _)| set_of(n) == set);
+        elements_command(&mut text, "add", set, items.map(|(n, s)| (n, Some(*s))));
+    }
+    text
+}
+
+/// The `nft -f -` input for a change of the let-through sets (pure):
+/// deletions, then additions with their timeouts. A renewal is a delete
+/// and an add of the same element in this one transaction.
+pub fn pass_batch_text(change: &Change) -> String {
+    let mut text = String::new();
+    for (set, _) in PASS_SETS {
+        let items = change.remove.iter().filter(|n| pass_set_of(n) == set);
+        elements_command(&mut text, "delete", set, items.map(|n| (n, None)));
+    }
+    for (set, _) in PASS_SETS {
+        let items = change.add.iter().filter(|(n, _)| pass_set_of(n) == set);
+        elements_command(&mut text, "add", set, items.map(|(n, s)| (n, Some(*s))));
+    }
+    text
+}
+
+/// Appends `VERB element inet nolist SET { … }` for `items` (with their
+/// timeouts, if given), up to [`CHUNK`] elements per command; nothing for
+/// no items.
+fn elements_command<'a>(
+    text: &mut String,
+    verb: &str,
+    set: &str,
+    items: impl Iterator<Item = (&'a IpNet, Option<u64>)>,
+) {
+    let mut n = 0;
+    for (net, secs) in items {
+        if n % CHUNK == 0 {
             if n > 0 {
                 text.push_str(" }\n");
             }
-        };
-    for (set, _, _) in SETS {
-        command(
-            "delete",
-            set,
-            &mut change
-                .remove
-                .iter()
-                .filter(|n| set_of(n) == set)
-                .map(|n| (n, None)),
-        );
+            let _ = write!(text, "{verb} element inet {TABLE} {set} {{ ");
+        } else {
+            text.push_str(", ");
+        }
+        let _ = write!(text, "{}", Element(net));
+        if let Some(secs) = secs {
+            let _ = write!(text, " timeout {secs}s");
+        }
+        n += 1;
     }
-    for (set, _, _) in SETS {
-        command(
-            "add",
-            set,
-            &mut change
-                .add
-                .iter()
-                .filter(|(n, _)| set_of(n) == set)
-                .map(|(n, s)| (n, Some(*s))),
-        );
+    if n > 0 {
+        text.push_str(" }\n");
     }
-    text
 }
 
 /// `nft -j list set` output, as far as nolist reads it.
@@ -801,6 +1021,106 @@ mod tests {
         assert!(s.contains("ip6 daddr 2001:db8::1 tcp dport 2525"), "{s}");
         assert!(s.contains("add set inet nolist_refuse seen6 { type ipv6_addr; size 65536; flags dynamic, timeout; timeout 600s; counter; }"), "{s}");
         assert!(!s.contains("delete table"), "{s}");
+    }
+
+    #[test]
+    fn the_let_through_resets_passed_sources_before_any_drop_rule() {
+        let nft = Nft::new(vec![25]).with_let_through(vec![
+            "198.18.0.1:25".parse().unwrap(),
+            "[2001:db8::1]:2525".parse().unwrap(),
+            "198.18.0.1:0".parse().unwrap(),
+        ]);
+        let s = nft.skeleton();
+        for set in ["pass4", "pass6"] {
+            let ty = if set == "pass4" { "ipv4" } else { "ipv6" };
+            assert!(
+                s.contains(&format!(
+                    "add set inet nolist {set} {{ type {ty}_addr; flags interval, timeout; }}\n"
+                )),
+                "{s}"
+            );
+        }
+        let rules: Vec<&str> = s
+            .lines()
+            .filter(|l| l.starts_with("add rule inet nolist input"))
+            .collect();
+        assert_eq!(
+            rules.len(),
+            6,
+            "two resets (port 0 gets none), four drops: {s}"
+        );
+        assert_eq!(
+            rules[0],
+            "add rule inet nolist input ip daddr 198.18.0.1 tcp dport 25 tcp flags & (syn | ack) == syn ip saddr @pass4 reject with tcp reset"
+        );
+        assert_eq!(
+            rules[1],
+            "add rule inet nolist input ip6 daddr 2001:db8::1 tcp dport 2525 tcp flags & (syn | ack) == syn ip6 saddr @pass6 reject with tcp reset"
+        );
+        assert!(rules[2..].iter().all(|r| r.ends_with(" drop")), "{s}");
+        // The chain is flushed before the rules go in, so they are in this order.
+        let flush = s.find("flush chain inet nolist input").unwrap();
+        assert!(flush < s.find(rules[0]).unwrap(), "{s}");
+    }
+
+    #[test]
+    fn the_let_through_on_a_wildcard_decoy_matches_the_port_in_both_families() {
+        let nft = Nft::new(vec![25]).with_let_through(vec!["[::]:25".parse().unwrap()]);
+        assert_eq!(
+            nft.pass_rules(),
+            [
+                "tcp dport 25 tcp flags & (syn | ack) == syn ip6 saddr @pass6 reject with tcp reset",
+                "tcp dport 25 tcp flags & (syn | ack) == syn ip saddr @pass4 reject with tcp reset",
+            ]
+        );
+        // Without decoys (refuse mode) nothing is let through, but the sets
+        // exist, so the table has one layout.
+        let none = Nft::new(vec![25]);
+        assert!(!none.lets_through() && none.pass_rules().is_empty());
+        assert!(none.skeleton().contains("add set inet nolist pass4 "));
+    }
+
+    #[test]
+    fn pass_batches_delete_then_add_with_timeouts_and_never_touch_ban_sets() {
+        let held: Vec<IpNet> = vec![
+            "198.18.5.0/24".parse().unwrap(),
+            "198.18.1.0/24".parse().unwrap(),
+        ];
+        let change = Change::renewing(
+            &[
+                t("198.18.1.0/24", 86_000),
+                t("2001:db8:1::/64", 3600),
+                t("198.18.9.9/32", 60),
+            ],
+            Some(&held),
+            &|n| (n.to_string() == "198.18.1.0/24").then_some(100),
+            MAX_TIMEOUT,
+        );
+        assert_eq!(
+            pass_batch_text(&change),
+            "delete element inet nolist pass4 { 198.18.1.0/24, 198.18.5.0/24 }\n\
+             add element inet nolist pass4 { 198.18.1.0/24 timeout 86000s, 198.18.9.9 timeout 60s }\n\
+             add element inet nolist pass6 { 2001:db8:1::/64 timeout 3600s }\n"
+        );
+        assert_eq!(pass_batch_text(&Change::default()), "");
+    }
+
+    #[test]
+    fn parses_a_pass_set_back() {
+        // `nft -j list set inet nolist pass4` (nft 1.0.6) after the batch above.
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "pass4", "table": "nolist", "type": "ipv4_addr", "handle": 6, "flags": ["interval", "timeout"], "elem": [{"elem": {"val": {"prefix": {"addr": "198.18.1.0", "len": 24}}, "timeout": 86000, "expires": 85998}}, {"elem": {"val": "198.18.9.9", "timeout": 60, "expires": 59}}]}}]}"#;
+        let got: Vec<(String, Option<u64>, &str)> = parse_elements(json)
+            .unwrap()
+            .iter()
+            .map(|l| (l.net.to_string(), l.expires, pass_set_of(&l.net)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("198.18.1.0/24".to_owned(), Some(85_998), "pass4"),
+                ("198.18.9.9/32".to_owned(), Some(59), "pass4")
+            ]
+        );
     }
 
     #[test]

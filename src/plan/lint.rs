@@ -142,22 +142,30 @@ impl Findings {
 
 /// The message of `responder-not-refuse` for a listening `mode`: which
 /// sender families do not fall back from it, and what retry recognition
-/// (on or off) does about it.
-fn not_refuse_message(mode: Mode, retry: bool) -> String {
+/// (on or off) does about it, with the `nftables` let-through (a TCP
+/// reset, which every family falls back from) or without it (`421`).
+fn not_refuse_message(mode: Mode, retry: bool, let_through: bool) -> String {
     let name = serde_json::to_string(&mode).unwrap_or_default();
-    let (families, from) = if mode == Mode::Rcpt450 {
+    let rcpt = mode == Mode::Rcpt450;
+    let (families, from) = if rcpt {
         ("stock qmail and OpenSMTPD do", "a 450 at RCPT")
     } else {
         ("stock qmail does", "a 4xx greeting")
     };
-    let effect = match (retry, mode == Mode::Rcpt450) {
-        (true, true) => {
-            "retry recognition (bans.retry) limits the damage to one retry interval: a retrying sender is never banned, and once its retry is recognised OpenSMTPD gets 421 at the greeting of its next attempt and falls back; stock qmail falls back only from a TCP reset (`refuse`), so its mail waits in its queue"
+    let effect = match (retry, rcpt, let_through) {
+        (true, true, true) => {
+            "retry recognition (bans.retry) limits the damage to one retry interval: a retrying sender is never banned, and once its retry is recognised the nftables let-through answers its next attempt with a TCP reset, from which OpenSMTPD and stock qmail fall back"
         }
-        (true, false) => {
-            "retry recognition (bans.retry) limits the damage to one retry interval of bans (a retrying sender is never banned), but stock qmail falls back only from a TCP reset (`refuse`), so its mail waits in its queue"
+        (true, false, true) => {
+            "retry recognition (bans.retry) limits the damage to one retry interval: a retrying sender is never banned, and once its retry is recognised the nftables let-through answers its next attempt with a TCP reset, from which stock qmail falls back"
         }
-        (false, _) => {
+        (true, true, false) => {
+            "retry recognition (bans.retry) limits the damage to one retry interval: a retrying sender is never banned, and once its retry is recognised OpenSMTPD gets 421 at the greeting of its next attempt and falls back; stock qmail falls back only from a TCP reset (`refuse`, or the let-through of bans.enforce.backend nftables), so its mail waits in its queue"
+        }
+        (true, false, false) => {
+            "retry recognition (bans.retry) limits the damage to one retry interval of bans (a retrying sender is never banned), but stock qmail falls back only from a TCP reset (`refuse`, or the let-through of bans.enforce.backend nftables), so its mail waits in its queue"
+        }
+        (false, _, _) => {
             "with retry recognition off (bans.retry.enabled: false) nothing limits the damage: they retry the decoy until their messages expire, and are banned"
         }
     };
@@ -174,7 +182,11 @@ pub fn lint(config: &Config) -> Vec<Finding> {
             RESPONDER_NOT_REFUSE,
             None,
             None,
-            not_refuse_message(config.responder.mode, config.bans.retry.enabled),
+            not_refuse_message(
+                config.responder.mode,
+                config.bans.retry.enabled,
+                config.bans.enforce.backend == Backend::Nftables,
+            ),
         );
     }
     // With `backend: none` a ban blocks nothing: the fallback arrives and

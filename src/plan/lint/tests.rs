@@ -182,6 +182,29 @@ fn responder_not_refuse() {
             f.message
         );
         assert!(f.message.contains("one retry interval"), "{}", f.message);
+        // The default backend, nftables, resets a retrying sender: every
+        // family falls back. Without it stock qmail's mail waits.
+        assert!(
+            f.message
+                .contains("let-through answers its next attempt with a TCP reset")
+                && !f.message.contains("waits in its queue"),
+            "{}",
+            f.message
+        );
+        let without = fires(
+            &format!(
+                "{CLEAN}responder: {{ mode: {mode} }}\nbans: {{ enforce: {{ backend: none }} }}\n"
+            ),
+            RESPONDER_NOT_REFUSE,
+        );
+        assert!(
+            without
+                .message
+                .contains("stock qmail falls back only from a TCP reset")
+                && without.message.contains("waits in its queue"),
+            "{}",
+            without.message
+        );
         let off = fires(
             &format!(
                 "{CLEAN}responder: {{ mode: {mode} }}\nbans: {{ retry: {{ enabled: false }} }}\n"
