@@ -438,7 +438,19 @@ impl Drop for Sender {
                 .status();
         }
         if let Some(mut child) = self.child.take() {
+            // OpenSMTPD's processes (-d keeps them children of the first)
+            // leave when it does; any still there after 5 s are killed.
+            let children = children_of(child.id());
             super::stop_child(&mut child);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while children.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for pid in children.into_iter().filter(|&p| alive(p)) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
         }
         if self.kind == Kind::Postfix {
             // Daemons outlive master by a moment; then they are killed.
@@ -453,8 +465,7 @@ impl Drop for Sender {
                     .status();
             }
         }
-        // OpenSMTPD's processes leave with their parent (-d); Exim's
-        // deliveries ran in the foreground (-odi).
+        // Exim's deliveries ran in the foreground (-odi): nothing to stop.
         if self.kind == Kind::OpenSmtpd {
             // SAFETY: a valid C string, alive for the call.
             let target = std::ffi::CString::new("/var/spool/smtpd").expect("no NUL");
@@ -485,6 +496,34 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 ";
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            // `PID (comm) STATE PPID ...`; comm may hold spaces, not ')'.
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
 
 /// Runs `cmd`; panics unless it succeeds.
 fn run(cmd: &mut Command) {
