@@ -9,6 +9,7 @@ pub mod named;
 pub mod nsd;
 pub mod pdns;
 pub mod postfix;
+pub mod senders;
 pub mod serve;
 pub mod sink;
 
