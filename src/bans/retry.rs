@@ -117,9 +117,11 @@ pub struct Sightings {
 
 impl Sightings {
     /// Records a sighting of `fp` at `at` and returns the previous one when
-    /// this sighting is a retry: between `min` and `max` seconds after it.
-    /// Every sighting moves the stored time forward (never back, for
-    /// evidence out of order).
+    /// this sighting is a retry: more than `min` and at most `max` seconds
+    /// after it. Times are whole seconds, so two sightings a moment apart
+    /// across a second's boundary are 1 s apart: "more than `min`" makes
+    /// sure that the real gap was at least `min`. Every sighting moves the
+    /// stored time forward (never back, for evidence out of order).
     pub fn sight(&mut self, fp: u64, at: i64, min: i64, max: i64) -> Option<i64> {
         let full = self.last.len() >= MAX_FINGERPRINTS;
         match self.last.get_mut(&fp) {
@@ -127,7 +129,7 @@ impl Sightings {
                 let previous = *last;
                 *last = previous.max(at);
                 let gap = at.saturating_sub(previous);
-                (min..=max).contains(&gap).then_some(previous)
+                (gap > min && gap <= max).then_some(previous)
             }
             None if full => {
                 self.dropped += 1;
@@ -291,13 +293,27 @@ mod tests {
         assert_eq!(s.sight(1, 30, 60, 3600), None);
         // 60 s after the latest sighting (30), not after the first.
         assert_eq!(s.sight(1, 80, 60, 3600), None);
-        assert_eq!(s.sight(1, 140, 60, 3600), Some(80));
-        assert_eq!(s.sight(1, 140 + 3601, 60, 3600), None);
+        assert_eq!(s.sight(1, 141, 60, 3600), Some(80));
+        assert_eq!(s.sight(1, 141 + 3601, 60, 3600), None);
         // Out of order: no retry, and the stored time stays.
         assert_eq!(s.sight(1, 100, 60, 3600), None);
-        assert_eq!(s.sight(1, 140 + 3601 + 60, 60, 3600), Some(140 + 3601));
+        assert_eq!(s.sight(1, 141 + 3601 + 61, 60, 3600), Some(141 + 3601));
         s.prune(10_000);
         assert!(s.is_empty());
+    }
+
+    /// Whole seconds: sightings 200 ms apart across a second's boundary
+    /// read as 1 s apart, so a gap of exactly `min` may be less than `min`
+    /// and is no retry (a bot resending fast was exempt with min 1 s).
+    #[test]
+    fn a_gap_of_exactly_min_whole_seconds_is_no_retry() {
+        let mut s = Sightings::default();
+        assert_eq!(s.sight(1, 43, 1, 3600), None);
+        assert_eq!(s.sight(1, 44, 1, 3600), None);
+        assert_eq!(s.sight(1, 46, 1, 3600), Some(44));
+        assert_eq!(s.sight(2, 0, 60, 3600), None);
+        assert_eq!(s.sight(2, 60, 60, 3600), None);
+        assert_eq!(s.sight(2, 121, 60, 3600), Some(60));
     }
 
     #[test]
