@@ -513,47 +513,18 @@ impl Enforcer for Nft {
         let known = self.known.as_mut().expect("known after a read");
         // What the kernel has dropped by now is gone (with a second's margin).
         let now = Instant::now();
-        known
-            .expires
-            .retain(|_, e| now < *e + Duration::from_secs(1));
+        forget_expired(&mut known.expires, now);
         Ok(Some(known.expires.keys().copied().collect()))
     }
 
     /// One transaction (two when networks and addresses both change, see
     /// `write`).
     fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
-        let now = Instant::now();
-        let settling = |net: &IpNet| {
-            self.known
-                .as_ref()
-                .and_then(|k| k.expires.get(net))
-                .is_some_and(|e| *e <= now + SETTLING)
-        };
-        let settled: HashSet<IpNet> = change
-            .remove
-            .iter()
-            .filter(|n| settling(n))
-            .copied()
-            .collect();
-        let remove: Vec<IpNet> = change
-            .remove
-            .iter()
-            .filter(|n| !settled.contains(n))
-            .copied()
-            .collect();
-        // A renewal (remove + add) of an element about to expire is left
-        // to the expiry too: adding an element the kernel still holds does
-        // not change its timeout. It is added again once it is gone.
-        let change = Change {
-            rebuild: change.rebuild,
-            add: change
-                .add
-                .iter()
-                .filter(|(n, _)| !settled.contains(n))
-                .copied()
-                .collect(),
-            remove,
-        };
+        let change = unsettled(
+            change,
+            self.known.as_ref().map(|k| &k.expires),
+            change.rebuild,
+        );
         let before = netlink::generation().ok();
         let (result, transactions) = self.write(&change);
         let after = netlink::generation().ok();
@@ -606,43 +577,14 @@ impl Enforcer for Nft {
             return self.list_passes();
         };
         let now = Instant::now();
-        known
-            .passes
-            .retain(|_, e| now < *e + Duration::from_secs(1));
+        forget_expired(&mut known.passes, now);
         Ok(Some(known.passes.keys().copied().collect()))
     }
 
     /// One `nft -f -` transaction. As with bans, an element about to
     /// expire is left to expire rather than deleted or renewed.
     fn apply_passes(&mut self, change: &Change) -> Result<Report, EnforceError> {
-        let now = Instant::now();
-        let settling = |net: &IpNet| {
-            self.known
-                .as_ref()
-                .and_then(|k| k.passes.get(net))
-                .is_some_and(|e| *e <= now + SETTLING)
-        };
-        let settled: HashSet<IpNet> = change
-            .remove
-            .iter()
-            .filter(|n| settling(n))
-            .copied()
-            .collect();
-        let change = Change {
-            rebuild: false,
-            add: change
-                .add
-                .iter()
-                .filter(|(n, _)| !settled.contains(n))
-                .copied()
-                .collect(),
-            remove: change
-                .remove
-                .iter()
-                .filter(|n| !settled.contains(n))
-                .copied()
-                .collect(),
-        };
+        let change = unsettled(change, self.known.as_ref().map(|k| &k.passes), false);
         if change.is_empty() {
             return Ok(Report::default());
         }
@@ -695,6 +637,46 @@ impl Enforcer for Nft {
 
 /// The `nft -f -` input for `change` (pure): the skeleton first when it
 /// must be rebuilt, then deletions, then additions with their timeouts,
+/// Forgets the elements the kernel has dropped by `now` (with a second's
+/// margin).
+fn forget_expired(expires: &mut HashMap<IpNet, Instant>, now: Instant) {
+    expires.retain(|_, e| now < *e + Duration::from_secs(1));
+}
+
+/// `change` without the elements about to expire (within [`SETTLING`] by
+/// `expires`): they are left to the kernel's expiry, neither deleted nor
+/// renewed, since adding an element the kernel still holds does not change
+/// its timeout; one renewed is added again once it is gone.
+fn unsettled(change: &Change, expires: Option<&HashMap<IpNet, Instant>>, rebuild: bool) -> Change {
+    let now = Instant::now();
+    let settling = |net: &IpNet| {
+        expires
+            .and_then(|m| m.get(net))
+            .is_some_and(|e| *e <= now + SETTLING)
+    };
+    let settled: HashSet<IpNet> = change
+        .remove
+        .iter()
+        .filter(|n| settling(n))
+        .copied()
+        .collect();
+    Change {
+        rebuild,
+        add: change
+            .add
+            .iter()
+            .filter(|(n, _)| !settled.contains(n))
+            .copied()
+            .collect(),
+        remove: change
+            .remove
+            .iter()
+            .filter(|n| !settled.contains(n))
+            .copied()
+            .collect(),
+    }
+}
+
 /// up to 4,096 elements (`CHUNK`) per command.
 pub fn batch_text(skeleton: &str, change: &Change) -> String {
     let mut text =
