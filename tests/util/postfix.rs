@@ -297,7 +297,14 @@ fn master_cf(root: &Path, addr: SocketAddr, role: &Role) -> String {
     };
     format!(
         "# service type private unpriv chroot wakeup maxproc command
-{smtpd}pickup    unix  n       -       n       60      1       pickup
+{smtpd}{SERVICES}"
+    )
+}
+
+/// The services every private Postfix of the tests runs besides its smtpd
+/// (chroot off everywhere); `smtp` and `relay` for one that sends.
+pub const SERVICES: &str = "\
+pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -311,12 +318,12 @@ showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-"
-    )
-}
+";
 
 /// The first reply line at `addr`, if it answers within 2 s.
 fn banner(addr: SocketAddr) -> Option<String> {

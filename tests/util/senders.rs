@@ -264,7 +264,7 @@ biff = no
             root.join("etc/master.cf"),
             format!(
                 "127.0.0.1:{SUBMIT_PORT} inet n - n - - smtpd\n{}",
-                POSTFIX_SERVICES
+                super::postfix::SERVICES
             ),
         )
         .expect("master.cf");
@@ -473,29 +473,6 @@ impl Drop for Sender {
         }
     }
 }
-
-/// The services of a Postfix that only relays out (chroot off everywhere).
-const POSTFIX_SERVICES: &str = "\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-";
 
 /// The processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
