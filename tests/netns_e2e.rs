@@ -10,11 +10,11 @@ mod util;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::postfix::Postfix;
 use util::serve::Server;
-use util::{Connect, connect_from, require_root, require_tool};
+use util::{Connect, connect_from, require_root, require_tool, wait_until};
 
 const DECOY: &str = "198.18.0.1:25";
 
@@ -76,23 +76,6 @@ fn banned() -> Vec<String> {
         .iter()
         .map(nolist::enforce::element)
         .collect()
-}
-
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-    log: &dyn Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// One swaks dialogue from `source`: to the decoy up to RCPT, or a whole

@@ -10,10 +10,10 @@ mod util;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::serve::Server;
-use util::{require_root, require_tool};
+use util::{require_root, require_tool, wait_until};
 
 const DECOY: &str = "198.18.0.1";
 const MTA: &str = "198.18.1.7";
@@ -109,23 +109,6 @@ fn banned(cfg: &Path, state: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-    log: &dyn Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn metrics(addr: SocketAddr) -> String {

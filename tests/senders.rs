@@ -19,12 +19,12 @@ mod util;
 use std::io::{BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::postfix::Postfix;
 use util::senders::{Kind, Sender, reply};
 use util::serve::Server;
-use util::{Connect, connect_from, require_root, require_tool};
+use util::{Connect, connect_from, require_root, require_tool, wait_until};
 
 const DECOY: &str = "198.18.0.1";
 const MX2: &str = "198.18.0.2";
@@ -205,23 +205,6 @@ dns:
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-    log: &dyn Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Whether the common prerequisites are there; loud skips otherwise.

@@ -268,3 +268,35 @@ pub fn exit_and_json(out: &std::process::Output) -> (i32, serde_json::Value) {
     });
     (out.status.code().unwrap_or(-1), value)
 }
+
+/// Waits until `ok`, checking every 100 ms; fails the test with `what` and
+/// `log()` when `timeout` passes first.
+pub fn wait_until(
+    what: &str,
+    timeout: std::time::Duration,
+    mut ok: impl FnMut() -> bool,
+    log: &dyn Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The processes of this machine (numeric entries of `/proc`) for which
+/// `keep` holds.
+pub fn pids_where(keep: impl Fn(u32) -> bool) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| keep(p))
+        .collect()
+}

@@ -339,15 +339,8 @@ fn banner(addr: SocketAddr) -> Option<String> {
 /// master and every daemon it starts inherit it from `postfix -c`.
 pub fn instance_pids(config_dir: &Path) -> Vec<u32> {
     let needle = format!("MAIL_CONFIG={}", config_dir.display());
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle.as_bytes()))
-        })
-        .collect()
+    super::pids_where(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle.as_bytes()))
+    })
 }

@@ -476,21 +476,14 @@ impl Drop for Sender {
 
 /// The processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            // `PID (comm) STATE PPID ...`; comm may hold spaces, not ')'.
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                    == Some(pid)
-            })
+    super::pids_where(|p| {
+        // `PID (comm) STATE PPID ...`; comm may hold spaces, not ')'.
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(pid)
         })
-        .collect()
+    })
 }
 
 /// Whether process `pid` exists and is not a zombie.
