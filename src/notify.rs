@@ -48,3 +48,15 @@ impl Notifier {
         (usec > 0).then(|| Duration::from_micros(usec / 2))
     }
 }
+
+/// Sends `WATCHDOG=1` every `every` until `stop` is cancelled.
+pub async fn watchdog(every: Duration, stop: tokio_util::sync::CancellationToken) {
+    let notifier = Notifier::from_env();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => notifier.send("WATCHDOG=1"),
+            () = stop.cancelled() => return,
+        }
+    }
+}

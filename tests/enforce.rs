@@ -39,7 +39,9 @@ fn strings(v: &[&str]) -> BTreeSet<String> {
 /// What the firewall holds, asked of the firewall itself (not of what the
 /// backend believes).
 fn fresh_read(backend: &mut dyn Enforcer) -> Vec<IpNet> {
-    backend.forget();
+    if let Some(cache) = backend.cache() {
+        cache.forget();
+    }
     backend.read().unwrap().unwrap()
 }
 
@@ -145,8 +147,8 @@ fn renews_extended_bans(backend: &mut dyn Enforcer) {
         strings(&["198.18.0.9/32", "198.18.5.0/24"])
     );
     let (h, n) = (
-        backend.remaining(&host).unwrap(),
-        backend.remaining(&net).unwrap(),
+        backend.timeouts().unwrap().remaining(&host).unwrap(),
+        backend.timeouts().unwrap().remaining(&net).unwrap(),
     );
     assert!(h > 7000 && h <= 7200, "host timeout {h}");
     assert!(n > 5200 && n <= 5400, "network timeout {n}");
@@ -451,7 +453,7 @@ fn command_backend_with_a_list_command_reconciles_like_the_others() {
     assert!(log.contains(&"ban 198.18.5.0/24 600".to_owned()), "{log:?}");
     assert!(log.contains(&"unban 198.18.9.66".to_owned()), "{log:?}");
     assert!(
-        backend.applied().is_none(),
+        backend.write_only().is_none(),
         "read back, nothing to remember"
     );
 }
@@ -477,12 +479,12 @@ fn command_backend_without_list_remembers_across_a_restart() {
     .unwrap();
     assert_eq!((r.added, r.removed), (0, 0));
     assert!(calls(&d).is_empty());
-    let applied = first.applied().unwrap();
+    let applied = first.write_only().unwrap().applied();
 
     // After a restart: what is still banned is applied again (the firewall
     // may have lost it), what expired meanwhile is lifted.
     let mut second = Commands::new(spec);
-    second.restore_applied(applied);
+    second.write_only().unwrap().restore_applied(applied);
     reconcile(
         &mut second,
         &[target("198.18.0.10/32", 300), target("198.18.0.11/32", 300)],
@@ -499,7 +501,7 @@ fn command_backend_without_list_remembers_across_a_restart() {
         ]
     );
     assert_eq!(
-        set(second.applied().unwrap()),
+        set(second.write_only().unwrap().applied()),
         strings(&["198.18.0.10/32", "198.18.0.11/32"])
     );
 }
@@ -532,7 +534,7 @@ fn command_backend_failures_are_retried_and_reported() {
     assert!(e.contains("no firewall for 198.18.0.9"), "{e}");
     assert!(e.contains("1 more failed"), "{e}");
     // Nothing was applied, so the next reconcile tries both again.
-    assert!(backend.applied().unwrap().is_empty());
+    assert!(backend.write_only().unwrap().applied().is_empty());
     let e = reconcile(&mut backend, &[target("198.18.0.9/32", 60)]).unwrap_err();
     assert!(e.to_string().contains("198.18.0.9"), "{e}");
     // A program that is not there fails the start-up check.

@@ -54,26 +54,55 @@ enum Command {
     Apply(diff::ApplyArgs),
 }
 
-/// What went wrong, mapped to an exit code.
+/// What went wrong; [`Failure::exit_code`] maps it to the exit code.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
-    /// Bad config or bad arguments: exit 2.
+    /// Bad config.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Bad arguments, or arguments that do not fit the config.
     #[error("{0}")]
     Usage(String),
-    /// Output could not be written: exit 2.
+    /// A runtime failure: output or a file that could not be written, a
+    /// socket that could not be bound.
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
-    /// The user answered no: exit 1, nothing was done.
+    /// The state store could not be opened or used.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The daemon could not start.
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+    /// The zones could not be built.
+    #[error(transparent)]
+    Zones(#[from] crate::daemon::zones::ZonesError),
+    /// The user answered no: nothing was done.
     #[error("not applied")]
     Declined,
+}
+
+impl Failure {
+    /// The exit code (README, "Exit codes"): 1 when the user declined; 2
+    /// for usage and config errors, and for the runtime failures that stop
+    /// a command before it did anything (the README lists them with 2).
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Declined => EXIT_FAILED,
+            Failure::Config(_) | Failure::Usage(_) => EXIT_USAGE,
+            Failure::Io { .. } | Failure::Store(_) | Failure::Daemon(_) | Failure::Zones(_) => {
+                EXIT_RUNTIME
+            }
+        }
+    }
 }
 
 /// Exit code for "checks failed / lint errors / drift".
 pub(crate) const EXIT_FAILED: u8 = 1;
 /// Exit code for usage and config errors.
 pub(crate) const EXIT_USAGE: u8 = 2;
+/// Exit code for a runtime failure that stopped a command before it did
+/// anything (the contract gives these 2, like usage errors).
+pub(crate) const EXIT_RUNTIME: u8 = 2;
 
 /// Parses `std::env::args`, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
@@ -98,13 +127,9 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(Failure::Declined) => {
-            eprintln!("nolist: not applied");
-            ExitCode::from(EXIT_FAILED)
-        }
         Err(e) => {
-            eprintln!("nolist: {e:#}");
-            ExitCode::from(EXIT_USAGE)
+            eprintln!("nolist: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

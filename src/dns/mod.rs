@@ -3,7 +3,6 @@
 
 pub mod cache;
 pub mod records;
-pub mod serials;
 pub mod server;
 pub mod wire;
 pub mod zone;

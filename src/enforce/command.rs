@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
-use super::{Change, EnforceError, Enforcer, Report, element, exec, parse_element};
+use super::{Change, EnforceError, Enforcer, Report, WriteOnly, element, exec, parse_element};
 use crate::config::{ArgvTemplate, CommandSpec};
 
 /// The command backend.
@@ -173,11 +173,19 @@ impl Enforcer for Commands {
         error.map_or(Ok(Report::of(change)), Err)
     }
 
-    fn applied(&self) -> Option<Vec<IpNet>> {
-        self.spec
-            .list
-            .is_none()
-            .then(|| self.sure.union(&self.maybe).copied().collect())
+    /// Without a `list` command nothing can be read back.
+    fn write_only(&mut self) -> Option<&mut dyn WriteOnly> {
+        if self.spec.list.is_none() {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+impl WriteOnly for Commands {
+    fn applied(&self) -> Vec<IpNet> {
+        self.sure.union(&self.maybe).copied().collect()
     }
 
     fn restore_applied(&mut self, applied: Vec<IpNet>) {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use super::{Change, EnforceError, Enforcer, Report, element, exec, parse_element};
+use super::{Change, EnforceError, Enforcer, Report, Timeouts, element, exec, parse_element};
 
 /// The chain nolist owns in each filter table.
 pub const CHAIN: &str = "NOLIST";
@@ -216,13 +216,8 @@ impl Enforcer for Ipset {
         Ok(Some(out))
     }
 
-    fn remaining(&self, net: &IpNet) -> Option<u64> {
-        let expires = self.held.get(net)?;
-        Some(expires.saturating_duration_since(Instant::now()).as_secs())
-    }
-
-    fn max_timeout(&self) -> u64 {
-        MAX_TIMEOUT
+    fn timeouts(&self) -> Option<&dyn Timeouts> {
+        Some(self)
     }
 
     fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
@@ -239,6 +234,18 @@ impl Enforcer for Ipset {
             )?;
         }
         Ok(Report::of(change))
+    }
+}
+
+impl Timeouts for Ipset {
+    fn remaining(&self, net: &IpNet) -> Option<u64> {
+        let expires = self.held.get(net)?;
+        Some(expires.saturating_duration_since(Instant::now()).as_secs())
+    }
+
+    /// ipset's own limit (about 24 days).
+    fn max_timeout(&self) -> u64 {
+        MAX_TIMEOUT
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Retry-exempt networks (the let-through, see `bans::retry`) are a second,
 //! small list of their own, reconciled with [`reconcile_passes`] after the
-//! bans, and only by a backend that [`Enforcer::lets_through`]; the others
+//! bans, and only by a backend with a [`LetThrough`]; the others
 //! leave them to the responder's `421` at the greeting.
 
 pub mod command;
@@ -18,12 +18,9 @@ pub mod netlink;
 pub mod nft;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
-
-use crate::config::{Backend, Config, Mode};
 
 /// One ban to enforce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -223,7 +220,10 @@ pub fn fold(desired: &[Target]) -> Vec<(IpNet, u64)> {
     out
 }
 
-/// A firewall that nolist can fill with bans.
+/// A firewall that nolist can fill with bans: the sink of enforcement.
+/// Four methods every backend has; what only some can do is a capability
+/// of its own ([`Timeouts`], [`Cache`], [`WriteOnly`], [`LetThrough`]),
+/// reached through an accessor that says `None` unless the backend has it.
 pub trait Enforcer: Send {
     /// A short name for logs (`nftables`, `iptables`, …).
     fn name(&self) -> &'static str;
@@ -240,66 +240,76 @@ pub trait Enforcer: Send {
     /// transaction where the tool has them; says what it really changed.
     fn apply(&mut self, change: &Change) -> Result<Report, EnforceError>;
 
-    /// Drops whatever the backend believes about the firewall, so that the
-    /// next `read` asks the firewall itself.
-    fn forget(&mut self) {}
-
-    /// For a target the last `read` found: the seconds until the firewall
-    /// drops it, when the backend can tell (then extended bans are renewed).
-    fn remaining(&self, _net: &IpNet) -> Option<u64> {
+    /// The firewall's element timeouts, when it can tell them (then
+    /// extended bans are renewed).
+    fn timeouts(&self) -> Option<&dyn Timeouts> {
         None
     }
+
+    /// What the backend believes about the firewall between reads, when it
+    /// keeps anything (without it, every tick is a full reconcile).
+    fn cache(&mut self) -> Option<&mut dyn Cache> {
+        None
+    }
+
+    /// For a backend that cannot read the firewall back: what it applied.
+    fn write_only(&mut self) -> Option<&mut dyn WriteOnly> {
+        None
+    }
+
+    /// The let-through of retry-exempt networks, when the backend has one.
+    fn let_through(&mut self) -> Option<&mut dyn LetThrough> {
+        None
+    }
+}
+
+/// How long a firewall still holds its elements.
+pub trait Timeouts {
+    /// For a target the last `read` found: the seconds until the firewall
+    /// drops it, when known.
+    fn remaining(&self, net: &IpNet) -> Option<u64>;
 
     /// The longest element timeout the firewall takes.
     fn max_timeout(&self) -> u64 {
         MAX_TIMEOUT
     }
+}
 
-    /// For a backend that cannot read the firewall back: the targets it
-    /// applied, which the daemon keeps in the store across restarts.
-    fn applied(&self) -> Option<Vec<IpNet>> {
-        None
-    }
-
-    /// Gives a backend without read-back what it applied before a restart.
-    fn restore_applied(&mut self, _applied: Vec<IpNet>) {}
+/// A backend that remembers what it read.
+pub trait Cache {
+    /// Drops whatever the backend believes about the firewall, so that the
+    /// next `read` asks the firewall itself.
+    fn forget(&mut self);
 
     /// Whether the firewall may have changed since the last reconcile
-    /// (someone else's change, a flush): backends that cannot tell cheaply
-    /// say yes, and are reconciled every tick.
-    fn changed_outside(&mut self) -> bool {
-        true
-    }
+    /// (someone else's change, a flush, an element reaching its expiry).
+    fn changed_outside(&mut self) -> bool;
+}
 
-    /// Whether the backend lets retry-exempt networks through: their SYNs
-    /// to the decoy get a TCP reset, which every sender family falls back
-    /// from. Only `nftables` can; the others ignore passes, and the
-    /// responder answers those clients `421` at the greeting instead.
-    fn lets_through(&self) -> bool {
-        false
-    }
+/// A backend that cannot read the firewall back: it reports the targets
+/// it applied, which the daemon keeps in the store across restarts.
+pub trait WriteOnly {
+    /// The targets it applied.
+    fn applied(&self) -> Vec<IpNet>;
 
+    /// Gives it what it applied before a restart.
+    fn restore_applied(&mut self, applied: Vec<IpNet>);
+}
+
+/// A let-through: the SYNs of retry-exempt networks to the decoy get a TCP
+/// reset, which every sender family falls back from. Only `nftables` has
+/// one; with the others the responder answers those clients `421` at the
+/// greeting instead.
+pub trait LetThrough {
     /// The networks the let-through holds now; `None` when nolist's part
     /// of the firewall is gone (the next reconcile of the bans rebuilds it).
-    fn read_passes(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
-        Ok(Some(Vec::new()))
-    }
+    fn read_passes(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError>;
 
     /// Applies a change of the let-through (never a rebuild).
-    fn apply_passes(&mut self, _change: &Change) -> Result<Report, EnforceError> {
-        Ok(Report::default())
-    }
+    fn apply_passes(&mut self, change: &Change) -> Result<Report, EnforceError>;
 
-    /// Like [`Enforcer::remaining`], for a network of the let-through.
-    fn pass_remaining(&self, _net: &IpNet) -> Option<u64> {
-        None
-    }
-
-    /// Refuse mode: the sources of refused connections to the decoy and how
-    /// many each made so far (backends that cannot count them: none).
-    fn evidence(&mut self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
-        Ok(Vec::new())
-    }
+    /// Like [`Timeouts::remaining`], for a network of the let-through.
+    fn pass_remaining(&self, net: &IpNet) -> Option<u64>;
 }
 
 /// Most hits taken from one source per reading of the evidence counters: a
@@ -340,12 +350,15 @@ impl SynCounts {
 /// Makes `backend` hold exactly `desired`: read, compute the change, apply.
 pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Report, EnforceError> {
     let actual = backend.read()?;
-    let change = Change::renewing(
-        desired,
-        actual.as_deref(),
-        &|net| backend.remaining(net),
-        backend.max_timeout(),
-    );
+    let change = match backend.timeouts() {
+        Some(t) => Change::renewing(
+            desired,
+            actual.as_deref(),
+            &|net| t.remaining(net),
+            t.max_timeout(),
+        ),
+        None => Change::between(desired, actual.as_deref()),
+    };
     if change.is_empty() {
         return Ok(Report::default());
     }
@@ -355,79 +368,34 @@ pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Repor
 /// Makes the let-through of `backend` hold exactly `passes` (retry-exempt
 /// networks, each with the exemption's remaining time), the way
 /// [`reconcile`] does for bans: an extended exemption is renewed. Nothing
-/// for a backend that does not let through; nothing either while nolist's
+/// for a backend without a let-through; nothing either while nolist's
 /// part of the firewall is missing (rebuilt by the next reconcile of the
 /// bans, after which this fills it).
 pub fn reconcile_passes(
     backend: &mut dyn Enforcer,
     passes: &[Target],
 ) -> Result<Report, EnforceError> {
-    if !backend.lets_through() {
-        return Ok(Report::default());
-    }
-    let Some(actual) = backend.read_passes()? else {
-        backend.forget();
+    let cap = backend
+        .timeouts()
+        .map_or(MAX_TIMEOUT, Timeouts::max_timeout);
+    let actual = match backend.let_through() {
+        None => return Ok(Report::default()),
+        Some(lt) => lt.read_passes()?,
+    };
+    let Some(actual) = actual else {
+        if let Some(cache) = backend.cache() {
+            cache.forget();
+        }
         return Ok(Report::default());
     };
-    let change = Change::renewing(
-        passes,
-        Some(&actual),
-        &|net| backend.pass_remaining(net),
-        backend.max_timeout(),
-    );
+    let Some(lt) = backend.let_through() else {
+        return Ok(Report::default());
+    };
+    let change = Change::renewing(passes, Some(&actual), &|net| lt.pass_remaining(net), cap);
     if change.is_empty() {
         return Ok(Report::default());
     }
-    backend.apply_passes(&change)
-}
-
-/// The backend `bans.enforce` asks for (not yet checked); `None` for
-/// `backend: none`. In refuse mode the nftables backend also counts the
-/// refused connections to the decoy addresses; in the listening modes it
-/// lets retry-exempt networks through.
-pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
-    let enforce = &config.bans.enforce;
-    match enforce.backend {
-        Backend::None => None,
-        Backend::Nftables => {
-            let mut nft = nft::Nft::new(enforce.ports.clone());
-            if let Some((decoys, window)) = refuse_evidence(config) {
-                nft = nft.with_evidence(decoys, window);
-            }
-            Some(Box::new(nft.with_let_through(let_through(config))))
-        }
-        Backend::Iptables => Some(Box::new(ipset::Ipset::new(enforce.ports.clone()))),
-        Backend::Fail2ban => Some(Box::new(fail2ban::Fail2ban::new(&enforce.fail2ban))),
-        Backend::Command => Some(Box::new(command::Commands::new(
-            enforce
-                .command
-                .clone()
-                .expect("config validation requires `command` for backend command"),
-        ))),
-    }
-}
-
-/// Refuse mode with `responder.refuse_evidence`: the decoy addresses whose
-/// refused connections are counted, and how long a source stays counted
-/// (as long as its hits can matter: `findtime` + `grace`).
-pub fn refuse_evidence(config: &Config) -> Option<(Vec<SocketAddr>, Duration)> {
-    (config.responder.mode == Mode::Refuse && config.responder.refuse_evidence).then(|| {
-        (
-            config.decoy_addrs(),
-            config.bans.findtime.0 + config.bans.grace.0,
-        )
-    })
-}
-
-/// The decoy addresses the let-through resets retry-exempt networks on:
-/// the responder's listen addresses in the listening modes; none in refuse
-/// mode, where the kernel resets every SYN to the decoy anyway.
-pub fn let_through(config: &Config) -> Vec<SocketAddr> {
-    if config.responder.mode == Mode::Refuse {
-        Vec::new()
-    } else {
-        config.decoy_addrs()
-    }
+    lt.apply_passes(&change)
 }
 
 /// The text of a target as firewall tools write it: a bare address for a
@@ -605,7 +573,7 @@ mod tests {
         let mut refuse = nft::Nft::new(vec![25]);
         refuse.binary = "/nonexistent/nft".into();
         for backend in [&mut ipset as &mut dyn Enforcer, &mut refuse] {
-            assert!(!backend.lets_through());
+            assert!(backend.let_through().is_none());
             assert_eq!(
                 reconcile_passes(backend, &passes).unwrap(),
                 Report::default()
@@ -614,7 +582,7 @@ mod tests {
         let mut listening =
             nft::Nft::new(vec![25]).with_let_through(vec!["198.18.0.1:25".parse().unwrap()]);
         listening.binary = "/nonexistent/nft".into();
-        assert!(listening.lets_through());
+        assert!(listening.let_through().is_some());
         assert!(reconcile_passes(&mut listening, &passes).is_err());
     }
 

@@ -41,7 +41,10 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Change, Element, EnforceError, Enforcer, MAX_TIMEOUT, Report, exec, netlink};
+use super::{
+    Cache, Change, Element, EnforceError, Enforcer, LetThrough, MAX_TIMEOUT, Report, Timeouts,
+    exec, netlink,
+};
 
 /// The table nolist owns.
 pub const TABLE: &str = "nolist";
@@ -552,21 +555,33 @@ impl Enforcer for Nft {
         result.map(|()| Report::of(&change))
     }
 
-    fn forget(&mut self) {
-        self.known = None;
+    fn timeouts(&self) -> Option<&dyn Timeouts> {
+        Some(self)
     }
 
-    fn remaining(&self, net: &IpNet) -> Option<u64> {
-        let expires = self.known.as_ref()?.expires.get(net)?;
-        Some(expires.saturating_duration_since(Instant::now()).as_secs())
+    fn cache(&mut self) -> Option<&mut dyn Cache> {
+        Some(self)
     }
 
     /// Only in the listening modes: in refuse mode the kernel resets
     /// every SYN to the decoy anyway.
-    fn lets_through(&self) -> bool {
-        !self.pass_decoys.is_empty()
+    fn let_through(&mut self) -> Option<&mut dyn LetThrough> {
+        if self.pass_decoys.is_empty() {
+            None
+        } else {
+            Some(self)
+        }
     }
+}
 
+impl Timeouts for Nft {
+    fn remaining(&self, net: &IpNet) -> Option<u64> {
+        let expires = self.known.as_ref()?.expires.get(net)?;
+        Some(expires.saturating_duration_since(Instant::now()).as_secs())
+    }
+}
+
+impl LetThrough for Nft {
     /// Read with the ban sets (see `read`), so a let-through costs no
     /// reading of its own after a reconcile of the bans.
     fn read_passes(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
@@ -615,6 +630,12 @@ impl Enforcer for Nft {
         let expires = self.known.as_ref()?.passes.get(net)?;
         Some(expires.saturating_duration_since(Instant::now()).as_secs())
     }
+}
+
+impl Cache for Nft {
+    fn forget(&mut self) {
+        self.known = None;
+    }
 
     /// The ruleset generation moved past what this backend knows, or it
     /// knows nothing yet, or an element it knows has reached its expiry.
@@ -626,8 +647,12 @@ impl Enforcer for Nft {
         netlink::generation().ok() != Some(known.generation)
             || known.expires.values().any(|e| *e <= now + SETTLING)
     }
+}
 
-    fn evidence(&mut self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
+impl Nft {
+    /// Refuse mode: the sources of refused connections to the decoy and how
+    /// many each made so far (none without an evidence table).
+    pub fn evidence(&self) -> Result<Vec<(IpAddr, u64)>, EnforceError> {
         if self.decoys.is_empty() {
             return Ok(Vec::new());
         }
@@ -1057,8 +1082,8 @@ mod tests {
         );
         // Without decoys (refuse mode) nothing is let through, but the sets
         // exist, so the table has one layout.
-        let none = Nft::new(vec![25]);
-        assert!(!none.lets_through() && none.pass_rules().is_empty());
+        let mut none = Nft::new(vec![25]);
+        assert!(none.let_through().is_none() && none.pass_rules().is_empty());
         assert!(none.skeleton().contains("add set inet nolist pass4 "));
     }
 

@@ -5,7 +5,8 @@
 //! while the daemon runs. Every change is one transaction; the schema is
 //! versioned with `PRAGMA user_version` and migrated forward on open. The
 //! commands that only read ([`Store::open_read_only`]) create, migrate and
-//! write nothing. Only this module touches the state directory.
+//! write nothing. Only this module touches the state directory: the
+//! database, and the served DNS serials ([`serials`]).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::bans::{Action, Decision};
+
+pub mod serials;
 
 /// The database file inside `state_dir`.
 pub const DB_FILE: &str = "nolist.db";

@@ -78,35 +78,3 @@ fn a_failed_reload_keeps_the_snapshot() {
     assert!(reload(&args, &authority).is_err());
     assert!(Arc::ptr_eq(&before, &authority.current()));
 }
-
-#[test]
-fn changes_count_new_changed_and_removed_zones() {
-    let build = |yaml: &str| {
-        let cfg = config::parse(yaml, Path::new("t.yaml")).unwrap();
-        let plan = Plan::build(&cfg);
-        plan.zones
-            .iter()
-            .map(|z| ZoneData::build(z, None).unwrap())
-            .collect::<Vec<_>>()
-    };
-    let three = build(&config(3, 10));
-    assert_eq!(
-        Changes::between(&three, &three),
-        Changes {
-            zones: 3,
-            changed: 0,
-            removed: 0
-        }
-    );
-    let four = build(&config(4, 10));
-    assert_eq!(Changes::between(&three, &four).changed, 1);
-    assert_eq!(Changes::between(&four, &three).removed, 1);
-    assert_eq!(
-        Changes::between(&[], &three).to_string(),
-        "3 zones (3 changed)"
-    );
-    assert_eq!(
-        Changes::between(&three, &three[..1]).to_string(),
-        "1 zone (0 changed, 2 removed)"
-    );
-}

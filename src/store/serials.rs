@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::zone::Served;
+use crate::dns::zone::Served;
 
 /// The file in the state directory.
 pub fn file(state_dir: &Path) -> PathBuf {

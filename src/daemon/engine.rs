@@ -1,0 +1,240 @@
+//! The engine task: the only owner of the ban policy's state. Evidence,
+//! the SPF allow list, new policies (SIGHUP) and the store's ban snapshots
+//! come in; every step's decisions go to the store writer. The engine's
+//! time is the wall clock (`crate::clock`): evidence is dated, never later
+//! than now, but never moves it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::sources::{Evidence, Origin};
+use super::writer::{BanSnapshot, Write, Writer};
+use crate::bans::{Action, Decision, Engine, Passed, Policy};
+use crate::clock::unix_now;
+use crate::smtp::responder::SessionEvent;
+use crate::watch::Kind;
+
+/// How often the engine moves its clock.
+const TICK: Duration = Duration::from_secs(1);
+
+/// How often `passed` drops the networks whose exemption ended.
+const PASSED_EXPIRY: Duration = Duration::from_secs(60);
+
+/// What the engine task listens to.
+pub(crate) struct Inputs {
+    /// Decoy sessions from the responder.
+    pub sessions: mpsc::Receiver<SessionEvent>,
+    /// Evidence from every other source.
+    pub evidence: mpsc::Receiver<Evidence>,
+    /// The SPF allow list, whenever it is resolved.
+    pub allowed: mpsc::Receiver<Vec<IpNet>>,
+    /// A new policy (SIGHUP), and who waits until the engine has it.
+    pub policies: mpsc::Receiver<(Policy, oneshot::Sender<()>)>,
+    /// The bans in the store, from the writer.
+    pub snapshots: mpsc::Receiver<BanSnapshot>,
+}
+
+/// Makes `passed` hold the engine's retry-exempt networks.
+pub fn refill(passed: &Passed, engine: &Engine) {
+    let p = engine.policy();
+    passed.replace(p.v4_prefix, p.v6_prefix, engine.retry_exempt());
+}
+
+/// The engine's counters.
+struct Counters {
+    /// Decoy hits from the responder, the logs and the firewall.
+    hits: [metrics::Counter; 3],
+    delivered: metrics::Counter,
+    bans_added: metrics::Counter,
+    bans_removed: metrics::Counter,
+    retries: metrics::Counter,
+    fingerprints_dropped: metrics::Counter,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        let hits = |o: Origin| metrics::counter!(crate::metrics::HITS, "source" => o.label());
+        let log = Origin::Log {
+            path: String::new(),
+            checkpoint: None,
+        };
+        Counters {
+            hits: [hits(Origin::Responder), hits(log), hits(Origin::Firewall)],
+            delivered: metrics::counter!(crate::metrics::DELIVERIES),
+            bans_added: metrics::counter!(crate::metrics::BANS_ADDED),
+            bans_removed: metrics::counter!(crate::metrics::BANS_REMOVED),
+            retries: metrics::counter!(crate::metrics::RETRIES),
+            fingerprints_dropped: metrics::counter!(crate::metrics::RETRY_TABLE_FULL),
+        }
+    }
+
+    fn hit(&self, origin: &Origin) {
+        let i = match origin {
+            Origin::Responder => 0,
+            Origin::Log { .. } => 1,
+            Origin::Firewall => 2,
+        };
+        self.hits[i].increment(1);
+    }
+}
+
+/// One step's output: what goes to the writer.
+#[derive(Default)]
+struct Step {
+    decisions: Vec<Decision>,
+    deliveries: Vec<(IpNet, i64)>,
+    checkpoint: Option<(String, String)>,
+}
+
+/// Feeds `evidence` to the engine. What it made due now (a ban with grace
+/// 0) is decided now, so it is committed with the evidence's checkpoint: a
+/// crash can then never keep the checkpoint and lose the ban.
+fn take(engine: &mut Engine, evidence: Evidence, counters: &Counters, step: &mut Step) {
+    engine.advance(unix_now(), &mut step.decisions);
+    for e in evidence.events {
+        match e.kind {
+            Kind::DecoyHit => {
+                counters.hit(&evidence.origin);
+                engine.hit_seen(e.ip, e.at, e.seen, &mut step.decisions);
+            }
+            Kind::Delivery => {
+                counters.delivered.increment(1);
+                engine.delivery(e.ip, e.at, &mut step.decisions);
+                step.deliveries.push((engine.policy().network(e.ip), e.at));
+            }
+        }
+    }
+    engine.advance(unix_now(), &mut step.decisions);
+    if let Origin::Log {
+        path,
+        checkpoint: Some(checkpoint),
+    } = evidence.origin
+    {
+        step.checkpoint = Some((path, checkpoint));
+    }
+}
+
+/// Runs the engine until `shutdown`. The engine's retry-exempt networks are
+/// kept in `passed` for the responder and the let-through; `remember` tells
+/// the writer the retention of the policy in force.
+pub(crate) async fn run(
+    mut engine: Engine,
+    inputs: Inputs,
+    writer: Writer,
+    passed: Passed,
+    remember: Arc<AtomicI64>,
+    shutdown: CancellationToken,
+) {
+    let Inputs {
+        mut sessions,
+        mut evidence,
+        mut allowed,
+        mut policies,
+        mut snapshots,
+    } = inputs;
+    let counters = Counters::new();
+    let mut dropped_before = engine.sizes().fingerprints_dropped;
+    refill(&passed, &engine);
+    let mut passed_expired = Instant::now();
+    let writer = Arc::new(writer);
+    // Batches sent, and the batch that carried each engine ban.
+    let mut sent = 0u64;
+    let mut ban_write: HashMap<IpAddr, u64> = HashMap::new();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let mut step = Step::default();
+        tokio::select! {
+            Some(s) = sessions.recv() => {
+                take(&mut engine, Evidence::session(&s, unix_now()), &counters, &mut step);
+            }
+            Some(e) = evidence.recv() => take(&mut engine, e, &counters, &mut step),
+            Some((policy, applied)) = policies.recv() => {
+                remember.store(policy.remember, Ordering::Relaxed);
+                let forgotten = engine.set_policy(policy, unix_now(), &mut step.decisions);
+                if forgotten > 0 {
+                    tracing::warn!(networks = forgotten, "reload: deliveries or retry exemptions remembered for networks too wide to split into the new network size were forgotten");
+                }
+                refill(&passed, &engine);
+                let _ = applied.send(());
+            }
+            _ = ticker.tick() => engine.advance(unix_now(), &mut step.decisions),
+            Some(networks) = allowed.recv() => engine.set_allowed(networks),
+            Some(snapshot) = snapshots.recv() => {
+                // A ban missing from the store although its write was applied
+                // was lifted by hand: forget it, so the client is judged afresh.
+                let lifted: Vec<IpAddr> = engine
+                    .banned()
+                    .filter(|ip| !snapshot.banned.contains(ip))
+                    .filter(|ip| ban_write.get(ip).is_none_or(|&w| w <= snapshot.applied))
+                    .collect();
+                for ip in lifted {
+                    engine.forget_ban(ip);
+                    ban_write.remove(&ip);
+                    tracing::info!(%ip, "ban lifted by hand; the engine forgets it");
+                }
+            }
+            () = shutdown.cancelled() => break,
+        }
+        count_and_log(&step.decisions, &counters, &passed);
+        let dropped = engine.sizes().fingerprints_dropped;
+        if dropped > dropped_before {
+            if dropped_before == 0 {
+                tracing::warn!(
+                    cap = crate::bans::retry::MAX_FINGERPRINTS,
+                    "the retry fingerprint table is full: new envelopes are not recorded until old ones expire (logged once; nolist_retry_table_full_total counts them)"
+                );
+            }
+            counters
+                .fingerprints_dropped
+                .increment(dropped - dropped_before);
+            dropped_before = dropped;
+        }
+        if passed_expired.elapsed() >= PASSED_EXPIRY {
+            passed_expired = Instant::now();
+            passed.expire(unix_now());
+        }
+        if !step.decisions.is_empty() || !step.deliveries.is_empty() || step.checkpoint.is_some() {
+            sent += 1;
+            for d in &step.decisions {
+                match d.action {
+                    Action::Ban => ban_write.insert(d.ip, sent),
+                    Action::Unban => ban_write.remove(&d.ip),
+                    Action::RetryExempt => None,
+                };
+            }
+            let write = Write::Batch {
+                decisions: step.decisions,
+                deliveries: step.deliveries,
+                checkpoint: step.checkpoint,
+            };
+            let writer = writer.clone();
+            // The queue is bounded; wait off the runtime if the disk is slow.
+            let _ = tokio::task::spawn_blocking(move || writer.send(write)).await;
+        }
+    }
+}
+
+/// Counts and logs `decisions`; a retry exemption goes into `passed` at once.
+fn count_and_log(decisions: &[Decision], counters: &Counters, passed: &Passed) {
+    for d in decisions {
+        match d.action {
+            Action::Ban => counters.bans_added.increment(1),
+            Action::Unban => counters.bans_removed.increment(1),
+            Action::RetryExempt => {
+                counters.retries.increment(1);
+                if let (Some(net), Some(until)) = (d.network, d.until) {
+                    passed.insert(net, until);
+                }
+            }
+        }
+        tracing::info!(action = ?d.action, ip = %d.ip, until = ?d.until, hits = d.hits, reason = %d.reason, "decision");
+    }
+}

@@ -1,0 +1,386 @@
+//! Sinks: what acts on the bans once the store holds them. Today these are
+//! enforcement backends ([`Enforcer`]): each runs on a thread of its own
+//! that, every tick, makes the firewall hold exactly the bans in force in
+//! the store (engine and manual), then, where the backend has a
+//! let-through, makes it hold exactly the retry-exempt networks. A backend
+//! that cannot read back reports what it applied to the store writer. The
+//! backend of the config can be replaced on its thread by a [`Swap`]
+//! (SIGHUP with other ports or decoys), so nothing else changes the
+//! firewall meanwhile.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+
+use super::writer::{Write, Writer};
+use crate::bans::Passed;
+use crate::clock::unix_now;
+use crate::config::{Backend, Config, Mode};
+use crate::enforce::{EnforceError, Enforcer, Target, command, fail2ban, ipset, nft};
+use crate::store::{Store, StoreError};
+
+/// A full reconcile at least this often, even when neither the store nor
+/// the firewall seems to have changed (bans that end in the store but not
+/// in the firewall, a backend that cannot tell).
+const RECONCILE_AT_LEAST: Duration = Duration::from_secs(30);
+
+/// The backend forgets what it believes and reads the firewall itself at
+/// least this often: a safety net under every shortcut.
+const RECHECK_FIREWALL: Duration = Duration::from_secs(300);
+
+/// The backend `bans.enforce` asks for (not yet checked); `None` for
+/// `backend: none`. In refuse mode the nftables backend also counts the
+/// refused connections to the decoy addresses; in the listening modes it
+/// lets retry-exempt networks through.
+pub fn backend(config: &Config) -> Option<Box<dyn Enforcer>> {
+    let enforce = &config.bans.enforce;
+    match enforce.backend {
+        Backend::None => None,
+        Backend::Nftables => {
+            let mut nft = nft::Nft::new(enforce.ports.clone());
+            if let Some((decoys, window)) = refuse_evidence(config) {
+                nft = nft.with_evidence(decoys, window);
+            }
+            Some(Box::new(nft.with_let_through(let_through(config))))
+        }
+        Backend::Iptables => Some(Box::new(ipset::Ipset::new(enforce.ports.clone()))),
+        Backend::Fail2ban => Some(Box::new(fail2ban::Fail2ban::new(&enforce.fail2ban))),
+        Backend::Command => Some(Box::new(command::Commands::new(
+            enforce
+                .command
+                .clone()
+                .expect("config validation requires `command` for backend command"),
+        ))),
+    }
+}
+
+/// Refuse mode with `responder.refuse_evidence`: the decoy addresses whose
+/// refused connections are counted, and how long a source stays counted
+/// (as long as its hits can matter: `findtime` + `grace`).
+pub fn refuse_evidence(config: &Config) -> Option<(Vec<SocketAddr>, Duration)> {
+    (config.responder.mode == Mode::Refuse && config.responder.refuse_evidence).then(|| {
+        (
+            config.decoy_addrs(),
+            config.bans.findtime.0 + config.bans.grace.0,
+        )
+    })
+}
+
+/// Whether the firewall counts refused connections as evidence: refuse
+/// evidence with the nftables backend.
+pub(crate) fn counts_refused(config: &Config) -> bool {
+    config.bans.enforce.backend == Backend::Nftables && refuse_evidence(config).is_some()
+}
+
+/// The decoy addresses the let-through resets retry-exempt networks on:
+/// the responder's listen addresses in the listening modes; none in refuse
+/// mode, where the kernel resets every SYN to the decoy anyway.
+pub fn let_through(config: &Config) -> Vec<SocketAddr> {
+    if config.responder.mode == Mode::Refuse {
+        Vec::new()
+    } else {
+        config.decoy_addrs()
+    }
+}
+
+/// Checks `backend` (it runs and may change the firewall).
+pub(crate) fn check(backend: &mut dyn Enforcer) -> Result<(), super::DaemonError> {
+    backend
+        .check()
+        .map_err(|source| super::DaemonError::Enforce {
+            backend: backend.name(),
+            source,
+        })
+}
+
+/// What the firewall rules of the nftables and iptables backends are made
+/// from: the ports, in refuse mode the decoys and how long a source stays
+/// counted, in the listening modes the decoys of the let-through. A reload
+/// that changes it rewrites the rules.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FirewallLayout {
+    ports: Vec<u16>,
+    refuse_evidence: Option<(Vec<SocketAddr>, Duration)>,
+    let_through: Vec<SocketAddr>,
+}
+
+impl FirewallLayout {
+    /// The layout of `config`.
+    pub fn of(config: &Config) -> FirewallLayout {
+        FirewallLayout {
+            ports: config.bans.enforce.ports.clone(),
+            refuse_evidence: refuse_evidence(config),
+            let_through: let_through(config),
+        }
+    }
+}
+
+/// A backend for the enforcement thread to check and, if the check
+/// passes, run from then on; `done` gets the check's result.
+pub(crate) struct Swap {
+    /// The new backend, same kind as the running one.
+    pub backend: Box<dyn Enforcer>,
+    /// Where the result of its check goes.
+    pub done: tokio::sync::oneshot::Sender<Result<(), EnforceError>>,
+}
+
+/// Where [`Swap`]s go.
+pub(crate) type BackendSwap = std::sync::mpsc::Sender<Swap>;
+
+/// Starts the enforcement thread of `backend` (already checked), which
+/// reconciles every `every` until `shutdown`.
+pub(crate) fn spawn_enforcer(
+    mut backend: Box<dyn Enforcer>,
+    store: Store,
+    writer: Writer,
+    passed: Passed,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> Result<(BackendSwap, std::thread::JoinHandle<()>), StoreError> {
+    let name = backend.name();
+    if let Some(w) = backend.write_only() {
+        w.restore_applied(store.enforced(name)?);
+    }
+    let (swap, swaps) = std::sync::mpsc::channel::<Swap>();
+    let thread = std::thread::spawn(move || {
+        let mut enforcement = Enforcement::new(backend, store, writer, passed);
+        while !shutdown.is_cancelled() {
+            // A panic (a bug) must not end enforcement silently.
+            let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let reconciled = enforcement.reconcile_if_needed();
+                enforcement.reconcile_passes(reconciled);
+            }));
+            if tick.is_err() {
+                tracing::error!("enforcement panicked; it goes on at the next tick");
+                if let Some(cache) = enforcement.backend.cache() {
+                    cache.forget();
+                }
+            }
+            // Wait for the next tick, taking swaps as they come.
+            let deadline = Instant::now() + every;
+            while Instant::now() < deadline && !shutdown.is_cancelled() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match swaps.recv_timeout(left.min(Duration::from_millis(100))) {
+                    Ok(Swap { mut backend, done }) => {
+                        let checked = backend.check();
+                        if checked.is_ok() {
+                            enforcement.replace(backend);
+                        }
+                        let _ = done.send(checked);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(left.min(Duration::from_millis(100)));
+                    }
+                }
+            }
+        }
+    });
+    Ok((swap, thread))
+}
+
+/// The enforcement thread's state.
+struct Enforcement {
+    backend: Box<dyn Enforcer>,
+    store: Store,
+    writer: Writer,
+    failing: bool,
+    /// What a write-only backend had applied when last saved.
+    saved: Option<Vec<IpNet>>,
+    /// The store's `data_version` at the last reconcile.
+    version: Option<i64>,
+    last: Option<Instant>,
+    rechecked: Instant,
+    /// The retry-exempt networks, for the let-through.
+    passed: Passed,
+    /// The version of `passed` the let-through holds (`None`: not yet, or
+    /// the last try failed).
+    passes_version: Option<u64>,
+    passes_failing: bool,
+    added: metrics::Counter,
+    removed: metrics::Counter,
+    passes_added: metrics::Counter,
+    passes_removed: metrics::Counter,
+    errors: metrics::Counter,
+    active: metrics::Gauge,
+}
+
+/// What a write-only backend applied; `None` for one that reads back.
+fn applied(backend: &mut dyn Enforcer) -> Option<Vec<IpNet>> {
+    backend.write_only().map(|w| w.applied())
+}
+
+impl Enforcement {
+    fn new(
+        mut backend: Box<dyn Enforcer>,
+        store: Store,
+        writer: Writer,
+        passed: Passed,
+    ) -> Enforcement {
+        Enforcement {
+            saved: applied(backend.as_mut()),
+            backend,
+            store,
+            writer,
+            failing: false,
+            version: None,
+            last: None,
+            rechecked: Instant::now(),
+            passed,
+            passes_version: None,
+            passes_failing: false,
+            added: metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "add"),
+            removed: metrics::counter!(crate::metrics::FIREWALL_CHANGES, "op" => "remove"),
+            passes_added: metrics::counter!(crate::metrics::PASS_CHANGES, "op" => "add"),
+            passes_removed: metrics::counter!(crate::metrics::PASS_CHANGES, "op" => "remove"),
+            errors: metrics::counter!(crate::metrics::ENFORCEMENT_ERRORS),
+            active: metrics::gauge!(crate::metrics::BANS_ACTIVE),
+        }
+    }
+
+    /// A new backend of the same kind: what it applied carries over.
+    fn replace(&mut self, mut next: Box<dyn Enforcer>) {
+        if let (Some(applied), Some(w)) = (applied(self.backend.as_mut()), next.write_only()) {
+            w.restore_applied(applied);
+        }
+        self.backend = next;
+        self.last = None;
+        self.passes_version = None;
+    }
+
+    /// Reconciles when the store changed (another connection committed),
+    /// the firewall changed, or [`RECONCILE_AT_LEAST`] has passed: with
+    /// 100,000 bans, a reconcile reads them all from the store. Says
+    /// whether it reconciled (or tried to).
+    fn reconcile_if_needed(&mut self) -> bool {
+        if self.rechecked.elapsed() >= RECHECK_FIREWALL {
+            self.rechecked = Instant::now();
+            if let Some(cache) = self.backend.cache() {
+                cache.forget();
+            }
+            self.last = None;
+        }
+        let version = self.store.data_version().ok();
+        let due = version.is_none()
+            || version != self.version
+            || self.last.is_none_or(|t| t.elapsed() >= RECONCILE_AT_LEAST)
+            || self.backend.cache().is_none_or(|c| c.changed_outside());
+        if !due {
+            return false;
+        }
+        let now = unix_now();
+        let targets: Vec<Target> = match self.store.ban_targets(now) {
+            Ok(bans) => bans
+                .into_iter()
+                .map(|(net, until)| Target {
+                    net,
+                    remaining: u64::try_from(until - now).unwrap_or(1).max(1),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading bans for enforcement failed");
+                self.errors.increment(1);
+                return true;
+            }
+        };
+        #[allow(clippy::cast_precision_loss)] // a count of bans
+        self.active.set(targets.len() as f64);
+        let name = self.backend.name();
+        let began = Instant::now();
+        let result = crate::enforce::reconcile(self.backend.as_mut(), &targets);
+        let took_ms = began.elapsed().as_millis();
+        match result {
+            Ok(r) => {
+                self.failing = false;
+                self.version = version;
+                self.last = Some(Instant::now());
+                self.added.increment(r.added as u64);
+                self.removed.increment(r.removed as u64);
+                if r.added + r.removed + r.renewed > 0 || r.rebuilt {
+                    tracing::info!(
+                        backend = name,
+                        added = r.added,
+                        removed = r.removed,
+                        renewed = r.renewed,
+                        rebuilt = r.rebuilt,
+                        took_ms,
+                        "firewall reconciled"
+                    );
+                }
+            }
+            Err(e) => {
+                self.errors.increment(1);
+                if !self.failing {
+                    self.failing = true;
+                    tracing::error!(backend = name, error = %e, "enforcement failed; retrying");
+                }
+            }
+        }
+        let applied = applied(self.backend.as_mut());
+        if applied != self.saved {
+            if let Some(nets) = &applied {
+                let write = Write::Enforced {
+                    backend: name,
+                    applied: nets.clone(),
+                };
+                if self.writer.send(write).is_err() {
+                    tracing::warn!(
+                        "saving what enforcement applied failed: the store writer is gone"
+                    );
+                }
+            }
+            self.saved = applied;
+        }
+        true
+    }
+
+    /// Makes the let-through hold the retry-exempt networks, when they
+    /// changed, the bans were just reconciled (the table may have been
+    /// rebuilt), or the last try failed. Nothing for a backend without a
+    /// let-through (the responder's `421` covers those clients).
+    fn reconcile_passes(&mut self, reconciled: bool) {
+        if self.backend.let_through().is_none() {
+            return;
+        }
+        let (version, nets) = self.passed.snapshot();
+        if !reconciled && self.passes_version == Some(version) {
+            return;
+        }
+        let now = unix_now();
+        let passes: Vec<Target> = nets
+            .into_iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(net, until)| Target {
+                net,
+                remaining: u64::try_from(until - now).unwrap_or(1),
+            })
+            .collect();
+        let name = self.backend.name();
+        match crate::enforce::reconcile_passes(self.backend.as_mut(), &passes) {
+            Ok(r) => {
+                self.passes_version = Some(version);
+                self.passes_failing = false;
+                self.passes_added.increment(r.added as u64);
+                self.passes_removed.increment(r.removed as u64);
+                if r.added + r.removed + r.renewed > 0 {
+                    tracing::info!(
+                        backend = name,
+                        added = r.added,
+                        removed = r.removed,
+                        renewed = r.renewed,
+                        "let-through reconciled"
+                    );
+                }
+            }
+            Err(e) => {
+                self.errors.increment(1);
+                self.passes_version = None;
+                if !std::mem::replace(&mut self.passes_failing, true) {
+                    tracing::error!(backend = name, error = %e, "let-through failed; retrying");
+                }
+            }
+        }
+    }
+}

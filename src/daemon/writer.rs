@@ -1,0 +1,170 @@
+//! The store writer: the one thread of `nolist run` that writes the state
+//! store. The engine's decisions, deliveries and log checkpoints are
+//! committed together, one transaction per [`Write::Batch`], so after a
+//! crash a tailer resumes exactly after the last recorded batch; what a
+//! write-only enforcement backend applied comes as [`Write::Enforced`].
+//! Retention (expired bans, old deliveries, retry exemptions and offence
+//! counts) is pruned here too, and the bans in the store are reported back
+//! to the engine, which notices bans lifted by hand.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+
+use crate::bans::{Decision, Engine, Policy};
+use crate::clock::unix_now;
+use crate::config::Config;
+use crate::store::{Source, Store, StoreError, host_of};
+
+/// How often the writer reports the bans in the store, so the engine
+/// notices bans lifted by hand (`nolist bans remove`).
+const SYNC: Duration = Duration::from_secs(5);
+
+/// How often expired bans and old deliveries are removed from the store.
+const PRUNE: Duration = Duration::from_secs(600);
+
+/// Writes queued before a sender waits.
+const QUEUE: usize = 256;
+
+/// One write for the store thread.
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// What the engine decided from one piece of evidence (or a tick).
+    Batch {
+        decisions: Vec<Decision>,
+        deliveries: Vec<(IpNet, i64)>,
+        /// `(log path, checkpoint)` of the lines that caused them.
+        checkpoint: Option<(String, String)>,
+    },
+    /// What a backend that cannot read the firewall back has applied.
+    Enforced {
+        backend: &'static str,
+        applied: Vec<IpNet>,
+    },
+}
+
+/// Where writes go.
+pub(crate) type Writer = SyncSender<Write>;
+
+/// The bans in the store after `applied` batches.
+#[derive(Debug)]
+pub(crate) struct BanSnapshot {
+    pub applied: u64,
+    /// The hosts with any ban in force: an engine ban on an address an
+    /// operator already banned is kept as the operator's, and is not
+    /// "lifted by hand".
+    pub banned: HashSet<IpAddr>,
+}
+
+/// Starts the writer thread; it ends when every [`Writer`] is dropped.
+/// Every [`SYNC`] it reports the bans in the store to `snapshots`;
+/// `remember` is the retention of the policy in force (reloads included).
+pub(crate) fn spawn_writer(
+    mut store: Store,
+    snapshots: mpsc::Sender<BanSnapshot>,
+    remember: Arc<AtomicI64>,
+) -> (Writer, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Write>(QUEUE);
+    let handle = std::thread::spawn(move || {
+        let mut applied = 0u64;
+        let mut last_sync = Instant::now();
+        let mut last_prune: Option<Instant> = None;
+        loop {
+            match rx.recv_timeout(SYNC) {
+                Ok(write) => {
+                    applied += u64::from(commit(&mut store, write));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE) {
+                last_prune = Some(Instant::now());
+                prune(&mut store, remember.load(Ordering::Relaxed));
+            }
+            if last_sync.elapsed() >= SYNC {
+                last_sync = Instant::now();
+                match store.bans(unix_now()) {
+                    Ok(bans) => {
+                        let banned = bans.iter().filter_map(|b| host_of(&b.target)).collect();
+                        let _ = snapshots.try_send(BanSnapshot { applied, banned });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading bans for the engine failed"),
+                }
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// Commits one write; true for a batch (the engine counts those).
+fn commit(store: &mut Store, write: Write) -> bool {
+    match write {
+        Write::Batch {
+            decisions,
+            deliveries,
+            checkpoint,
+        } => {
+            let checkpoint = checkpoint.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
+            if let Err(e) = store.commit(&decisions, &deliveries, checkpoint, unix_now()) {
+                tracing::error!(error = %e, "recording decisions failed");
+            }
+            true
+        }
+        Write::Enforced { backend, applied } => {
+            if let Err(e) = store.set_enforced(backend, &applied) {
+                tracing::warn!(error = %e, "saving what enforcement applied failed");
+            }
+            false
+        }
+    }
+}
+
+/// Retention: expired bans, and deliveries, retry exemptions and offence
+/// counts older than `remember`, go.
+fn prune(store: &mut Store, remember: i64) {
+    let now = unix_now();
+    if let Err(e) = store.expire(now).and_then(|_| {
+        store.prune_deliveries(now - remember)?;
+        store.prune_retries(now - remember)?;
+        store.prune_offences(now - remember)
+    }) {
+        tracing::warn!(error = %e, "pruning the store failed");
+    }
+}
+
+/// Opens the store and builds an engine that knows the bans, deliveries,
+/// retry exemptions and offence counts already recorded.
+pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
+    let store = Store::open(&config.state_dir)?;
+    let mut engine = Engine::new(Policy::from_config(config));
+    let now = unix_now();
+    let since = now - engine.policy().remember;
+    // Operators' bans are enforced from the store; the engine manages its own.
+    for ban in store
+        .bans(now)?
+        .into_iter()
+        .filter(|b| b.source == Source::Engine)
+    {
+        if let Some(ip) = host_of(&ban.target) {
+            engine.restore_ban(ip, ban.until, ban.hits, ban.offence);
+        }
+    }
+    for (net, at) in store.deliveries(since)? {
+        engine.restore_delivery(net, at);
+    }
+    for (net, at) in store.retries(since)? {
+        engine.restore_retry(net, at);
+    }
+    for (target, offence, until) in store.offences(since)? {
+        if let Some(ip) = host_of(&target) {
+            engine.restore_offence(ip, offence, until);
+        }
+    }
+    Ok((store, engine))
+}
