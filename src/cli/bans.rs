@@ -105,22 +105,23 @@ fn load(config: Option<&PathBuf>, state_dir: Option<&PathBuf>) -> Result<Config,
 /// The store in the config's `state_dir`, opened for `access`.
 fn open(config: &Config, access: Access) -> Result<Store, Failure> {
     let dir = &config.state_dir;
-    let usage = |e: store::StoreError| Failure::Usage(e.to_string());
     match access {
-        Access::Read => Store::open_read_only(dir).map_err(usage),
+        Access::Read => Ok(Store::open_read_only(dir)?),
         Access::Change => {
             // A store that is missing or empty is an error here, not a new one.
-            drop(Store::open_read_only(dir).map_err(usage)?);
-            Store::open(dir).map_err(usage)
+            drop(Store::open_read_only(dir)?);
+            Ok(Store::open(dir)?)
         }
-        Access::Create => Store::open(dir).map_err(usage),
+        Access::Create => Ok(Store::open(dir)?),
     }
 }
 
 /// `--for`: a duration of at most [`value::MAX_BAN`].
 fn ban_length(text: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
-    value::ban_length(value::Duration(d)).map(|d| d.0)
+    value::ban_length(value::Duration(d))
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }
 
 /// A Unix time as RFC 3339, held to the years 0000 to 9999 that RFC 3339
@@ -237,9 +238,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
         BansAction::List { format } => {
             let config = load(args.config.as_ref(), args.state_dir.as_ref())?;
             let store = open(&config, Access::Read)?;
-            let bans = store
-                .bans(unix_now())
-                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let bans = store.bans(unix_now())?;
             let text = match format {
                 Format::Json => {
                     let rows: Vec<JsonBan<'_>> = bans
@@ -311,17 +310,15 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             let mut store = open(&config, Access::Create)?;
             let now = unix_now();
             let until = now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
-            store
-                .add_ban(&BanRecord {
-                    target,
-                    since: now,
-                    until,
-                    reason: reason.clone(),
-                    hits: 0,
-                    offence: 1,
-                    source: Source::Manual,
-                })
-                .map_err(|e| Failure::Usage(e.to_string()))?;
+            store.add_ban(&BanRecord {
+                target,
+                since: now,
+                until,
+                reason: reason.clone(),
+                hits: 0,
+                offence: 1,
+                source: Source::Manual,
+            })?;
             print(&format!("banned {target} until {}\n", time(until)))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -329,9 +326,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             let target = target(text)?;
             let config = load(args.config.as_ref(), args.state_dir.as_ref())?;
             let mut store = open(&config, Access::Change)?;
-            let removed = store
-                .remove_ban(&target, unix_now(), "removed by hand")
-                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let removed = store.remove_ban(&target, unix_now(), "removed by hand")?;
             if removed {
                 print(&format!("unbanned {target}\n"))?;
                 Ok(ExitCode::SUCCESS)
@@ -346,9 +341,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
 pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
     let config = load(Some(&args.config), args.state_dir.as_ref())?;
     let store = open(&config, Access::Read)?;
-    let status = store
-        .status(unix_now(), 10)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let status = store.status(unix_now(), 10)?;
     let text = match args.format {
         Format::Json => format!(
             "{}\n",

@@ -9,6 +9,26 @@
 use std::fmt;
 use std::net::IpAddr;
 
+/// Why a name is not a valid DNS name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Nothing, or only a dot.
+    #[error("{0:?} is not a host or domain name")]
+    Empty(String),
+    /// Two dots in a row, or a leading dot.
+    #[error("{0:?} has an empty label")]
+    EmptyLabel(String),
+    /// Not a host name under IDNA's STD3 rules.
+    #[error(
+        "{0:?} is not a valid host name (letters, digits and hyphens per label, \
+         no leading or trailing hyphen, labels of at most 63 octets, at most 253 in all)"
+    )]
+    Invalid(String),
+    /// Over the DNS length limits.
+    #[error("{0:?} is longer than DNS allows")]
+    TooLong(String),
+}
+
 /// A fully qualified host or domain name in A-label form, lower case,
 /// stored without the trailing dot ([`fmt::Display`] adds it).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -16,22 +36,18 @@ pub struct Name(String);
 
 impl Name {
     /// Parses and normalises a name; `input` may be Unicode and may end in a dot.
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub fn parse(input: &str) -> Result<Self, NameError> {
         let trimmed = input.strip_suffix('.').unwrap_or(input);
         if trimmed.is_empty() {
-            return Err(format!("{input:?} is not a host or domain name"));
+            return Err(NameError::Empty(input.to_owned()));
         }
         if trimmed.split('.').any(str::is_empty) {
-            return Err(format!("{input:?} has an empty label"));
+            return Err(NameError::EmptyLabel(input.to_owned()));
         }
-        let ascii = idna::domain_to_ascii_strict(trimmed).map_err(|_| {
-            format!(
-                "{input:?} is not a valid host name (letters, digits and hyphens per label, \
-                 no leading or trailing hyphen, labels of at most 63 octets, at most 253 in all)"
-            )
-        })?;
+        let ascii = idna::domain_to_ascii_strict(trimmed)
+            .map_err(|_| NameError::Invalid(input.to_owned()))?;
         if ascii.len() > 253 || ascii.split('.').any(|label| label.len() > 63) {
-            return Err(format!("{input:?} is longer than DNS allows"));
+            return Err(NameError::TooLong(input.to_owned()));
         }
         Ok(Name(ascii))
     }
@@ -77,8 +93,8 @@ impl fmt::Display for Name {
 }
 
 impl TryFrom<String> for Name {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, NameError> {
         Name::parse(&value)
     }
 }
@@ -110,7 +126,7 @@ pub enum MxTarget {
 impl MxTarget {
     /// Parses a target: `.` is the null MX, `192.0.2.1`, `[192.0.2.1]` and
     /// `[IPv6:2001:db8::1]` are IP literals, anything else must be a host name.
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub fn parse(input: &str) -> Result<Self, NameError> {
         if input == "." {
             return Ok(MxTarget::Null);
         }

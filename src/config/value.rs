@@ -73,14 +73,19 @@ impl<'de> Deserialize<'de> for Duration {
 /// firewall timeout.
 pub const MAX_BAN: Duration = Duration::from_secs(crate::enforce::MAX_TIMEOUT);
 
+/// A ban longer than [`MAX_BAN`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a ban of {0} is longer than the longest ban nolist keeps: at most {days}d (10 years)",
+    days = MAX_BAN.as_secs() / 86_400
+)]
+pub struct BanTooLong(pub Duration);
+
 /// A ban length (`bans.bantime`, `bans.escalation.max`, `bans add --for`):
 /// a duration of at most [`MAX_BAN`].
-pub fn ban_length(d: Duration) -> Result<Duration, String> {
+pub fn ban_length(d: Duration) -> Result<Duration, BanTooLong> {
     if d > MAX_BAN {
-        return Err(format!(
-            "a ban of {d} is longer than the longest ban nolist keeps: at most {}d (10 years)",
-            MAX_BAN.as_secs() / 86_400
-        ));
+        return Err(BanTooLong(d));
     }
     Ok(d)
 }
@@ -136,21 +141,35 @@ impl Cidr {
     }
 }
 
+/// Why a text is not a [`Cidr`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// Neither an address nor address/prefix.
+    #[error("invalid CIDR {0:?}: expected an address or address/prefix, e.g. 192.0.2.0/24")]
+    Syntax(String),
+    /// A network written with host bits.
+    #[error("invalid CIDR {text:?}: host bits are set (did you mean {network}?)")]
+    HostBits {
+        /// As written.
+        text: String,
+        /// The network it truncates to.
+        network: IpNet,
+    },
+}
+
 impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Self, CidrError> {
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Cidr(IpNet::from(ip.to_canonical())));
         }
-        let net: IpNet = s.parse().map_err(|_| {
-            format!("invalid CIDR {s:?}: expected an address or address/prefix, e.g. 192.0.2.0/24")
-        })?;
+        let net: IpNet = s.parse().map_err(|_| CidrError::Syntax(s.to_owned()))?;
         let net = Cidr::unmapped(net);
         if net.trunc() != net {
-            return Err(format!(
-                "invalid CIDR {s:?}: host bits are set (did you mean {}?)",
-                net.trunc()
-            ));
+            return Err(CidrError::HostBits {
+                text: s.to_owned(),
+                network: net.trunc(),
+            });
         }
         Ok(Cidr(net))
     }
@@ -214,7 +233,7 @@ mod tests {
 
     #[test]
     fn cidr_rejects_host_bits_and_garbage() {
-        let err = "192.0.2.7/24".parse::<Cidr>().unwrap_err();
+        let err = "192.0.2.7/24".parse::<Cidr>().unwrap_err().to_string();
         assert!(err.contains("192.0.2.0/24"), "{err}");
         assert!("192.0.2.0/33".parse::<Cidr>().is_err());
         assert!("nonsense".parse::<Cidr>().is_err());
@@ -228,7 +247,7 @@ mod tests {
         assert_eq!(parse("::ffff:192.0.2.7").unwrap(), "192.0.2.7/32");
         assert_eq!(parse("::ffff:192.0.2.0/120").unwrap(), "192.0.2.0/24");
         assert_eq!(parse("::ffff:0:0/96").unwrap(), "0.0.0.0/0");
-        let err = parse("::ffff:192.0.2.7/120").unwrap_err();
+        let err = parse("::ffff:192.0.2.7/120").unwrap_err().to_string();
         assert!(err.contains("192.0.2.0/24"), "{err}");
         // Wider than the mapped range, and other IPv6, stay IPv6.
         assert_eq!(parse("::/80").unwrap(), "::/80");
@@ -239,7 +258,9 @@ mod tests {
     #[test]
     fn ban_lengths_stop_at_ten_years() {
         assert_eq!(ban_length(MAX_BAN), Ok(MAX_BAN));
-        let err = ban_length(Duration::from_secs(MAX_BAN.as_secs() + 1)).unwrap_err();
+        let err = ban_length(Duration::from_secs(MAX_BAN.as_secs() + 1))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at most 3650d"), "{err}");
     }
 }

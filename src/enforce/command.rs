@@ -135,7 +135,7 @@ impl Enforcer for Commands {
                 .map(Some)
                 .map_err(|message| EnforceError::Output {
                     tool: list.0[0].clone(),
-                    message,
+                    message: message.to_string(),
                 });
         }
         if self.fresh {

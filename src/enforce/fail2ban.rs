@@ -59,7 +59,7 @@ impl Fail2ban {
 }
 
 /// The addresses of `get JAIL banip` output (space or newline separated).
-fn parse_banip(text: &str) -> Result<Vec<IpNet>, String> {
+fn parse_banip(text: &str) -> Result<Vec<IpNet>, super::Unreadable> {
     text.split_whitespace().map(parse_element).collect()
 }
 
@@ -79,7 +79,7 @@ impl Enforcer for Fail2ban {
             .map(Some)
             .map_err(|message| EnforceError::Output {
                 tool: self.client.clone(),
-                message,
+                message: message.to_string(),
             })
     }
 

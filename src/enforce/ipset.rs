@@ -122,7 +122,7 @@ type Member = (IpNet, Option<u64>);
 
 /// The members of one set in `ipset save` output; `None` when the set is
 /// not in it.
-fn parse_save(saved: &str, set: &str) -> Result<Option<Vec<Member>>, String> {
+fn parse_save(saved: &str, set: &str) -> Result<Option<Vec<Member>>, super::Unreadable> {
     let mut found = false;
     let mut out = Vec::new();
     for line in saved.lines() {
@@ -179,9 +179,9 @@ impl Enforcer for Ipset {
     }
 
     fn read(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
-        let output = |message| EnforceError::Output {
+        let output = |message: super::Unreadable| EnforceError::Output {
             tool: self.ipset.clone(),
-            message,
+            message: message.0,
         };
         let saved = exec::run(&self.ipset, &["save"], None, exec::TIMEOUT)?;
         let saved = String::from_utf8_lossy(&saved);

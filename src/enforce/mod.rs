@@ -417,12 +417,23 @@ impl std::fmt::Display for Element<'_> {
     }
 }
 
+/// Output of a firewall tool that nolist cannot read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
+impl From<String> for Unreadable {
+    fn from(message: String) -> Unreadable {
+        Unreadable(message)
+    }
+}
+
 /// Parses an address or CIDR network as firewall tools print it.
-pub fn parse_element(text: &str) -> Result<IpNet, String> {
+pub fn parse_element(text: &str) -> Result<IpNet, Unreadable> {
     text.parse::<IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
         .map(|n| n.trunc())
-        .map_err(|_| format!("{text:?} is not an address or network"))
+        .map_err(|_| Unreadable(format!("{text:?} is not an address or network")))
 }
 
 #[cfg(test)]

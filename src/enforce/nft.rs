@@ -43,7 +43,7 @@ use serde::Deserialize;
 
 use super::{
     Cache, Change, Element, EnforceError, Enforcer, LetThrough, MAX_TIMEOUT, Report, Timeouts,
-    exec, netlink,
+    Unreadable, exec, netlink,
 };
 
 /// The table nolist owns.
@@ -224,10 +224,10 @@ impl Nft {
         Ok(out)
     }
 
-    fn output(&self, message: String) -> EnforceError {
+    fn output(&self, message: impl ToString) -> EnforceError {
         EnforceError::Output {
             tool: self.binary.clone(),
-            message,
+            message: message.to_string(),
         }
     }
 
@@ -863,7 +863,7 @@ pub struct Listed {
 }
 
 /// The elements of `nft -j list set` output.
-pub fn parse_elements(json: &[u8]) -> Result<Vec<Listed>, String> {
+pub fn parse_elements(json: &[u8]) -> Result<Vec<Listed>, Unreadable> {
     elements(json)?
         .map(|e| {
             let (val, expires) = match e {
@@ -880,7 +880,7 @@ pub fn parse_elements(json: &[u8]) -> Result<Vec<Listed>, String> {
 }
 
 /// The addresses and networks of `nft -j list set` output.
-pub fn parse_set(json: &[u8]) -> Result<Vec<IpNet>, String> {
+pub fn parse_set(json: &[u8]) -> Result<Vec<IpNet>, Unreadable> {
     Ok(parse_elements(json)?.into_iter().map(|l| l.net).collect())
 }
 
@@ -907,7 +907,7 @@ fn chain_intact(json: &[u8], rules: usize, sets: &[&str]) -> bool {
 }
 
 /// The sources and SYN counts of an evidence set's `nft -j list set` output.
-pub fn parse_counters(json: &[u8]) -> Result<Vec<(IpAddr, u64)>, String> {
+pub fn parse_counters(json: &[u8]) -> Result<Vec<(IpAddr, u64)>, Unreadable> {
     elements(json)?
         .map(|e| match e {
             Elem::Full {
@@ -920,8 +920,8 @@ pub fn parse_counters(json: &[u8]) -> Result<Vec<(IpAddr, u64)>, String> {
             } => s
                 .parse::<IpAddr>()
                 .map(|ip| (ip, counter.map_or(0, |c| c.packets)))
-                .map_err(|e| format!("{s:?}: {e}")),
-            _ => Err("unexpected evidence element".to_owned()),
+                .map_err(|e| Unreadable(format!("{s:?}: {e}"))),
+            _ => Err(Unreadable("unexpected evidence element".to_owned())),
         })
         .collect()
 }

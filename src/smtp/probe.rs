@@ -21,17 +21,28 @@ const MAX_LINES: usize = 64;
 /// Checks a value that goes into a command line: printable ASCII, no
 /// spaces or angle brackets. Without this, `--rcpt $'a@b>\r\nDATA'` would
 /// put a second command (DATA) on the wire.
-pub fn check_argument(what: &str, value: &str) -> Result<(), String> {
+pub fn check_argument(what: &str, value: &str) -> Result<(), BadArgument> {
     if value.len() > 256
         || !value
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
     {
-        return Err(format!(
-            "{what} {value:?}: only printable ASCII without spaces or <>, at most 256 characters"
-        ));
+        return Err(BadArgument {
+            what: what.to_owned(),
+            value: value.to_owned(),
+        });
     }
     Ok(())
+}
+
+/// A value that could smuggle a second SMTP command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value:?}: only printable ASCII without spaces or <>, at most 256 characters")]
+pub struct BadArgument {
+    /// Which argument.
+    pub what: String,
+    /// As given.
+    pub value: String,
 }
 
 /// What to say.

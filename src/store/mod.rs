@@ -793,7 +793,7 @@ fn uri_path(path: &Path) -> String {
 }
 
 /// Parses a ban target: an address (`/32`, `/128`) or a network with zero host bits.
-pub fn parse_target(text: &str) -> Result<IpNet, String> {
+pub fn parse_target(text: &str) -> Result<IpNet, crate::config::value::CidrError> {
     text.parse::<crate::config::Cidr>().map(|c| c.0)
 }
 

@@ -26,38 +26,80 @@ struct Kept {
 
 const VERSION: u32 = 1;
 
+/// Why the kept serials could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialsError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The file is not what nolist writes.
+    #[error("{}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON reader said.
+        source: serde_json::Error,
+    },
+    /// Another version of the file.
+    #[error("{}: version {found} is not {VERSION}", path.display())]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+}
+
 /// What an earlier run served; empty when nothing was kept yet.
-pub fn load(path: &Path) -> Result<BTreeMap<String, Served>, String> {
+pub fn load(path: &Path) -> Result<BTreeMap<String, Served>, SerialsError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(source) => {
+            return Err(SerialsError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
-    let kept: Kept = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let kept: Kept = serde_json::from_str(&text).map_err(|source| SerialsError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
     if kept.version != VERSION {
-        return Err(format!(
-            "{}: version {} is not {VERSION}",
-            path.display(),
-            kept.version
-        ));
+        return Err(SerialsError::Version {
+            path: path.to_owned(),
+            found: kept.version,
+        });
     }
     Ok(kept.zones)
 }
 
 /// Records what is served now (zones no longer served are forgotten).
-pub fn save(path: &Path, zones: BTreeMap<String, Served>) -> Result<(), String> {
-    let fail = |e: io::Error| format!("{}: {e}", path.display());
+pub fn save(path: &Path, zones: BTreeMap<String, Served>) -> Result<(), SerialsError> {
+    let io = |source| SerialsError::Io {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        std::fs::create_dir_all(dir).map_err(io)?;
     }
     let text = serde_json::to_string_pretty(&Kept {
         version: VERSION,
         zones,
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|source| SerialsError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, format!("{text}\n")).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    std::fs::write(&tmp, format!("{text}\n")).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 #[cfg(test)]
@@ -79,8 +121,13 @@ mod tests {
         save(&path, zones.clone()).unwrap();
         assert_eq!(load(&path).unwrap(), zones);
         std::fs::write(&path, "{\"version\": 9, \"zones\": {}}").unwrap();
-        assert!(load(&path).unwrap_err().contains("version 9"));
+        assert!(load(&path).unwrap_err().to_string().contains("version 9"));
         std::fs::write(&path, "not json").unwrap();
-        assert!(load(&path).unwrap_err().contains("serials.json"));
+        assert!(
+            load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("serials.json")
+        );
     }
 }
