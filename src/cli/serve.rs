@@ -114,7 +114,7 @@ pub(crate) fn snapshot(
             );
         }
     }
-    Snapshot::new(zones, axfr_allow)
+    Snapshot::new(zones, axfr_allow).map_err(|e| e.to_string())
 }
 
 /// The TCP limits of `dns.serve` (defaults without it).
