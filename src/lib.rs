@@ -14,6 +14,7 @@ pub mod hash;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+pub mod resolver;
 pub mod smtp;
 pub mod store;
 pub mod sync;

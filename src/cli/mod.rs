@@ -75,7 +75,7 @@ pub(crate) enum Failure {
     Daemon(#[from] crate::daemon::DaemonError),
     /// The zones could not be built.
     #[error(transparent)]
-    Zones(#[from] crate::daemon::zones::ZonesError),
+    Zones(#[from] crate::dns::ZoneError),
     /// The user answered no: nothing was done.
     #[error("not applied")]
     Declined,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILED, Failure, findings_text};
 use crate::config::{self, Config};
-use crate::daemon::zones::{self, ZonesError};
+use crate::daemon::zones;
 use crate::dns::{Authority, Listeners, Snapshot};
 use crate::plan::Plan;
 
@@ -36,7 +36,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 enum LoadError {
     Config(config::ConfigError),
     Lint(String),
-    Zone(ZonesError),
+    Zone(crate::dns::ZoneError),
 }
 
 impl std::fmt::Display for LoadError {

@@ -78,7 +78,7 @@ pub enum DaemonError {
     EnforcementTimeout(u64),
     /// The zones to serve.
     #[error(transparent)]
-    Zones(#[from] zones::ZonesError),
+    Zones(#[from] crate::dns::ZoneError),
     /// The metrics endpoint.
     #[error("{0}")]
     Metrics(String),

@@ -20,7 +20,8 @@ pub(crate) async fn refresh_spf(
     tx: mpsc::Sender<Vec<IpNet>>,
     shutdown: CancellationToken,
 ) {
-    use crate::bans::spf::{DnsLookup, Limits, expand};
+    use crate::bans::spf::{Limits, expand};
+    use crate::resolver::spf::DnsLookup;
     let domains: Vec<String> = config
         .bans
         .allow
@@ -40,9 +41,7 @@ pub(crate) async fn refresh_spf(
                 for domain in &domains {
                     let result =
                         expand(std::slice::from_ref(domain), &lookup, Limits::default()).await;
-                    let temporary = result.per_domain.iter().any(|(_, _, problems)| {
-                        problems.iter().any(|p| p.starts_with("temperror"))
-                    });
+                    let temporary = result.temporary_failure();
                     for (_, _, problems) in &result.per_domain {
                         for p in problems {
                             tracing::warn!(domain = %domain, "SPF allow list: {p}");

@@ -11,17 +11,6 @@ use crate::dns::{Authority, Snapshot, TcpLimits, ZoneData, ZoneError};
 use crate::plan::Plan;
 use crate::store::serials;
 
-/// Why the zones could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum ZonesError {
-    /// A zone (its records or its base zone).
-    #[error(transparent)]
-    Zone(#[from] ZoneError),
-    /// The catalog of the zones.
-    #[error("{0}")]
-    Catalog(String),
-}
-
 /// The zones of `plan` (with their base zones) ready to serve, each with
 /// its serial following what was served before: by this process
 /// (`previous`), or, for zones secondaries copy (`dns.serve.axfr_allow` set),
@@ -32,7 +21,7 @@ pub fn snapshot(
     config: &Config,
     plan: &Plan,
     previous: Option<&Snapshot>,
-) -> Result<Snapshot, ZonesError> {
+) -> Result<Snapshot, ZoneError> {
     let axfr_allow = config
         .dns
         .serve
@@ -69,7 +58,7 @@ pub fn snapshot(
             );
         }
     }
-    Snapshot::new(zones, axfr_allow).map_err(ZonesError::Catalog)
+    Snapshot::new(zones, axfr_allow)
 }
 
 /// The TCP limits of `dns.serve` (defaults without it).

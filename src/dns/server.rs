@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cache::{AnswerCache, CacheKey};
 use super::wire;
-use super::zone::ZoneData;
+use super::zone::{ZoneData, ZoneError};
 use crate::config::Cidr;
 
 /// Largest UDP query read; anything longer is cut and answered FORMERR.
@@ -46,7 +46,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds the catalog for `zones`.
-    pub fn new(zones: Vec<ZoneData>, axfr_allow: Vec<Cidr>) -> Result<Snapshot, String> {
+    pub fn new(zones: Vec<ZoneData>, axfr_allow: Vec<Cidr>) -> Result<Snapshot, ZoneError> {
         let mut catalog = Catalog::new();
         for zone in &zones {
             // The allow list is enforced before the catalog sees a transfer request.

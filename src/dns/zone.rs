@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_proto::ProtoError;
 use hickory_proto::rr::{LowerName, Name as DnsName, RData, Record, RecordSet, RecordType, RrKey};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_proto::serialize::txt::Parser;
@@ -68,6 +69,9 @@ pub enum ZoneError {
         /// What hickory said.
         message: String,
     },
+    /// hickory's zone handler refused the records (the message is hickory's).
+    #[error("{0}")]
+    Handler(String),
 }
 
 /// A zone ready to serve: its records (SOA included) and its serial.
@@ -192,9 +196,10 @@ impl ZoneData {
     pub fn handler(
         &self,
         axfr: AxfrPolicy,
-    ) -> Result<InMemoryZoneHandler<TokioRuntimeProvider>, String> {
+    ) -> Result<InMemoryZoneHandler<TokioRuntimeProvider>, ZoneError> {
         let mut handler =
-            InMemoryZoneHandler::new(self.origin.clone(), self.rrsets(), ZoneType::Primary, axfr)?;
+            InMemoryZoneHandler::new(self.origin.clone(), self.rrsets(), ZoneType::Primary, axfr)
+                .map_err(ZoneError::Handler)?;
         for rrset in handler.records_get_mut().values_mut() {
             let rrset = Arc::make_mut(rrset);
             let mut records: Vec<Record> = rrset.records_without_rrsigs().cloned().collect();
@@ -234,17 +239,17 @@ fn encode(origin: &DnsName, records: &[Record]) -> Result<Box<[u8]>, ZoneError> 
 }
 
 /// The records of [`encode`]'s output, in order.
-fn decode(wire: &[u8]) -> impl Iterator<Item = Result<Record, String>> + '_ {
+fn decode(wire: &[u8]) -> impl Iterator<Item = Result<Record, ProtoError>> + '_ {
     let mut rest = wire;
     std::iter::from_fn(move || {
         let (len, tail) = rest.split_first_chunk::<2>()?;
         let len = usize::from(u16::from_be_bytes(*len));
         let Some((one, tail)) = tail.split_at_checked(len) else {
             rest = &[];
-            return Some(Err("truncated record".to_owned()));
+            return Some(Err(ProtoError::from("truncated record")));
         };
         rest = tail;
-        Some(Record::read(&mut BinDecoder::new(one)).map_err(|e| e.to_string()))
+        Some(Record::read(&mut BinDecoder::new(one)).map_err(ProtoError::from))
     })
 }
 

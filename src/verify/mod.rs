@@ -18,9 +18,10 @@
 //!
 //! - [`expectations`] (pure) reads the plan: the MX RRset, the addresses of
 //!   every MX host, the NS set, the responder mode.
-//! - `resolve` (private) is the hickory edge: it asks the resolver (the system's, or
-//!   only the `--nameserver`s; cache off, bounded timeouts and attempts, at
-//!   most `concurrency` queries in flight) and returns plain observations.
+//! - `resolve` (private) is the hickory edge: it asks a
+//!   [`crate::resolver::Resolver`] (the system's, or only the
+//!   `--nameserver`s; cache off, bounded timeouts and attempts, at most
+//!   `concurrency` queries in flight) and returns plain observations.
 //! - [`check`] (pure) turns expectations and observations into checks with a
 //!   stable id, a status and a sentence.
 //! - [`smtp`] (pure) picks the addresses to probe (every resolved address of
@@ -46,8 +47,11 @@ pub use check::{CHECKS, Check, CheckKind, Status};
 pub use observe::{Answer, DomainObservation, HostAnswer, LiveMx, QueryError};
 pub use report::{DomainReport, ProbeEntry, Report, Resolver, Smtp, SmtpRun};
 
+use hickory_resolver::net::NetError;
+
 use crate::config::{Config, Layout, Mode, Name};
 use crate::plan::{Mx, Plan};
+use crate::resolver::ResolverError;
 
 /// What one domain should look like, read off the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,12 +229,27 @@ pub const DEFAULT_CONCURRENCY: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    /// The system resolver configuration could not be read or has no server.
+    /// The system resolver configuration could not be read.
     #[error("cannot use the system resolver (/etc/resolv.conf): {0}; pass --nameserver IP:PORT")]
-    SystemResolver(String),
+    SystemResolver(NetError),
+    /// The system resolver configuration lists no server.
+    #[error(
+        "cannot use the system resolver (/etc/resolv.conf): it lists no nameserver; pass --nameserver IP:PORT"
+    )]
+    NoSystemNameserver,
     /// The resolver could not be built from the given options.
     #[error("cannot set up the DNS resolver: {0}")]
-    Resolver(String),
+    Resolver(NetError),
+}
+
+impl From<ResolverError> for VerifyError {
+    fn from(e: ResolverError) -> Self {
+        match e {
+            ResolverError::SystemConf(e) => VerifyError::SystemResolver(e),
+            ResolverError::NoSystemNameserver => VerifyError::NoSystemNameserver,
+            ResolverError::Build(e) => VerifyError::Resolver(e),
+        }
+    }
 }
 
 /// Verifies every expected domain against the live DNS and, unless

@@ -1,9 +1,9 @@
 //! The hickory edge of `verify`: the only code here that sends DNS queries.
 //!
-//! It builds a hickory-resolver (the system's `/etc/resolv.conf` servers, or
-//! only the `--nameserver`s) with the cache off, the hosts file ignored, a
-//! per-query timeout and a bounded number of tries, and turns every answer or
-//! error into the plain types of [`super::observe`]. Queries run in parallel
+//! It asks through [`crate::resolver`] (the system's `/etc/resolv.conf`
+//! servers, or only the `--nameserver`s) with the cache off, a per-query
+//! timeout and a bounded number of tries, and turns every answer or error
+//! into the plain types of [`super::observe`]. Queries run in parallel
 //! under one semaphore, so at most `concurrency` are in flight. Each distinct
 //! (name, type) is asked once per run, even when domains share MX hosts.
 //!
@@ -16,15 +16,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
 use hickory_resolver::lookup::Lookup;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{Name as DnsName, RData, Record, RecordType};
-use hickory_resolver::{Resolver as HickoryResolver, TokioResolver};
+use hickory_resolver::proto::rr::{Name as DnsName, RData, RecordType};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -34,13 +29,11 @@ use super::observe::{
 };
 use super::report::Resolver;
 use super::{Expected, Options, VerifyError};
-
-/// CNAME hops followed when looking for a host's addresses.
-const MAX_CHAIN: usize = 8;
+use crate::resolver::{self, Settings, cname_chain};
 
 /// One resolver plus the run-wide limit on queries in flight.
 struct Dns {
-    resolver: TokioResolver,
+    resolver: resolver::Resolver,
     permits: Arc<Semaphore>,
 }
 
@@ -215,24 +208,6 @@ fn addresses<T>(
     }
 }
 
-/// `start` followed through the CNAME records of `answers`, at most
-/// [`MAX_CHAIN`] hops (a loop just stops).
-fn cname_chain(start: &DnsName, answers: &[Record]) -> Vec<DnsName> {
-    let mut chain = vec![start.clone()];
-    while chain.len() <= MAX_CHAIN {
-        let Some(last) = chain.last() else { break };
-        let next = answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(target) if &r.name == last => Some(target.0.clone()),
-            _ => None,
-        });
-        match next {
-            Some(target) if !chain.contains(&target) => chain.push(target),
-            _ => break,
-        }
-    }
-    chain
-}
-
 /// A hickory error as an answer: NXDOMAIN and NODATA are answers, the rest
 /// are failures.
 fn failure<T>(error: &NetError) -> Answer<T> {
@@ -262,55 +237,24 @@ fn rcode<T>(code: ResponseCode) -> Answer<T> {
     }
 }
 
-/// Resolver options: no cache, no hosts file, bounded time and tries.
-fn resolver_options(options: &Options, recursion: bool) -> ResolverOpts {
-    let mut o = ResolverOpts::default();
-    o.timeout = options.timeout;
-    o.attempts = options.tries.saturating_sub(1);
-    o.cache_size = 0;
-    o.use_hosts_file = ResolveHosts::Never;
-    o.preserve_intermediates = true;
-    o.recursion_desired = recursion;
-    o.ndots = 0;
-    // Never let hickory's per-connection limit, rather than ours, throttle.
-    o.max_active_requests = options.concurrency.max(1).saturating_mul(2);
-    o
-}
-
-fn server_config(address: SocketAddr, tcp_only: bool) -> NameServerConfig {
-    let mut udp = ConnectionConfig::udp();
-    udp.port = address.port();
-    let mut tcp = ConnectionConfig::tcp();
-    tcp.port = address.port();
-    let mut config = NameServerConfig::udp_and_tcp(address.ip());
-    config.connections = if tcp_only { vec![tcp] } else { vec![udp, tcp] };
-    config
-}
-
-/// The same servers (by address, each once), asked over TCP only.
-fn tcp_only(servers: &[NameServerConfig]) -> Vec<NameServerConfig> {
-    let mut seen = Vec::new();
-    for ns in servers {
-        let address = SocketAddr::new(ns.ip, ns.connections.first().map_or(53, |c| c.port));
-        if !seen.contains(&address) {
-            seen.push(address);
-        }
+/// The resolver settings of `options`: the cache off (every answer is the
+/// live one) and hickory's per-connection limit above ours, so that it never
+/// throttles instead of the semaphore.
+fn settings(options: &Options, nameservers: Vec<SocketAddr>, recursion: bool) -> Settings {
+    Settings {
+        nameservers,
+        tcp_only: options.tcp,
+        timeout: options.timeout,
+        tries: options.tries,
+        recursion,
+        cache: false,
+        max_active_requests: Some(options.concurrency.max(1).saturating_mul(2)),
     }
-    seen.into_iter().map(|a| server_config(a, true)).collect()
 }
 
-fn build(
-    config: ResolverConfig,
-    options: &Options,
-    recursion: bool,
-    permits: &Arc<Semaphore>,
-) -> Result<Dns, VerifyError> {
-    let resolver = HickoryResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        .with_options(resolver_options(options, recursion))
-        .build()
-        .map_err(|e| VerifyError::Resolver(e.to_string()))?;
+fn build(settings: &Settings, permits: &Arc<Semaphore>) -> Result<Dns, VerifyError> {
     Ok(Dns {
-        resolver,
+        resolver: resolver::Resolver::new(settings)?,
         permits: permits.clone(),
     })
 }
@@ -320,39 +264,14 @@ fn main_resolver(
     options: &Options,
     permits: &Arc<Semaphore>,
 ) -> Result<(Resolver, Dns), VerifyError> {
-    let (config, system) = if options.nameservers.is_empty() {
-        let (system, _) = hickory_resolver::system_conf::read_system_conf()
-            .map_err(|e| VerifyError::SystemResolver(e.to_string()))?;
-        if system.name_servers.is_empty() {
-            return Err(VerifyError::SystemResolver("it lists no nameserver".into()));
-        }
-        let mut config = ResolverConfig::default();
-        config.name_servers = if options.tcp {
-            tcp_only(&system.name_servers)
-        } else {
-            system.name_servers
-        };
-        (config, true)
-    } else {
-        let mut config = ResolverConfig::default();
-        config.name_servers = options
-            .nameservers
-            .iter()
-            .copied()
-            .map(|a| server_config(a, options.tcp))
-            .collect();
-        (config, false)
-    };
-    let nameservers = config
-        .name_servers
-        .iter()
-        .map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map_or(53, |c| c.port)))
-        .collect();
-    let dns = build(config, options, true, permits)?;
+    let dns = build(
+        &settings(options, options.nameservers.clone(), true),
+        permits,
+    )?;
     Ok((
         Resolver {
-            system,
-            nameservers,
+            system: dns.resolver.is_system(),
+            nameservers: dns.resolver.nameservers().to_vec(),
             timeout_ms: u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX),
             tries: options.tries.max(1),
         },
@@ -502,9 +421,8 @@ async fn authoritative(
         for ip in answer.addresses() {
             let address = SocketAddr::new(ip, options.ns_port);
             if let Entry::Vacant(slot) = servers.entry(address) {
-                let mut config = ResolverConfig::default();
-                config.name_servers = vec![server_config(address, options.tcp)];
-                slot.insert(Arc::new(build(config, options, false, permits)?));
+                let direct = settings(options, vec![address], false);
+                slot.insert(Arc::new(build(&direct, permits)?));
             }
         }
     }
@@ -577,24 +495,12 @@ mod tests {
 
     use hickory_resolver::net::NoRecords;
     use hickory_resolver::proto::op::Query;
-    use hickory_resolver::proto::rr::rdata::{A, CNAME};
 
     use super::*;
+    use crate::resolver::ResolverError;
 
     fn name(s: &str) -> DnsName {
         DnsName::from_str(s).unwrap()
-    }
-
-    fn cname(from: &str, to: &str) -> Record {
-        Record::from_rdata(name(from), 60, RData::CNAME(CNAME(name(to))))
-    }
-
-    fn a(owner: &str, ip: [u8; 4]) -> Record {
-        Record::from_rdata(
-            name(owner),
-            60,
-            RData::A(A::from(std::net::Ipv4Addr::from(ip))),
-        )
     }
 
     fn no_records(qname: &str, code: ResponseCode) -> NetError {
@@ -659,75 +565,10 @@ mod tests {
     }
 
     #[test]
-    fn cname_chains_are_followed_and_loops_stop() {
-        let answers = [
-            cname("mx.example.", "b.example."),
-            cname("b.example.", "c.example."),
-            a("c.example.", [192, 0, 2, 1]),
-            a("unrelated.example.", [192, 0, 2, 9]),
-        ];
-        let chain = cname_chain(&name("mx.example."), &answers);
-        assert_eq!(chain.len(), 3);
-        assert_eq!(chain[2], name("c.example."));
-
-        let looped = [
-            cname("mx.example.", "b.example."),
-            cname("b.example.", "mx.example."),
-        ];
-        assert_eq!(cname_chain(&name("mx.example."), &looped).len(), 2);
-
-        let long: Vec<Record> = (0..50)
-            .map(|i| cname(&format!("h{i}.example."), &format!("h{}.example.", i + 1)))
-            .collect();
-        assert_eq!(
-            cname_chain(&name("h0.example."), &long).len(),
-            MAX_CHAIN + 1
-        );
-    }
-
-    #[test]
     fn names_are_absolute_and_lowercase() {
         assert_eq!(name_text(&name("MX01.Example.ORG.")), "mx01.example.org.");
         assert_eq!(name_text(&name("mx01.example.org")), "mx01.example.org.");
         assert_eq!(name_text(&DnsName::root()), ".");
-    }
-
-    /// `--tcp` with the system resolver: its servers, over TCP only.
-    #[test]
-    fn tcp_only_keeps_the_servers_and_drops_udp() {
-        let mut on_5353 = NameServerConfig::udp_and_tcp("192.0.2.53".parse().unwrap());
-        for c in &mut on_5353.connections {
-            c.port = 5353;
-        }
-        let servers = vec![
-            NameServerConfig::udp_and_tcp("127.0.0.53".parse().unwrap()),
-            NameServerConfig::udp_and_tcp("127.0.0.53".parse().unwrap()),
-            on_5353,
-        ];
-        let tcp = tcp_only(&servers);
-        let got: Vec<(IpAddr, Vec<(u16, bool)>)> = tcp
-            .iter()
-            .map(|ns| {
-                let conns = ns
-                    .connections
-                    .iter()
-                    .map(|c| {
-                        (
-                            c.port,
-                            matches!(c.protocol, hickory_resolver::config::ProtocolConfig::Tcp),
-                        )
-                    })
-                    .collect();
-                (ns.ip, conns)
-            })
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("127.0.0.53".parse().unwrap(), vec![(53, true)]),
-                ("192.0.2.53".parse().unwrap(), vec![(5353, true)]),
-            ]
-        );
     }
 
     /// Without `--nameserver`, the servers come from `/etc/resolv.conf`
@@ -762,18 +603,43 @@ mod tests {
     }
 
     #[test]
-    fn options_turn_the_cache_and_hosts_file_off_and_bound_tries() {
+    fn settings_turn_the_cache_off_and_bound_tries() {
         let options = Options {
             tries: 3,
             timeout: std::time::Duration::from_millis(700),
+            tcp: true,
             ..Options::default()
         };
-        let o = resolver_options(&options, false);
-        assert_eq!(o.cache_size, 0);
-        assert_eq!(o.use_hosts_file, ResolveHosts::Never);
-        assert_eq!(o.attempts, 2);
-        assert_eq!(o.timeout, std::time::Duration::from_millis(700));
-        assert!(!o.recursion_desired);
-        assert!(o.max_active_requests >= options.concurrency);
+        let direct: SocketAddr = "192.0.2.53:53".parse().unwrap();
+        let s = settings(&options, vec![direct], false);
+        assert_eq!(s.nameservers, vec![direct]);
+        assert!(!s.cache);
+        assert!(s.tcp_only);
+        assert_eq!(s.tries, 3);
+        assert_eq!(s.timeout, std::time::Duration::from_millis(700));
+        assert!(!s.recursion);
+        assert!(s.max_active_requests.unwrap() >= options.concurrency);
+    }
+
+    /// The resolver's errors read as `verify`'s own sentences.
+    #[test]
+    fn resolver_errors_read_as_before() {
+        let cases = [
+            (
+                ResolverError::SystemConf(NetError::Message("no such file")),
+                "cannot use the system resolver (/etc/resolv.conf): no such file; pass --nameserver IP:PORT",
+            ),
+            (
+                ResolverError::NoSystemNameserver,
+                "cannot use the system resolver (/etc/resolv.conf): it lists no nameserver; pass --nameserver IP:PORT",
+            ),
+            (
+                ResolverError::Build(NetError::Message("bad")),
+                "cannot set up the DNS resolver: bad",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(VerifyError::from(error).to_string(), text);
+        }
     }
 }

@@ -4,6 +4,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use ipnet::IpNet;
+
+use super::expansion::subtract;
 use super::*;
 
 // ---------------------------------------------------------------------------
@@ -98,7 +101,7 @@ async fn run(fake: &Fake, domains: &[&str]) -> SpfExpansion {
 }
 
 /// The one domain's networks and problems.
-async fn one(fake: &Fake, domain: &str) -> (Vec<IpNet>, Vec<String>) {
+async fn one(fake: &Fake, domain: &str) -> (Vec<IpNet>, Vec<Problem>) {
     let result = run(fake, &[domain]).await;
     let (name, count, problems) = result.per_domain[0].clone();
     assert_eq!(name, domain);
@@ -111,8 +114,8 @@ fn allowed(networks: &[IpNet], ip: &str) -> bool {
     networks.iter().any(|n| n.contains(&ip))
 }
 
-fn has(problems: &[String], needle: &str) -> bool {
-    problems.iter().any(|p| p.contains(needle))
+fn has(problems: &[Problem], needle: &str) -> bool {
+    problems.iter().any(|p| p.to_string().contains(needle))
 }
 
 fn directive(q: Qualifier, mechanism: Mechanism) -> Directive {
@@ -797,7 +800,7 @@ async fn missing_or_broken_records_contribute_nothing() {
     .await;
     // Only the good domain contributes.
     assert_eq!(result.networks, nets(&["203.0.113.0/24"]));
-    let problems: HashMap<&str, (usize, &Vec<String>)> = result
+    let problems: HashMap<&str, (usize, &Vec<Problem>)> = result
         .per_domain
         .iter()
         .map(|(d, n, p)| (d.as_str(), (*n, p)))
@@ -894,8 +897,6 @@ async fn the_expansion_can_run_on_another_task() {
     fn send<T: Send>(_: &T) {}
     let fake = Fake::default();
     send(&expand(&[], &fake, Limits::default()));
-    let dns = DnsLookup::new(&["127.0.0.1:53".parse().unwrap()], Duration::from_secs(1)).unwrap();
-    send(&expand(&[], &dns, Limits::default()));
 }
 
 #[tokio::test]
@@ -1018,6 +1019,77 @@ async fn ptr_is_skipped() {
     assert_eq!(networks, nets(&["198.51.100.0/24"]));
     assert!(has(&problems, "`ptr` is ptr and cannot be listed: skipped"));
     assert!(has(&problems, "`~ptr:example.com` is ptr"));
+}
+
+/// Problems are typed: a caller tells a temperror (keep what you had) from
+/// the rest by its kind, and each reads as the sentence that is logged.
+#[tokio::test]
+async fn problems_have_a_kind_and_read_as_sentences() {
+    let fake = Fake::default()
+        .txt_fails("flaky.example")
+        .spf("broken.example", "v=spf1 frobnicate")
+        .spf(
+            "macro.example",
+            "v=spf1 exists:%{i}.x.example ip4:192.0.2.0/24",
+        );
+    let result = run(
+        &fake,
+        &[
+            "flaky.example",
+            "broken.example",
+            "macro.example",
+            "not a domain",
+        ],
+    )
+    .await;
+    let problems: Vec<&Problem> = result.per_domain.iter().flat_map(|d| &d.2).collect();
+    assert_eq!(
+        problems,
+        [
+            &Problem::Temp {
+                domain: "flaky.example".into(),
+                reason: "the TXT lookup of flaky.example failed: SERVFAIL".into(),
+            },
+            &Problem::Perm {
+                domain: "broken.example".into(),
+                reason: "broken.example: unknown mechanism `frobnicate`".into(),
+            },
+            &Problem::Skipped(
+                "macro.example: `exists:%{i}.x.example` uses macros and cannot be listed: skipped"
+                    .into()
+            ),
+            &Problem::NotADomain("not?a?domain".into()),
+        ]
+    );
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        text,
+        [
+            "temperror: the TXT lookup of flaky.example failed: SERVFAIL; \
+             flaky.example contributes nothing",
+            "permerror: broken.example: unknown mechanism `frobnicate`; \
+             broken.example contributes nothing",
+            "macro.example: `exists:%{i}.x.example` uses macros and cannot be listed: skipped",
+            "`not?a?domain` is not a domain name",
+        ]
+    );
+    let temporary: Vec<bool> = problems.iter().map(|p| p.is_temporary()).collect();
+    assert_eq!(temporary, [true, false, false, false]);
+    assert!(result.temporary_failure());
+
+    // Permanent failures and skipped terms are not temporary.
+    let result = run(&fake, &["broken.example", "macro.example", "not a domain"]).await;
+    assert!(!result.temporary_failure());
+    // Nor is a failure met only inside an included domain's record, when it
+    // is a permerror.
+    let fake = Fake::default()
+        .spf("top.example", "v=spf1 include:broken.example")
+        .spf("broken.example", "v=spf1 frobnicate");
+    assert!(!run(&fake, &["top.example"]).await.temporary_failure());
+    let fake = Fake::default()
+        .spf("top.example", "v=spf1 include:flaky.example")
+        .txt_fails("flaky.example");
+    assert!(run(&fake, &["top.example"]).await.temporary_failure());
 }
 
 // ---------------------------------------------------------------------------
@@ -1159,43 +1231,4 @@ async fn big_provider_layout() {
     assert!(allowed(&result.networks, "2001:db8:b000::25"));
     assert!(!allowed(&result.networks, "192.0.2.1"));
     assert!(!allowed(&result.networks, "2001:db8:e000::1"));
-}
-
-// ---------------------------------------------------------------------------
-// The hickory edge (no network).
-
-#[tokio::test]
-async fn the_dns_lookup_builds_with_given_nameservers() {
-    let servers = ["127.0.0.1:5353".parse().unwrap()];
-    assert!(DnsLookup::new(&servers, Duration::from_millis(100)).is_ok());
-}
-
-#[test]
-fn answers_follow_the_cname_chain_only() {
-    use hickory_resolver::proto::op::Query;
-    use hickory_resolver::proto::rr::rdata::{CNAME, TXT};
-
-    let dns = |s: &str| DnsName::from_ascii(s).unwrap();
-    let records = vec![
-        Record::from_rdata(
-            dns("example.com."),
-            300,
-            RData::CNAME(CNAME(dns("spf.example.net."))),
-        ),
-        Record::from_rdata(
-            dns("spf.example.net."),
-            300,
-            RData::TXT(TXT::new(vec!["v=spf1 ".into(), "-all".into()])),
-        ),
-        Record::from_rdata(
-            dns("unrelated.example.org."),
-            300,
-            RData::TXT(TXT::new(vec!["v=spf1 +all".into()])),
-        ),
-    ];
-    let lookup =
-        Lookup::new_with_max_ttl(Query::query(dns("example.com."), RecordType::TXT), records);
-    let data = answers(&dns("example.com."), &lookup);
-    assert_eq!(data.len(), 2);
-    assert!(matches!(&data[1], RData::TXT(t) if t.txt_data.len() == 2));
 }

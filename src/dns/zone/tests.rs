@@ -203,3 +203,34 @@ fn the_handler_holds_each_rrset_in_exactly_the_room_it_needs() {
         assert_eq!(parts.records.capacity(), parts.records.len());
     }
 }
+
+/// hickory's refusal is a typed error that reads as hickory's sentence.
+#[test]
+fn a_zone_hickory_refuses_is_a_handler_error() {
+    let mut data = ZoneData::build(&zone(CONFIG), None).unwrap();
+    // The same zone without its SOA (the first record): `build` never makes
+    // one, but the handler must not depend on that.
+    let without_soa: Vec<Record> = data.records().skip(1).collect();
+    data.wire = encode(&data.origin, &without_soa).unwrap();
+    let Err(error) = data.handler(AxfrPolicy::Deny) else {
+        panic!("a zone without SOA was accepted");
+    };
+    assert!(matches!(error, ZoneError::Handler(_)), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "SOA record must be present: example.org."
+    );
+    let snapshot = crate::dns::Snapshot::new(vec![data], Vec::new());
+    assert!(matches!(snapshot, Err(ZoneError::Handler(_))));
+}
+
+#[test]
+fn a_truncated_wire_form_reads_back_as_an_error() {
+    let data = ZoneData::build(&zone(CONFIG), None).unwrap();
+    let cut = &data.wire[..data.wire.len() - 1];
+    let read: Vec<Result<Record, ProtoError>> = decode(cut).collect();
+    let (last, whole) = read.split_last().unwrap();
+    assert_eq!(whole.len(), data.records().count() - 1);
+    assert!(whole.iter().all(Result::is_ok));
+    assert_eq!(last.as_ref().unwrap_err().to_string(), "truncated record");
+}
