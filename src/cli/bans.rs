@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{EXIT_FAILED, Failure, print};
+use crate::clock::unix_now;
 use crate::config::{Config, Name, value};
-use crate::daemon::unix_now;
 use crate::store::{self, BanRecord, Source, Store};
 use crate::watch::time::rfc3339;
 

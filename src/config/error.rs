@@ -59,7 +59,7 @@ impl ConfigError {
         let text = err.without_snippet().to_string();
         let suffix = format!(" at line {}, column {}", loc.line, loc.column);
         let mut message = text.strip_suffix(&suffix).unwrap_or(&text).to_owned();
-        if message.starts_with("budget breached") {
+        if is_budget(err) {
             message = format!("the file exceeds the YAML parser's safety limits ({message})");
         }
         ConfigError::at(path, loc, message)
@@ -70,6 +70,19 @@ fn loc(l: &serde_saphyr::Location) -> Loc {
     Loc {
         line: u32::try_from(l.line()).unwrap_or(u32::MAX),
         column: u32::try_from(l.column()).unwrap_or(u32::MAX),
+    }
+}
+
+/// Whether `err` (possibly wrapped) is the parser refusing a document over
+/// its safety budget (nesting, aliases, size).
+fn is_budget(mut err: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error;
+    loop {
+        match err {
+            Error::WithSnippet { error, .. } | Error::AliasError { error, .. } => err = error,
+            Error::Budget { .. } => return true,
+            _ => return false,
+        }
     }
 }
 

@@ -873,3 +873,17 @@ fn retry_recognition_keys() {
     assert!(m.contains("at least 1s"), "{m}");
     assert_err(&with("    min_dealy: 2m\n"), 8, 5, "min_dealy");
 }
+
+/// A file over the YAML parser's safety budget (here: two documents where
+/// one is allowed) is refused in the user's terms, at its position.
+#[test]
+fn a_document_over_the_parser_budget_says_so() {
+    // One document per config file: a second one is over the budget.
+    let yaml = "domains: []\n---\ndomains: []\n";
+    let err = parse(yaml, Path::new("deep.yaml")).unwrap_err().to_string();
+    assert!(
+        err.contains("the file exceeds the YAML parser's safety limits (budget breached"),
+        "{err}"
+    );
+    assert!(err.starts_with("deep.yaml:"), "{err}");
+}
