@@ -85,9 +85,9 @@ impl CfRecord {
         };
         let data = match rtype {
             RecordType::Mx => Rdata::mx(self.priority.unwrap_or(0), &self.content),
-            _ => Rdata::parse(rtype, &self.content).map_err(|message| ProviderError::Protocol {
+            _ => Rdata::parse(rtype, &self.content).map_err(|e| ProviderError::Protocol {
                 provider: "cloudflare".into(),
-                message,
+                message: e.to_string(),
             })?,
         };
         Ok(Some((Key::new(&self.name, rtype), data)))

@@ -82,9 +82,12 @@ impl Rdata {
     /// Parses master-file presentation (`10 mx01.example.org.`,
     /// `192.0.2.1`, `2001:db8::1`) of a record of type `rtype`. A relative
     /// MX exchange is taken as absolute, as the HTTP APIs write them.
-    pub fn parse(rtype: RecordType, text: &str) -> Result<Rdata, String> {
+    pub fn parse(rtype: RecordType, text: &str) -> Result<Rdata, InvalidRdata> {
         let text = text.trim();
-        let bad = || format!("invalid {rtype} data {text:?}");
+        let bad = || InvalidRdata {
+            rtype,
+            text: text.to_owned(),
+        };
         match rtype {
             RecordType::A => text.parse().map(Rdata::A).map_err(|_| bad()),
             RecordType::Aaaa => text.parse().map(Rdata::Aaaa).map_err(|_| bad()),
@@ -99,6 +102,16 @@ impl Rdata {
             }
         }
     }
+}
+
+/// Record data that does not parse as its type.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {rtype} data {text:?}")]
+pub struct InvalidRdata {
+    /// The type it should be.
+    pub rtype: RecordType,
+    /// As written.
+    pub text: String,
 }
 
 impl fmt::Display for Rdata {

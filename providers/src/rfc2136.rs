@@ -138,16 +138,39 @@ impl KeySource {
     }
 }
 
-fn decode(secret: &Secret) -> Result<Vec<u8>, String> {
+/// Why a TSIG key or an UPDATE message could not be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rfc2136Error {
+    /// A key file without one of its parts (`key`, a name, `algorithm`,
+    /// `secret`).
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// An algorithm nolist does not sign with.
+    #[error("algorithm {0:?} is not supported (use hmac-sha256 or hmac-sha512)")]
+    Algorithm(String),
+    /// A secret that is not base64.
+    #[error("the secret is not valid base64")]
+    Secret,
+    /// A name that is not a DNS name.
+    #[error("{name:?} is not a DNS name: {reason}")]
+    Name {
+        /// As given.
+        name: String,
+        /// What the DNS library said.
+        reason: String,
+    },
+}
+
+fn decode(secret: &Secret) -> Result<Vec<u8>, Rfc2136Error> {
     data_encoding::BASE64
         .decode(secret.expose().as_bytes())
-        .map_err(|_| "the secret is not valid base64".to_owned())
+        .map_err(|_| Rfc2136Error::Secret)
 }
 
 /// Parses BIND's key syntax (the first `key` statement):
 /// `key "name" { algorithm hmac-sha256; secret "base64"; };`, with `#`,
 /// `//` and `/* */` comments.
-pub fn parse_key_file(text: &str) -> Result<TsigKey, String> {
+pub fn parse_key_file(text: &str) -> Result<TsigKey, Rfc2136Error> {
     let mut clean = String::with_capacity(text.len());
     let mut rest = text;
     while !rest.is_empty() {
@@ -171,11 +194,11 @@ pub fn parse_key_file(text: &str) -> Result<TsigKey, String> {
     let start = tokens
         .iter()
         .position(|t| *t == "key")
-        .ok_or("no `key` statement")?;
+        .ok_or(Rfc2136Error::Missing("`key` statement"))?;
     let name = tokens
         .get(start + 1)
         .map(|t| unquote(t))
-        .ok_or("no key name")?;
+        .ok_or(Rfc2136Error::Missing("key name"))?;
     let mut algorithm = None;
     let mut secret = None;
     let mut i = start + 2;
@@ -187,11 +210,12 @@ pub fn parse_key_file(text: &str) -> Result<TsigKey, String> {
         }
         i += 1;
     }
-    let algorithm = algorithm.ok_or("no `algorithm`")?;
-    let algorithm = Algorithm::parse(&algorithm).ok_or_else(|| {
-        format!("algorithm {algorithm:?} is not supported (use hmac-sha256 or hmac-sha512)")
-    })?;
-    let secret = decode(&Secret::new(secret.ok_or("no `secret`")?))?;
+    let algorithm = algorithm.ok_or(Rfc2136Error::Missing("`algorithm`"))?;
+    let algorithm =
+        Algorithm::parse(&algorithm).ok_or_else(|| Rfc2136Error::Algorithm(algorithm.clone()))?;
+    let secret = decode(&Secret::new(
+        secret.ok_or(Rfc2136Error::Missing("`secret`"))?,
+    ))?;
     Ok(TsigKey {
         name,
         algorithm,
@@ -233,7 +257,7 @@ impl Rfc2136 {
         let signer = TSigner::new(
             self.key.secret.clone(),
             self.key.algorithm.tsig(),
-            dns_name(&self.key.name).map_err(ProviderError::Secret)?,
+            dns_name(&self.key.name).map_err(|e| ProviderError::Secret(e.to_string()))?,
             300,
         )
         .map_err(|e| ProviderError::Secret(format!("TSIG key {}: {e}", self.key.name)))?;
@@ -332,10 +356,11 @@ impl Rfc2136 {
     }
 }
 
-fn dns_name(name: &str) -> Result<DnsName, String> {
-    absolute(name)
-        .parse()
-        .map_err(|e| format!("{name:?} is not a DNS name: {e}"))
+fn dns_name(name: &str) -> Result<DnsName, Rfc2136Error> {
+    absolute(name).parse().map_err(|e| Rfc2136Error::Name {
+        name: name.to_owned(),
+        reason: format!("{e}"),
+    })
 }
 
 fn dns_type(t: RecordType) -> DnsType {
@@ -346,7 +371,7 @@ fn dns_type(t: RecordType) -> DnsType {
     }
 }
 
-fn record_data(r: &Rdata) -> Result<RData, String> {
+fn record_data(r: &Rdata) -> Result<RData, Rfc2136Error> {
     Ok(match r {
         Rdata::Mx {
             preference,
@@ -360,7 +385,7 @@ fn record_data(r: &Rdata) -> Result<RData, String> {
 /// The one UPDATE message for `changes` in `zone` (RFC 2136): zone
 /// section SOA IN; prerequisite "the zone's SOA RRset exists"; per change,
 /// "delete the RRset" and then "add" each new record. Pure.
-pub fn update_message(zone: &str, changes: &[Change]) -> Result<Message, String> {
+pub fn update_message(zone: &str, changes: &[Change]) -> Result<Message, Rfc2136Error> {
     let origin = dns_name(zone)?;
     let mut message = Message::query();
     message.metadata.op_code = OpCode::Update;
@@ -492,14 +517,21 @@ key \"nolist-key\" {
         assert!(
             parse_key_file("key x { algorithm hmac-md5; secret \"AA==\"; };")
                 .unwrap_err()
+                .to_string()
                 .contains("not supported")
         );
         assert!(
             parse_key_file("key x { algorithm hmac-sha512; secret \"***\"; };")
                 .unwrap_err()
+                .to_string()
                 .contains("base64")
         );
-        assert!(parse_key_file("").unwrap_err().contains("no `key`"));
+        assert!(
+            parse_key_file("")
+                .unwrap_err()
+                .to_string()
+                .contains("no `key`")
+        );
     }
 
     #[test]
