@@ -1,0 +1,29 @@
+//! The integration tests, one module per area, in one test binary: one link
+//! instead of one per file, and one copy of the helpers in `util`. Run one
+//! area with `cargo test --test it senders::`.
+
+mod util;
+
+mod apply_powerdns;
+mod apply_rfc2136;
+mod apply_zonefile;
+mod bans;
+mod daemon;
+mod dns_conformance;
+mod docs;
+mod enforce;
+mod exim_log;
+mod hostile_config;
+mod netns_e2e;
+mod notify;
+mod plan;
+mod postfix_decoy;
+mod reload;
+mod replay;
+mod responder;
+mod retry;
+mod senders;
+mod serve;
+mod serve_scale;
+mod verify;
+mod verify_smtp;
