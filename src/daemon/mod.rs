@@ -31,7 +31,6 @@ pub mod spf;
 pub mod writer;
 pub mod zones;
 
-pub use crate::clock::unix_now;
 pub use lifecycle::{Daemon, Restart, Running, Timing, needs_restart};
 pub use sources::{Event, Evidence, Origin};
 pub use writer::restore;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::bans::{Action, Decision, Seen};
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::enforce::{Change, EnforceError, Enforcer, Report};
 use crate::plan::Plan;

@@ -11,7 +11,7 @@ use crate::util::nolist;
 use crate::util::serve::Server;
 
 fn stamp() -> String {
-    nolist::watch::time::rfc3339(nolist::daemon::unix_now())
+    nolist::watch::time::rfc3339(nolist::clock::unix_now())
 }
 
 fn reject(ip: &str) -> String {

@@ -11,7 +11,7 @@ use nolist::watch::{DecoySpec, Kind, LineParser};
 
 /// The client a delivery line credits, if any (checking the stamp on the way).
 fn credited(line: &str) -> Option<IpAddr> {
-    let now = nolist::daemon::unix_now();
+    let now = nolist::clock::unix_now();
     let mut parser = LineParser::new(MtaFormat::Exim, &DecoySpec::default(), now);
     let event = parser.parse(line.as_bytes());
     let at = parser

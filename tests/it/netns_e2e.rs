@@ -209,7 +209,7 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
 fn reject_line(ip: &str) -> String {
     format!(
         "{} mx1 postfix/decoy/smtpd[9]: NOQUEUE: reject: RCPT from unknown[{ip}]: 450 4.7.1 Try later; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x>\n",
-        nolist::watch::time::rfc3339(nolist::daemon::unix_now())
+        nolist::watch::time::rfc3339(nolist::clock::unix_now())
     )
 }
 
