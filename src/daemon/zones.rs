@@ -154,14 +154,14 @@ pub fn release_freed_memory() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use super::*;
     use crate::config;
 
     /// A config with `n` classic domains, the first MX preference `pref`.
-    fn config(n: usize, pref: u16) -> String {
+    pub(crate) fn config(n: usize, pref: u16) -> String {
         let mut yaml = String::from("domains:\n");
         for i in 1..=n {
             yaml.push_str(&format!(

@@ -3,27 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-
-/// A config with `n` classic domains, the first MX preference `pref`.
-fn config(n: usize, pref: u16) -> String {
-    let mut yaml = String::from("domains:\n");
-    for i in 1..=n {
-        yaml.push_str(&format!(
-            "  - name: d{i}.example
-    decoy: {{ host: mx01.d{i}.example, preference: {pref}, ipv4: [192.0.2.{i}] }}
-    real:
-      - {{ host: mx02.d{i}.example, preference: 20, ipv4: [198.51.100.{i}] }}
-"
-        ));
-    }
-    yaml.push_str(
-        "dns:
-  soa: { mname: ns1.example.net, rname: hostmaster@example.net, serial: 1 }
-  ns: [ns1.example.net, ns2.example.net]
-",
-    );
-    yaml
-}
+use crate::daemon::zones::tests::config;
 
 fn args(dir: &Path, yaml: &str) -> ServeArgs {
     let path = dir.join("nolist.yaml");
