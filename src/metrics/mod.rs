@@ -62,6 +62,12 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    describe();
+    Ok(handle)
+}
+
+/// Describes every metric to the current recorder: the `# HELP` lines.
+fn describe() {
     for (name, help) in [
         (
             SESSIONS,
@@ -126,7 +132,6 @@ pub fn install() -> Result<PrometheusHandle, String> {
         BANS_ACTIVE,
         "Bans in force in the state store (engine and manual)."
     );
-    Ok(handle)
 }
 
 /// Most scrape connections served at once.
@@ -204,3 +209,6 @@ async fn respond(
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
 }
+
+#[cfg(test)]
+mod tests;
