@@ -222,7 +222,7 @@ async fn start_metrics(
     let Some(m) = &config.metrics else {
         return Ok(None);
     };
-    let handle = crate::metrics::install().map_err(Failure::Usage)?;
+    let handle = crate::metrics::install().map_err(|e| Failure::Usage(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(m.listen)
         .await
         .map_err(|source| Failure::Io {

@@ -48,7 +48,8 @@ fn count_everything() {
 }
 
 /// `/metrics` as metrics-exporter-prometheus 0.18 rendered
-/// [`count_everything`], in sorted order.
+/// [`count_everything`], in the registry's order (the exporter's was a
+/// hash map's: [`canonical`] compared the two).
 const EXPECTED: &str = r#"# HELP nolist_bans_added_total Bans decided by the engine.
 # TYPE nolist_bans_added_total counter
 nolist_bans_added_total 4
@@ -158,9 +159,27 @@ fn canonical(text: &str) -> Vec<Vec<&str>> {
 
 #[test]
 fn renders_every_metric_as_the_prometheus_exporter_did() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    metrics::with_local_recorder(&recorder, count_everything);
-    let text = handle.render();
+    let registry = Registry::default();
+    metrics::with_local_recorder(&registry, count_everything);
+    let text = registry.render();
     assert_eq!(canonical(&text), canonical(EXPECTED));
+    assert_eq!(text, EXPECTED);
+}
+
+#[test]
+fn clones_share_the_metrics_and_describe_keeps_the_first_help() {
+    let registry = Registry::default();
+    let installed = registry.clone();
+    metrics::with_local_recorder(&installed, || {
+        metrics::describe_counter!("nolist_x_total", "first");
+        metrics::describe_counter!("nolist_x_total", "second");
+        let c = metrics::counter!("nolist_x_total");
+        c.increment(1);
+        metrics::counter!("nolist_x_total").increment(2);
+    });
+    assert_eq!(
+        registry.render(),
+        "# HELP nolist_x_total first\n# TYPE nolist_x_total counter\nnolist_x_total 3\n\n"
+    );
+    assert_eq!(Registry::default().render(), "");
 }
