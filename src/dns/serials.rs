@@ -55,9 +55,7 @@ pub fn save(path: &Path, zones: BTreeMap<String, Served>) -> Result<(), String> 
         zones,
     })
     .map_err(|e| e.to_string())?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, format!("{text}\n")).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    nolist_durable::write_atomically(path, format!("{text}\n").as_bytes()).map_err(fail)
 }
 
 #[cfg(test)]
