@@ -16,6 +16,7 @@ pub mod notify;
 pub mod plan;
 pub mod smtp;
 pub mod store;
+#[cfg(feature = "providers")]
 pub mod sync;
 pub mod verify;
 pub mod watch;

@@ -67,6 +67,10 @@ pub(crate) enum Failure {
     Io { context: String, source: io::Error },
     /// The user answered no: exit 1, nothing was done.
     #[error("not applied")]
+    #[cfg_attr(
+        not(feature = "providers"),
+        allow(dead_code, reason = "only apply asks")
+    )]
     Declined,
 }
 
