@@ -17,6 +17,7 @@ pub mod plan;
 pub mod resolver;
 pub mod smtp;
 pub mod store;
+#[cfg(feature = "providers")]
 pub mod sync;
 pub mod verify;
 pub mod watch;

@@ -6,9 +6,9 @@
 //! the end of the file for a new RRset, and the SOA serial is raised by one.
 //! Every other line stays byte for byte, with one exception: a line whose
 //! owner was inherited from a removed entry gets that owner written in
-//! front, so it keeps meaning what it meant. The file is replaced through a
-//! temporary file and a rename. `$INCLUDE`d files are read but never
-//! edited.
+//! front, so it keeps meaning what it meant. The file is replaced durably
+//! (`nolist_durable`: temporary file, fsync, rename, fsync of the
+//! directory). `$INCLUDE`d files are read but never edited.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ impl Provider for Zonefile {
                 format!("the edited zone does not parse ({e}); not written"),
             )
         })?;
-        write_atomically(&path, &edited)
+        nolist_durable::write_atomically(&path, edited.as_bytes()).map_err(|e| file_error(&path, e))
     }
 }
 
@@ -383,24 +383,6 @@ fn records_text(set: &RrSet) -> String {
             )
         })
         .collect()
-}
-
-/// Replaces `path` through a temporary file in the same directory and a
-/// rename, keeping the file's permissions.
-fn write_atomically(path: &Path, text: &str) -> Result<(), ProviderError> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".{}.nolist-tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::write(&tmp, text)
-        .and_then(|()| {
-            let perms = std::fs::metadata(path)?.permissions();
-            std::fs::set_permissions(&tmp, perms)
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| file_error(path, e))
 }
 
 #[cfg(test)]

@@ -9,30 +9,35 @@
 //! `--yes`), applies each domain's change set in one provider call, reads
 //! it back, and reports per domain what was applied and what is left.
 
-use std::io::{BufRead, IsTerminal};
-use std::path::{Path, PathBuf};
+//!
+//! Both need the DNS providers (the `providers` feature, on by default);
+//! a nolist built without them refuses both with exit code 2.
+
+use std::path::PathBuf;
+#[cfg(not(feature = "providers"))]
 use std::process::ExitCode;
 
 use clap::ValueEnum;
-use nolist_providers::{Change, Provider};
 
-use super::{EXIT_FAILED, Failure, findings_text, print};
-use crate::config::{self, Name};
-use crate::plan::Plan;
-use crate::sync::report::{self, DomainDiff};
-use crate::sync::{self, Desired};
+#[cfg(not(feature = "providers"))]
+use super::Failure;
+
+#[cfg(feature = "providers")]
+mod live;
+#[cfg(feature = "providers")]
+pub(crate) use live::{apply, diff};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DiffArgs {
     /// The nolist config file (YAML).
     #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
+    pub(super) config: PathBuf,
     /// Compare only this domain.
     #[arg(long, value_name = "NAME")]
-    domain: Option<String>,
+    pub(super) domain: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
-    format: DiffFormat,
+    pub(super) format: DiffFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,232 +52,56 @@ pub(crate) enum DiffFormat {
 pub(crate) struct ApplyArgs {
     /// The nolist config file (YAML).
     #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
+    pub(super) config: PathBuf,
     /// Apply only this domain.
     #[arg(long, value_name = "NAME")]
-    domain: Option<String>,
+    pub(super) domain: Option<String>,
     /// Apply without asking (required when standard input is not a terminal).
     #[arg(long)]
-    yes: bool,
+    pub(super) yes: bool,
     /// Refuse a domain whose change set has more record changes than this.
     #[arg(long, value_name = "N", default_value_t = 10)]
-    max_changes: usize,
+    pub(super) max_changes: usize,
 }
 
-/// One domain to compare: its plan and its provider.
-struct Target {
-    desired: Desired,
-    domain: String,
-    provider: Box<dyn Provider>,
+/// Why `diff` and `apply` refuse in a nolist built without providers.
+#[cfg(not(feature = "providers"))]
+const WITHOUT_PROVIDERS: &str = "this nolist was built without DNS providers (feature `providers`)";
+
+/// `nolist diff` without providers: a usage error (exit 2).
+#[cfg(not(feature = "providers"))]
+pub(crate) fn diff(_: &DiffArgs) -> Result<ExitCode, Failure> {
+    Err(Failure::Usage(WITHOUT_PROVIDERS.into()))
 }
 
-/// Config → plan → the selected domains with their providers built.
-fn targets(config_path: &Path, domain: Option<&str>) -> Result<(Plan, Vec<Target>), Failure> {
-    let config = config::load(config_path)?;
-    let mut plan = Plan::build(&config);
-    if let Some(wanted) = domain {
-        let name = Name::parse(wanted).map_err(|e| Failure::Usage(format!("--domain: {e}")))?;
-        if !plan.retain_domain(&name) {
-            return Err(Failure::Usage(format!(
-                "--domain: {} is not configured in {}",
-                name.as_str(),
-                config_path.display()
-            )));
+/// `nolist apply` without providers: a usage error (exit 2).
+#[cfg(not(feature = "providers"))]
+pub(crate) fn apply(_: &ApplyArgs) -> Result<ExitCode, Failure> {
+    Err(Failure::Usage(WITHOUT_PROVIDERS.into()))
+}
+
+#[cfg(all(test, not(feature = "providers")))]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+    use super::*;
+
+    #[test]
+    fn diff_and_apply_refuse_without_providers() {
+        for argv in [
+            &["nolist", "diff", "-c", "nolist.yaml"][..],
+            &["nolist", "apply", "-c", "nolist.yaml", "--yes"][..],
+        ] {
+            let result = match Cli::try_parse_from(argv).unwrap().command {
+                Command::Diff(args) => diff(&args),
+                Command::Apply(args) => apply(&args),
+                other => panic!("{other:?}"),
+            };
+            let Err(Failure::Usage(message)) = result else {
+                panic!("{argv:?}: {result:?}")
+            };
+            assert_eq!(message, WITHOUT_PROVIDERS);
         }
-    }
-    let mut targets = Vec::new();
-    for zone in &plan.zones {
-        let domain = config
-            .domains
-            .iter()
-            .find(|d| d.name == zone.origin)
-            .expect("every zone comes from a domain");
-        let Some(settings) = config.provider_for(domain) else {
-            return Err(Failure::Usage(format!(
-                "{}: domain {} has no provider: set `provider` at the top level or in the domain",
-                config_path.display(),
-                zone.origin.as_str()
-            )));
-        };
-        let provider = nolist_providers::build(&settings.settings).map_err(|e| {
-            Failure::Usage(format!("domain {}: provider: {e}", zone.origin.as_str()))
-        })?;
-        let desired = sync::desired(zone).map_err(|e| Failure::Usage(e.to_string()))?;
-        targets.push(Target {
-            desired,
-            domain: zone.origin.as_str().to_owned(),
-            provider,
-        });
-    }
-    Ok((plan, targets))
-}
-
-/// Reads every target (one after the other: providers rate-limit).
-async fn read_all(targets: &[Target]) -> Vec<DomainDiff> {
-    let mut out = Vec::new();
-    for t in targets {
-        let outcome = sync::read(t.provider.as_ref(), &t.desired)
-            .await
-            .map_err(|e| e.to_string());
-        out.push(DomainDiff {
-            domain: t.domain.clone(),
-            provider: t.provider.kind(),
-            outcome,
-        });
-    }
-    out
-}
-
-pub(crate) fn diff(args: &DiffArgs) -> Result<ExitCode, Failure> {
-    // Retries and slow providers are logged (warn) to stderr.
-    let _logging = super::init_logging();
-    let (plan, targets) = targets(&args.config, args.domain.as_deref())?;
-    eprint!("{}", findings_text(&args.config, &plan.findings));
-    let runtime = super::runtime()?;
-    let diffs = runtime.block_on(read_all(&targets));
-    print(&match args.format {
-        DiffFormat::Text => report::text(&diffs),
-        DiffFormat::Json => report::json(&diffs),
-    })?;
-    Ok(if diffs.iter().any(|d| d.outcome.is_err()) {
-        ExitCode::from(super::EXIT_USAGE)
-    } else if diffs.iter().all(DomainDiff::in_sync) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
-    })
-}
-
-pub(crate) fn apply(args: &ApplyArgs) -> Result<ExitCode, Failure> {
-    let _logging = super::init_logging();
-    let (plan, targets) = targets(&args.config, args.domain.as_deref())?;
-    eprint!("{}", findings_text(&args.config, &plan.findings));
-    if plan.has_errors() {
-        eprintln!("nolist: the plan has lint errors; nothing was applied");
-        return Ok(ExitCode::from(EXIT_FAILED));
-    }
-    let runtime = super::runtime()?;
-    let diffs = runtime.block_on(read_all(&targets));
-    print(&report::text(&diffs))?;
-
-    // What to apply: read, drifting, and within the guard.
-    let mut todo: Vec<(&Target, &[Change])> = Vec::new();
-    let mut refused = Vec::new();
-    for (t, d) in targets.iter().zip(&diffs) {
-        let Ok(changes) = &d.outcome else { continue };
-        if changes.is_empty() {
-            continue;
-        }
-        let n = sync::lines(changes).len();
-        if n > args.max_changes {
-            refused.push(format!(
-                "{}: refused: {n} record changes exceed --max-changes {} (raise it to apply them)",
-                t.domain, args.max_changes
-            ));
-        } else {
-            todo.push((t, changes));
-        }
-    }
-    for r in &refused {
-        eprintln!("{r}");
-    }
-    let unread = diffs.iter().filter(|d| d.outcome.is_err()).count();
-    if todo.is_empty() {
-        let ok = unread == 0 && refused.is_empty();
-        eprintln!(
-            "{}",
-            if ok {
-                "nothing to apply: every domain is in sync"
-            } else {
-                "nothing applied"
-            }
-        );
-        return Ok(exit(ok));
-    }
-    if !args.yes {
-        confirm(
-            todo.iter().map(|(_, c)| sync::lines(c).len()).sum(),
-            todo.len(),
-        )?;
-    }
-
-    let mut ok = unread == 0 && refused.is_empty();
-    for (t, changes) in todo {
-        let n = sync::lines(changes).len();
-        let result = runtime.block_on(sync::apply(t.provider.as_ref(), &t.desired, changes));
-        match result {
-            Ok(left) if left.is_empty() => {
-                eprintln!("{}: applied {n} record changes; in sync", t.domain);
-            }
-            Ok(left) => {
-                ok = false;
-                eprintln!(
-                    "{}: applied, but the provider still differs from the plan:",
-                    t.domain
-                );
-                for line in sync::lines(&left) {
-                    eprintln!("  {}", report::line_text(&line));
-                }
-            }
-            Err(e) => {
-                ok = false;
-                eprintln!("{}: FAILED: {e}", t.domain);
-                // Read back to say what did and did not get through.
-                match runtime.block_on(sync::read(t.provider.as_ref(), &t.desired)) {
-                    Ok(left) if left.is_empty() => {
-                        eprintln!("{}: nevertheless in sync now", t.domain);
-                    }
-                    Ok(left) => {
-                        let left_lines = sync::lines(&left);
-                        eprintln!(
-                            "{}: {} of {n} record changes not applied:",
-                            t.domain,
-                            left_lines.len()
-                        );
-                        for line in left_lines {
-                            eprintln!("  {}", report::line_text(&line));
-                        }
-                    }
-                    Err(e) => eprintln!("{}: cannot read back: {e}", t.domain),
-                }
-            }
-        }
-    }
-    Ok(exit(ok))
-}
-
-fn exit(ok: bool) -> ExitCode {
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
-    }
-}
-
-/// Asks on the terminal; refuses when standard input is not one.
-fn confirm(changes: usize, domains: usize) -> Result<(), Failure> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(Failure::Usage(
-            "standard input is not a terminal: pass --yes to apply without asking".into(),
-        ));
-    }
-    eprint!(
-        "Apply {changes} record change{} to {domains} domain{}? [y/N] ",
-        if changes == 1 { "" } else { "s" },
-        if domains == 1 { "" } else { "s" }
-    );
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|source| Failure::Io {
-            context: "reading the answer".into(),
-            source,
-        })?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        Err(Failure::Declined)
     }
 }

@@ -78,6 +78,10 @@ pub(crate) enum Failure {
     Zones(#[from] crate::dns::ZoneError),
     /// The user answered no: nothing was done.
     #[error("not applied")]
+    #[cfg_attr(
+        not(feature = "providers"),
+        allow(dead_code, reason = "only apply asks")
+    )]
     Declined,
 }
 
@@ -274,19 +278,11 @@ pub(crate) fn stdout_result(result: io::Result<()>) -> Result<(), Failure> {
     }
 }
 
-/// Writes `path` (in an existing directory) through a temporary file and a
-/// rename, so a reader never sees half a zone.
+/// Writes `path` (in an existing directory) durably through a temporary
+/// file and a rename, so a reader never sees half a zone.
 pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
-    let io_err = |source| Failure::Io {
+    nolist_durable::write_atomically(path, text.as_bytes()).map_err(|source| Failure::Io {
         context: format!("writing {}", path.display()),
         source,
-    };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
+    })
 }

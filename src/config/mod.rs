@@ -9,7 +9,7 @@
 
 mod error;
 pub mod name;
-mod provider;
+pub mod provider;
 mod raw;
 pub mod value;
 

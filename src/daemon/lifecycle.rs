@@ -212,7 +212,7 @@ pub async fn serve_metrics(
     let Some(m) = &config.metrics else {
         return Ok(None);
     };
-    let handle = crate::metrics::install().map_err(DaemonError::Metrics)?;
+    let handle = crate::metrics::install()?;
     let listener = tokio::net::TcpListener::bind(m.listen)
         .await
         .map_err(|source| DaemonError::Io {

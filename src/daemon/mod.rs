@@ -78,9 +78,9 @@ pub enum DaemonError {
     /// The zones to serve.
     #[error(transparent)]
     Zones(#[from] crate::dns::ZoneError),
-    /// The metrics endpoint.
-    #[error("{0}")]
-    Metrics(String),
+    /// The metrics recorder was already installed.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::AlreadyInstalled),
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! copy (`dns.serve.axfr_allow`): a secondary ignores a zone whose serial
 //! went backwards, so a restart must never serve a lower serial than the
 //! last run did. One small JSON file in the state directory, replaced
-//! atomically (temporary file + rename).
+//! atomically (`nolist_durable::write_atomically`: fsynced, then renamed).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -97,9 +97,7 @@ pub fn save(path: &Path, zones: BTreeMap<String, Served>) -> Result<(), SerialsE
         path: path.to_owned(),
         source,
     })?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, format!("{text}\n")).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    nolist_durable::write_atomically(path, format!("{text}\n").as_bytes()).map_err(io)
 }
 
 #[cfg(test)]

@@ -7,8 +7,11 @@
 //! [`changes`] compares them with what a provider holds, and [`lines`]
 //! lists the differences record by record. All of that is pure; only
 //! [`read`] and [`apply`] call the provider (the providers crate does the
-//! I/O). Rendering is in [`report`].
+//! I/O). Rendering is in [`report`]; [`provider`] builds the providers
+//! crate's settings from the config's `provider` table. The module exists
+//! only with the `providers` feature.
 
+pub mod provider;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use nolist_providers::{Change, Kind};
+use nolist_providers::{Change, Kind, ProviderError};
 use serde::Serialize;
 
 use super::{Line, Op, lines};
@@ -13,14 +13,14 @@ use super::{Line, Op, lines};
 pub const JSON_SCHEMA: &str = "nolist.diff/1";
 
 /// One domain compared with its provider.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct DomainDiff {
     /// The domain (A-label form, no trailing dot).
     pub domain: String,
     /// The provider's kind.
     pub provider: Kind,
     /// The changes, or why the provider could not be read.
-    pub outcome: Result<Vec<Change>, String>,
+    pub outcome: Result<Vec<Change>, ProviderError>,
 }
 
 impl DomainDiff {
@@ -80,7 +80,7 @@ struct JsonDomain<'a> {
     provider: &'static str,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    error: Option<String>,
     changes: Vec<Line>,
 }
 
@@ -99,7 +99,7 @@ pub fn json(domains: &[DomainDiff]) -> String {
                     Ok(c) if c.is_empty() => "in_sync",
                     Ok(_) => "drift",
                 },
-                error: d.outcome.as_ref().err().map(String::as_str),
+                error: d.outcome.as_ref().err().map(ToString::to_string),
                 changes: d.outcome.as_ref().map(|c| lines(c)).unwrap_or_default(),
             })
             .collect(),

@@ -149,7 +149,11 @@ fn json_has_the_schema_tag_and_a_status_per_domain() {
         report::DomainDiff {
             domain: "example.net".into(),
             provider: nolist_providers::Kind::Zonefile,
-            outcome: Err("zone missing".into()),
+            outcome: Err(nolist_providers::ProviderError::ZoneMissing {
+                provider: "zonefile".into(),
+                zone: "example.net.".into(),
+                message: "no zone file".into(),
+            }),
         },
     ];
     let v: serde_json::Value = serde_json::from_str(&report::json(&domains)).unwrap();
@@ -161,4 +165,83 @@ fn json_has_the_schema_tag_and_a_status_per_domain() {
     assert_eq!(v["domains"][1]["status"], "error");
     assert_eq!(v["domains"][1]["error"], "zone missing");
     assert!(report::text(&domains).contains("example.net (zonefile): error: zone missing\n"));
+}
+
+/// The providers crate's settings for a config whose top-level provider
+/// table is `table` (YAML flow style).
+fn provider_settings(table: &str) -> nolist_providers::Settings {
+    let cfg = config::parse(&format!("{CONFIG}provider: {table}\n"), Path::new("t.yaml")).unwrap();
+    provider::settings(&cfg.provider.unwrap().settings)
+}
+
+#[test]
+fn provider_tables_get_the_backends_defaults_at_the_edge() {
+    use nolist_providers::{SecretSource, Settings, rfc2136};
+    let Settings::PowerDns(p) =
+        provider_settings("{ kind: powerdns, api_key_file: secrets/pdns.key, timeout: 5s }")
+    else {
+        panic!("powerdns")
+    };
+    assert_eq!(p.server_id, "localhost");
+    assert_eq!(p.http.url, "http://127.0.0.1:8081");
+    assert_eq!(p.http.timeout.as_secs(), 5);
+    assert_eq!(p.http.retries, 3);
+    assert_eq!(p.http.secret, SecretSource::File("secrets/pdns.key".into()));
+
+    let Settings::Cloudflare(cf) =
+        provider_settings("{ kind: cloudflare, token_env: CF_API_TOKEN, zone_id: abc123 }")
+    else {
+        panic!("cloudflare")
+    };
+    assert_eq!(cf.zone_id.as_deref(), Some("abc123"));
+    assert_eq!(cf.http.url, "https://api.cloudflare.com/client/v4");
+    assert_eq!(cf.http.timeout.as_secs(), 30);
+    assert_eq!(cf.http.secret, SecretSource::Env("CF_API_TOKEN".into()));
+
+    for (kind, default) in [
+        ("desec", "https://desec.io/api/v1"),
+        ("hetzner", "https://api.hetzner.cloud/v1"),
+    ] {
+        let http = match provider_settings(&format!("{{ kind: {kind}, token_file: t }}")) {
+            Settings::Desec(d) => d.http,
+            Settings::Hetzner(h) => h.http,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((http.url.as_str(), http.retries), (default, 3));
+        let settings = provider_settings(&format!(
+            "{{ kind: {kind}, token_file: t, url: \"http://127.0.0.1:9/\", retries: 0 }}"
+        ));
+        assert_eq!(settings.kind().as_str(), kind);
+        let http = match settings {
+            Settings::Desec(d) => d.http,
+            Settings::Hetzner(h) => h.http,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (http.url.as_str(), http.retries),
+            ("http://127.0.0.1:9/", 0)
+        );
+    }
+
+    let Settings::Rfc2136(r) = provider_settings(
+        "{ kind: rfc2136, server: \"[::1]:5353\", key_name: k, key_algorithm: HMAC-SHA512., key_secret_env: TSIG }",
+    ) else {
+        panic!("rfc2136")
+    };
+    assert_eq!(r.server, "[::1]:5353".parse().unwrap());
+    assert_eq!(r.timeout.as_secs(), 10);
+    assert_eq!(
+        r.key,
+        rfc2136::KeySource::Env {
+            name: "k".into(),
+            algorithm: rfc2136::Algorithm::HmacSha512,
+            secret_env: "TSIG".into()
+        }
+    );
+    assert_eq!(
+        provider_settings("{ kind: zonefile, dir: /srv/zones }"),
+        Settings::Zonefile(nolist_providers::zonefile::Settings {
+            dir: "/srv/zones".into()
+        })
+    );
 }

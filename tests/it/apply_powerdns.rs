@@ -3,6 +3,7 @@
 //! `dig` sees the records; an out-of-band change through the API shows up as
 //! exactly that drift; a second apply is a no-op; records nolist does not
 //! own survive; bad credentials and a missing zone are clear errors.
+#![cfg(feature = "providers")]
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! `tsig-keygen`: a wrong key is a clear error and changes nothing; the
 //! right key (from the BIND key file, or from the environment) applies the
 //! whole change set and `dig` confirms it.
+#![cfg(feature = "providers")]
 
 use std::path::{Path, PathBuf};
 

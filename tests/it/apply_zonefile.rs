@@ -2,6 +2,7 @@
 //! provider: a git-managed zone file whose other records must survive byte
 //! for byte, checked by `named-checkzone`; exit codes, the guard, the
 //! confirmation, and a partial failure across domains.
+#![cfg(feature = "providers")]
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,7 @@ fn plan_json_doc_example_is_real_output() {
 }
 
 #[test]
+#[cfg(feature = "providers")]
 fn diff_json_doc_example_is_real_output() {
     json_examples_are_real_output("docs/diff-json.md");
 }

@@ -3,8 +3,10 @@
 
 pub mod exim;
 pub mod fail2ban;
+#[cfg(feature = "providers")]
 pub mod named;
 pub mod nsd;
+#[cfg(feature = "providers")]
 pub mod pdns;
 pub mod postfix;
 pub mod senders;
@@ -28,6 +30,7 @@ pub fn nolist() -> assert_cmd::Command {
 
 /// Runs `nolist ARGS -c CONFIG` with `env` added; returns the exit code,
 /// stdout and stderr.
+#[cfg(feature = "providers")]
 pub fn run_config(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = nolist();
     cmd.args(args).arg("-c").arg(config);

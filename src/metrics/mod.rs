@@ -1,7 +1,7 @@
 //! Prometheus metrics of `nolist run`: every metric's name and help text in
 //! one place, and the `/metrics` endpoint. The code that counts uses the
 //! `metrics` facade (a no-op until [`install`] runs, so `replay` and the
-//! tests count nothing); the endpoint renders the recorder's state.
+//! tests count nothing); the endpoint renders the [`Registry`] behind it.
 //!
 //! The endpoint is a deliberately small HTTP/1.x server: `GET /metrics`
 //! only, one request per connection, requests of at most 8 KiB read within
@@ -10,11 +10,14 @@
 
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+mod registry;
+
+pub use registry::Registry;
 
 /// Decoy sessions, by furthest stage and how they ended.
 pub const SESSIONS: &str = "nolist_smtp_sessions_total";
@@ -56,12 +59,23 @@ pub const DNS_QUERIES: &str = "nolist_dns_queries_total";
 /// Config reloads, by result.
 pub const RELOADS: &str = "nolist_reloads_total";
 
-/// Installs the global recorder and describes every metric. Call it once,
-/// before anything counts (counters fetched before it count nothing).
-pub fn install() -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+/// The process already has a metrics recorder: [`install`] ran before.
+#[derive(Debug, thiserror::Error)]
+#[error("installing the metrics recorder: this process has one already")]
+pub struct AlreadyInstalled;
+
+/// Installs a [`Registry`] as the global recorder and describes every
+/// metric; the registry returned renders them. Call it once, before
+/// anything counts (counters fetched before it count nothing).
+pub fn install() -> Result<Registry, AlreadyInstalled> {
+    let registry = Registry::default();
+    metrics::set_global_recorder(registry.clone()).map_err(|_| AlreadyInstalled)?;
+    describe();
+    Ok(registry)
+}
+
+/// Describes every metric to the current recorder: the `# HELP` lines.
+fn describe() {
     for (name, help) in [
         (
             SESSIONS,
@@ -126,7 +140,6 @@ pub fn install() -> Result<PrometheusHandle, String> {
         BANS_ACTIVE,
         "Bans in force in the state store (engine and manual)."
     );
-    Ok(handle)
 }
 
 /// Most scrape connections served at once.
@@ -137,7 +150,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, metrics: Registry, shutdown: CancellationToken) {
     let slots = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         // A permit before accept: a full endpoint leaves scrapers in the backlog.
@@ -154,19 +167,16 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: Ca
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let handle = handle.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tokio::time::timeout(TIMEOUT, answer(stream, &handle)).await;
+            let _ = tokio::time::timeout(TIMEOUT, answer(stream, &metrics)).await;
         });
     }
 }
 
 /// Reads one request and answers it.
-async fn answer(
-    mut stream: tokio::net::TcpStream,
-    handle: &PrometheusHandle,
-) -> std::io::Result<()> {
+async fn answer(mut stream: tokio::net::TcpStream, metrics: &Registry) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
@@ -183,7 +193,7 @@ async fn answer(
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();
     match (words.next(), words.next()) {
-        (Some("GET"), Some("/metrics")) => respond(&mut stream, "200 OK", &handle.render()).await,
+        (Some("GET"), Some("/metrics")) => respond(&mut stream, "200 OK", &metrics.render()).await,
         (Some("GET"), Some(_)) => {
             respond(&mut stream, "404 Not Found", "not found; try /metrics\n").await
         }
@@ -204,3 +214,6 @@ async fn respond(
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
 }
+
+#[cfg(test)]
+mod tests;
