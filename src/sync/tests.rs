@@ -163,7 +163,10 @@ fn json_has_the_schema_tag_and_a_status_per_domain() {
     assert_eq!(v["domains"][0]["changes"][0]["op"], "add");
     assert_eq!(v["domains"][0]["changes"][0]["type"], "MX");
     assert_eq!(v["domains"][1]["status"], "error");
-    assert_eq!(v["domains"][1]["error"], "zone missing");
+    assert_eq!(
+        v["domains"][1]["error"],
+        "zone example.net. not found at zonefile: no zone file"
+    );
     assert!(report::text(&domains).contains("example.net (zonefile): error: zone missing\n"));
 }
 
