@@ -167,7 +167,9 @@ fn json_has_the_schema_tag_and_a_status_per_domain() {
         v["domains"][1]["error"],
         "zone example.net. not found at zonefile: no zone file"
     );
-    assert!(report::text(&domains).contains("example.net (zonefile): error: zone missing\n"));
+    assert!(report::text(&domains).contains(
+        "example.net (zonefile): error: zone example.net. not found at zonefile: no zone file\n"
+    ));
 }
 
 /// The providers crate's settings for a config whose top-level provider
