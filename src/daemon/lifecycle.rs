@@ -590,7 +590,7 @@ impl Running {
             })
     }
 
-    /// Stops everything and waits for it: open sessions get [`DRAIN`] to
+    /// Stops everything and waits for it: open sessions get `DRAIN` (5 s) to
     /// finish, the engine's last decisions and the tailers' checkpoints
     /// are written before this returns.
     pub async fn shutdown(self) -> Stopped {

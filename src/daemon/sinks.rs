@@ -4,7 +4,7 @@
 //! the store (engine and manual), then, where the backend has a
 //! let-through, makes it hold exactly the retry-exempt networks. A backend
 //! that cannot read back reports what it applied to the store writer. The
-//! backend of the config can be replaced on its thread by a [`Swap`]
+//! backend of the config can be replaced on its thread by a `Swap`
 //! (SIGHUP with other ports or decoys), so nothing else changes the
 //! firewall meanwhile.
 

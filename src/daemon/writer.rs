@@ -1,8 +1,8 @@
 //! The store writer: the one thread of `nolist run` that writes the state
 //! store. The engine's decisions, deliveries and log checkpoints are
-//! committed together, one transaction per [`Write::Batch`], so after a
+//! committed together, one transaction per `Write::Batch`, so after a
 //! crash a tailer resumes exactly after the last recorded batch; what a
-//! write-only enforcement backend applied comes as [`Write::Enforced`].
+//! write-only enforcement backend applied comes as `Write::Enforced`.
 //! Retention (expired bans, old deliveries, retry exemptions and offence
 //! counts) is pruned here too, and the bans in the store are reported back
 //! to the engine, which notices bans lifted by hand.
