@@ -5,9 +5,35 @@
 //! The crate knows nothing about plans or configs. The main crate computes
 //! which RRsets it owns ([`Key`]), what they should hold ([`RrSet`]) and the
 //! [`Change`]s, and hands them to a [`Provider`] built from [`Settings`]
-//! with [`build`]. Each backend is one module. Only this crate speaks HTTP
-//! (through its `http` module: one client with the timeouts, retries and error
-//! mapping every HTTP backend shares).
+//! with [`build`]. Each backend is one module. This crate is nolist's only
+//! HTTP client (through its `http` module: one client with the timeouts,
+//! retries and error mapping every HTTP backend shares); the main crate's
+//! one HTTP server is its `/metrics` endpoint.
+//!
+//! # Why not the `dns-update` crate
+//!
+//! `dns-update` (Stalwart's) speaks RFC 2136 and 70-odd provider APIs, which
+//! would cover the long tail. It is not used, not even behind a feature,
+//! because it cannot keep what `diff` and `apply` promise:
+//!
+//! - it creates, updates and deletes records by name but cannot list a
+//!   zone's records, so it cannot implement [`Provider::read`]: no diff, no
+//!   `--max-changes` guard, no read-back after `apply`;
+//! - it replaces an RRset by deleting and adding records in separate
+//!   requests (for RFC 2136 too), so an `apply` would pass through a partial
+//!   or empty MX RRset, where every backend here sends one transaction (one
+//!   UPDATE, one PATCH, one batch, one bulk PUT);
+//! - most of its endpoints are fixed, so its backends could not be pointed
+//!   at a local mock, and every HTTP backend here has a configurable base URL
+//!   and a contract test;
+//! - it would bring a second HTTP stack and error model next to `http`
+//!   (retries, `Retry-After`, the 401/404/4xx mapping would differ per
+//!   provider).
+//!
+//! A provider from the long tail is one module here: `read` and `apply` on
+//! the shared HTTP client, a [`Settings`] variant, a [`Kind`], its keys in
+//! the main crate's `provider` table, and a wiremock contract test.
+//! Reconsider if `dns-update` gains a listing call and atomic replaces.
 
 pub mod cloudflare;
 pub mod desec;

@@ -6,7 +6,10 @@
 //! [`CAPACITY`] is dropped and counted. The thread sleeps until a line
 //! arrives, lets [`LINGER`] pass so that a burst leaves in one `write`, and
 //! writes whatever has gathered. A flood of decoy sessions costs a few
-//! dozen writes and wake-ups a second, not one of each per line.
+//! dozen writes and wake-ups a second, not one of each per line. (Why not
+//! `tracing-appender`: its channel and writer thread cost a decoy session
+//! several times more server CPU per log line; the figure is in
+//! `bench/README.md`.)
 //!
 //! The DNS library (hickory) warns once per odd query (an EDNS version it
 //! does not speak, …), so a flood of such queries would be a flood of

@@ -6,11 +6,18 @@
 //! The data path is one-directional:
 //!
 //! ```text
-//! sources ──Evidence──▶ engine ──Write──▶ store writer ──▶ state store ──▶ sinks
-//! (responder sessions,   (pure policy,     (the only writer   (SQLite,        (enforcement
-//!  MTA log tailers,       one task)         of state_dir)      serials.json)   backends)
+//! sources ──Evidence──▶ engine ──Write──▶ store writer ──▶ nolist.db ──▶ sinks
+//! (responder sessions,   (pure policy,     (the only writer   (SQLite)     (enforcement
+//!  MTA log tailers,       one task)         of the database)                backends)
 //!  firewall SYN counts)
 //! ```
+//!
+//! The writer thread is the only writer of `nolist.db` in this process;
+//! `serials.json`, the other file of the state directory, is written
+//! through `store::serials` where the zones are built ([`zones`], at start
+//! and on reload). The engine also keeps the retry-exempt networks in a
+//! shared `bans::Passed`, which the responder (`421` at the greeting) and
+//! the nftables let-through read.
 //!
 //! - [`sources`]: each source sends typed [`Evidence`]; none is disguised
 //!   as another, and a new one does not touch the engine.
@@ -21,6 +28,7 @@
 //! - [`sinks`]: each enforcement backend on a thread of its own, making the
 //!   firewall hold exactly the bans in force in the store.
 //! - [`zones`]: the planned zones, when `run` (or `serve`) answers DNS.
+//! - [`spf`]: the SPF allow list, resolved and refreshed for the engine.
 //! - [`lifecycle`]: start, reload (SIGHUP) and shutdown of all of it.
 
 pub mod engine;

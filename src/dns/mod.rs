@@ -1,5 +1,8 @@
-//! DNS: the planned zones as resource records, and `nolist serve`'s
-//! authoritative server. Only this module (and `verify`) speaks DNS.
+//! DNS: the planned zones as resource records, and the authoritative
+//! server of `nolist serve` (and of `nolist run` with `dns.serve`). This
+//! module answers queries and never sends any; nolist's DNS clients are
+//! `verify` and the SPF allow list (through one resolver) and the providers
+//! crate's RFC 2136 backend.
 
 pub mod cache;
 pub mod records;

@@ -23,7 +23,7 @@
 //! Rules first in the chain answer their SYNs to the decoy addresses with a
 //! TCP reset, so they try the next MX the way every sender family does
 //! after a reset, before the responder ever sees them. The pass sets are a
-//! list of their own ([`super::LetThrough::read_passes`]), never mixed with bans.
+//! list of their own ([`LetThrough::read_passes`]), never mixed with bans.
 //!
 //! With refuse-mode evidence (opt-in) a second table, `inet nolist_refuse` (its own table, so
 //! reading it never loads the ban sets), holds the decoy's evidence: a rule

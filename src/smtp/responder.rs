@@ -18,7 +18,9 @@
 //! address (`SO_REUSEPORT` when there are several, so the kernel spreads the
 //! connections): a session never migrates between threads, and a flood of
 //! decoy connections takes at most that many cores from the DNS server, the
-//! ban engine and the MTA beside it.
+//! ban engine and the MTA beside it. No work stealing also means no
+//! cross-thread wake-up per session, which a multi-threaded runtime pays in
+//! CPU per session (measured in `bench/README.md`, responder).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
