@@ -76,7 +76,7 @@ fn architecture_names_only_paths_that_exist() {
         let words = code_spans(line)
             .into_iter()
             .flat_map(str::split_whitespace)
-            .filter_map(|w| doc_path(w, &root));
+            .filter_map(|w| doc_path(w, root));
         for path in words.chain(link_targets(line)) {
             checked += 1;
             if !root.join(&path).exists() {
@@ -121,7 +121,7 @@ fn the_path_check_reads_paths_not_look_alikes() {
         ("--out", None),
     ];
     for (word, want) in cases {
-        assert_eq!(doc_path(word, &root).as_deref(), want, "{word}");
+        assert_eq!(doc_path(word, root).as_deref(), want, "{word}");
     }
     let line = "see `a b/c.rs` and [x](docs/y.md#z) or ``d`e``";
     assert_eq!(code_spans(line), ["a b/c.rs", "d`e"]);
