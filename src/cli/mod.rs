@@ -278,11 +278,13 @@ pub(crate) fn stdout_result(result: io::Result<()>) -> Result<(), Failure> {
     }
 }
 
-/// Writes `path` (in an existing directory) durably through a temporary
-/// file and a rename, so a reader never sees half a zone.
-pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
-    nolist_durable::write_atomically(path, text.as_bytes()).map_err(|source| Failure::Io {
-        context: format!("writing {}", path.display()),
-        source,
-    })
+/// Writes every `(path, text)` of `files` durably through temporary files
+/// and renames, so a reader never sees half a zone; one sync of the file
+/// system for all of them (`nolist_durable::write_all_atomically`).
+pub(crate) fn write_all_atomically(files: &[(std::path::PathBuf, String)]) -> Result<(), Failure> {
+    nolist_durable::write_all_atomically(files.iter().map(|(p, t)| (p.as_path(), t.as_bytes())))
+        .map_err(|e| Failure::Io {
+            context: format!("writing {}", e.path.display()),
+            source: e.source,
+        })
 }

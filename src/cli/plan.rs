@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 
-use super::{EXIT_FAILED, Failure, findings_text, print, write_atomically};
+use super::{EXIT_FAILED, Failure, findings_text, print, write_all_atomically};
 use crate::config::{self, Name};
 use crate::plan::{Plan, render};
 
@@ -65,9 +65,16 @@ pub(crate) fn run(args: &PlanArgs) -> Result<ExitCode, Failure> {
             context: format!("creating {}", dir.display()),
             source,
         })?;
-        for zone in &plan.zones {
-            let path = dir.join(format!("{}.zone", zone.origin.as_str()));
-            write_atomically(&path, &render::zone(zone))?;
+        let files: Vec<(PathBuf, String)> = plan
+            .zones
+            .iter()
+            .map(|zone| {
+                let path = dir.join(format!("{}.zone", zone.origin.as_str()));
+                (path, render::zone(zone))
+            })
+            .collect();
+        write_all_atomically(&files)?;
+        for (path, _) in &files {
             eprintln!("wrote {}", path.display());
         }
     } else {

@@ -45,6 +45,107 @@ fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(directory(path))?.sync_all()
 }
 
+/// Why [`write_all_atomically`] failed, and with which file.
+#[derive(Debug)]
+pub struct WriteError {
+    /// The file being written.
+    pub path: PathBuf,
+    /// What the OS said.
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing {}: {}", self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// [`write_atomically`] for many files, with one sync of the file system
+/// for all of them instead of one per file (10,000 zone files of `plan
+/// --out` would otherwise be 20,000 syncs): every temporary file is
+/// written, the file system is synced once (`syncfs`), then each is renamed
+/// over its target, and each directory is synced once. A reader sees, for
+/// each file, the old content or the new. On an error, the temporary files
+/// not yet renamed are removed; the files already renamed keep their new
+/// content.
+pub fn write_all_atomically<'a>(
+    files: impl IntoIterator<Item = (&'a Path, &'a [u8])>,
+) -> Result<(), WriteError> {
+    let mut pending: Vec<(PathBuf, &Path)> = Vec::new();
+    let result = write_sync_rename(files, &mut pending);
+    for (tmp, _) in &pending {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
+/// The steps of [`write_all_atomically`]; `pending` holds the temporary
+/// files made, for the caller to remove what was not renamed.
+fn write_sync_rename<'a>(
+    files: impl IntoIterator<Item = (&'a Path, &'a [u8])>,
+    pending: &mut Vec<(PathBuf, &'a Path)>,
+) -> Result<(), WriteError> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| WriteError { path, source }
+    };
+    let mut last = None;
+    for (path, bytes) in files {
+        let tmp = temp_path(path);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(failed(path))?;
+        pending.push((tmp, path));
+        if let Ok(old) = fs::metadata(path)
+            && old.is_file()
+        {
+            file.set_permissions(old.permissions())
+                .map_err(failed(path))?;
+        }
+        file.write_all(bytes).map_err(failed(path))?;
+        last = Some((file, path));
+    }
+    let Some((file, path)) = last else {
+        return Ok(());
+    };
+    sync_file_system(&file).map_err(failed(path))?;
+    let mut directories: Vec<&Path> = Vec::new();
+    // A temporary file already renamed is gone: the caller's cleanup of
+    // `pending` then finds nothing there.
+    for (tmp, path) in pending.iter() {
+        fs::rename(tmp, path).map_err(failed(path))?;
+        let dir = directory(path);
+        if !directories.contains(&dir) {
+            directories.push(dir);
+        }
+    }
+    for dir in directories {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(failed(dir))?;
+    }
+    Ok(())
+}
+
+/// Flushes every file of the file system that holds `file` to disk.
+fn sync_file_system(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which `file` keeps open.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A name next to `path` that no other writer uses: the process id and a
 /// counter tell apart concurrent writers of the same file (other processes
 /// and other threads of this one).
@@ -156,5 +257,51 @@ mod tests {
     fn a_bare_file_name_syncs_the_current_directory() {
         assert_eq!(directory(Path::new("zone")), Path::new("."));
         assert_eq!(directory(Path::new("/srv/zone")), Path::new("/srv"));
+    }
+
+    #[test]
+    fn many_files_are_written_with_one_sync_and_no_temporary_file_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        fs::write(a.join("1.zone"), "old").unwrap();
+        fs::set_permissions(a.join("1.zone"), fs::Permissions::from_mode(0o600)).unwrap();
+        let files = [
+            (a.join("1.zone"), "one"),
+            (a.join("2.zone"), "two"),
+            (b.join("3.zone"), "three"),
+        ];
+        write_all_atomically(files.iter().map(|(p, t)| (p.as_path(), t.as_bytes()))).unwrap();
+        for (path, text) in &files {
+            assert_eq!(fs::read_to_string(path).unwrap(), *text);
+        }
+        assert_eq!(mode(&a.join("1.zone")), 0o600, "an old file keeps its mode");
+        assert_eq!(names(&a), ["1.zone", "2.zone"]);
+        assert_eq!(names(&b), ["3.zone"]);
+        write_all_atomically(std::iter::empty()).unwrap();
+    }
+
+    #[test]
+    fn a_failed_rename_removes_every_temporary_file_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocked = dir.path().join("2.zone");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("keep"), "").unwrap();
+        let files = [
+            (dir.path().join("1.zone"), "one"),
+            (blocked.clone(), "two"),
+            (dir.path().join("3.zone"), "three"),
+        ];
+        let err = write_all_atomically(files.iter().map(|(p, t)| (p.as_path(), t.as_bytes())))
+            .unwrap_err();
+        assert_eq!(err.path, blocked);
+        assert!(err.to_string().starts_with("writing "), "{err}");
+        // Renamed in order: the first is new, the third never appeared.
+        assert_eq!(
+            fs::read_to_string(dir.path().join("1.zone")).unwrap(),
+            "one"
+        );
+        assert_eq!(names(dir.path()), ["1.zone", "2.zone"]);
     }
 }
