@@ -1,0 +1,192 @@
+//! The reconcile semantics every backend shares: changes, folds, renewals, SYN counts, elements.
+
+use super::*;
+
+pub(crate) fn t(net: &str, remaining: u64) -> Target {
+    Target {
+        net: net.parse().unwrap(),
+        remaining,
+    }
+}
+
+fn nets(v: &[&str]) -> Vec<IpNet> {
+    v.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn change_adds_missing_and_removes_stray() {
+    let actual = nets(&["203.0.113.9/32", "198.51.100.0/24"]);
+    let c = Change::between(
+        &[t("203.0.113.9/32", 60), t("2001:db8::bad/128", 3600)],
+        Some(&actual),
+    );
+    assert_eq!(c.remove, nets(&["198.51.100.0/24"]));
+    assert_eq!(c.add, vec![("2001:db8::bad/128".parse().unwrap(), 3600)]);
+    assert!(!c.rebuild);
+    assert!(Change::between(&[t("203.0.113.9/32", 60)], Some(&actual[..1])).is_empty());
+}
+
+#[test]
+fn extended_bans_are_renewed_in_place_and_others_left_alone() {
+    let held = nets(&[
+        "203.0.113.9/32",
+        "203.0.113.10/32",
+        "198.51.100.0/24",
+        "2001:db8::bad/128",
+    ]);
+    let left = |n: &IpNet| match n.to_string().as_str() {
+        "203.0.113.9/32" => Some(600),
+        "203.0.113.10/32" => Some(600),
+        "198.51.100.0/24" => Some(100),
+        _ => None,
+    };
+    let desired = [
+        // Extended by an hour: renewed.
+        t("203.0.113.9/32", 4200),
+        // Within the slack (clock rounding): left alone.
+        t("203.0.113.10/32", 600 + RENEW_SLACK),
+        // A network extended: renewed too.
+        t("198.51.100.0/24", 7200),
+        // The backend cannot tell: left alone.
+        t("2001:db8::bad/128", 99_999),
+        // Not held: added, not renewed.
+        t("192.0.2.77/32", 60),
+    ];
+    let c = Change::renewing(&desired, Some(&held), &left, MAX_TIMEOUT);
+    assert_eq!(c.remove, nets(&["198.51.100.0/24", "203.0.113.9/32"]));
+    let mut add = c.add.clone();
+    add.sort_unstable();
+    assert_eq!(
+        add,
+        vec![
+            ("192.0.2.77/32".parse().unwrap(), 60),
+            ("198.51.100.0/24".parse().unwrap(), 7200),
+            ("203.0.113.9/32".parse().unwrap(), 4200),
+        ]
+    );
+    let r = Report::of(&c);
+    assert_eq!((r.added, r.removed, r.renewed), (1, 0, 2));
+    // A firewall being rebuilt has nothing to renew.
+    let c = Change::renewing(&desired, None, &left, MAX_TIMEOUT);
+    assert!(c.remove.is_empty() && c.add.len() == 5);
+}
+
+#[test]
+fn bans_longer_than_the_firewall_takes_are_renewed_at_half_the_cap() {
+    let held = nets(&["203.0.113.9/32"]);
+    let cap = 1000;
+    // Capped: the firewall holds 1000 s at most, the ban is longer.
+    for (left, renewed) in [(900, false), (501, false), (499, true)] {
+        let c = Change::renewing(
+            &[t("203.0.113.9/32", 5000)],
+            Some(&held),
+            &|_| Some(left),
+            cap,
+        );
+        assert_eq!(!c.remove.is_empty(), renewed, "left {left}");
+        if renewed {
+            assert_eq!(c.add, vec![("203.0.113.9/32".parse().unwrap(), cap)]);
+        }
+    }
+}
+
+#[test]
+fn a_missing_firewall_is_rebuilt_with_everything() {
+    let c = Change::between(&[t("203.0.113.9/32", 60)], None);
+    assert!(c.rebuild && !c.is_empty());
+    assert_eq!(c.add.len(), 1);
+    assert!(!Change::between(&[], None).is_empty());
+}
+
+#[test]
+fn fold_keeps_the_widest_and_the_longest() {
+    let f = fold(&[
+        t("198.51.100.7/32", 60),
+        t("198.51.100.0/24", 600),
+        t("198.51.100.128/25", 60),
+        t("198.51.101.1/32", 5),
+        t("198.51.101.1/32", 50),
+        t("198.51.101.2/32", 0),
+        t("198.51.100.77/16", 1), // host bits set: truncated to 198.51.0.0/16
+        t("2001:db8::/64", 9),
+        t("2001:db8::1/128", 9),
+        t("2001:db9::1/128", 9),
+    ]);
+    let got: Vec<(String, u64)> = f.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+    assert_eq!(
+        got,
+        [
+            ("198.51.0.0/16".to_owned(), 1),
+            ("2001:db8::/64".to_owned(), 9),
+            ("2001:db9::1/128".to_owned(), 9)
+        ]
+    );
+}
+
+#[test]
+fn fold_is_fast_enough_for_a_hundred_thousand_bans() {
+    // Not a timing test: a quadratic fold would take minutes here.
+    let many: Vec<Target> = (0..100_000u32)
+        .map(|i| Target {
+            net: IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                0xc612_0000 + i * 3,
+            ))),
+            remaining: 60,
+        })
+        .collect();
+    assert_eq!(fold(&many).len(), 100_000);
+}
+
+#[test]
+fn only_a_backend_that_lets_through_is_given_passes() {
+    let passes = [t("198.18.1.0/24", 3600)];
+    // Tools that do not exist: any attempt to read or write would fail.
+    let mut ipset = ipset::Ipset::new(vec![25]);
+    ipset.ipset = "/nonexistent/ipset".into();
+    let mut refuse = nft::Nft::new(vec![25]);
+    refuse.binary = "/nonexistent/nft".into();
+    for backend in [&mut ipset as &mut dyn Enforcer, &mut refuse] {
+        assert!(backend.let_through().is_none());
+        assert_eq!(
+            reconcile_passes(backend, &passes).unwrap(),
+            Report::default()
+        );
+    }
+    let mut listening =
+        nft::Nft::new(vec![25]).with_let_through(vec!["198.18.0.1:25".parse().unwrap()]);
+    listening.binary = "/nonexistent/nft".into();
+    assert!(listening.let_through().is_some());
+    assert!(reconcile_passes(&mut listening, &passes).is_err());
+}
+
+#[test]
+fn syn_counts_become_hits_once() {
+    let a: IpAddr = "198.18.0.9".parse().unwrap();
+    let b: IpAddr = "2001:db8::9".parse().unwrap();
+    let mut c = SynCounts::default();
+    assert_eq!(c.update(&[(a, 2)]), [(a, 2)]);
+    assert_eq!(c.update(&[(a, 2)]), []);
+    assert_eq!(c.update(&[(a, 3), (b, 1)]), [(a, 1), (b, 1)]);
+    // The kernel forgot `a` and counted it again from zero.
+    assert_eq!(c.update(&[(a, 1), (b, 1)]), [(a, 1)]);
+    // A flood is capped per reading.
+    assert_eq!(c.update(&[(a, 1_000_001), (b, 1)]), [(a, 16)]);
+    // Gone from the set, forgotten here: it counts from zero when back.
+    assert_eq!(c.update(&[(b, 1)]), []);
+    assert_eq!(c.update(&[(a, 2), (b, 1)]), [(a, 2)]);
+}
+
+#[test]
+fn elements_print_and_parse_like_the_tools() {
+    assert_eq!(element(&"192.0.2.1/32".parse().unwrap()), "192.0.2.1");
+    assert_eq!(element(&"192.0.2.0/24".parse().unwrap()), "192.0.2.0/24");
+    assert_eq!(
+        parse_element("192.0.2.1").unwrap().to_string(),
+        "192.0.2.1/32"
+    );
+    assert_eq!(
+        parse_element("2001:db8::/64").unwrap().to_string(),
+        "2001:db8::/64"
+    );
+    assert!(parse_element("192.0.2.1; rm -rf /").is_err());
+}
