@@ -284,7 +284,10 @@ pub struct Running {
     dns: Option<(Arc<Authority>, JoinHandle<()>)>,
     policies: mpsc::Sender<(Policy, tokio::sync::oneshot::Sender<()>)>,
     swap: Option<BackendSwap>,
+    /// Whether the firewall's refused connections are read (once needed).
     refused: Option<Arc<AtomicBool>>,
+    /// How often enforcement ticks and refused connections are read.
+    enforce_every: Duration,
     allow: mpsc::Sender<Vec<IpNet>>,
     spf: CancellationToken,
     engine: JoinHandle<()>,
@@ -412,8 +415,8 @@ impl Daemon {
                 swap = Some(tx);
             }
         }
-        if config.bans.enforce.backend == Backend::Nftables {
-            let enabled = Arc::new(AtomicBool::new(sinks::counts_refused(&config)));
+        if sinks::counts_refused(&config) {
+            let enabled = Arc::new(AtomicBool::new(true));
             threads.push(sources::spawn_refused(
                 enabled.clone(),
                 evidence.clone(),
@@ -451,6 +454,7 @@ impl Daemon {
             policies,
             swap,
             refused,
+            enforce_every: timing.enforce,
             allow,
             spf,
             engine,
@@ -521,10 +525,8 @@ impl Running {
                 Err(e) => tracing::error!(error = %e, "listening on smtp {key}"),
             }
         }
-        if let Some(refused) = &self.refused
-            && !restart.contains(&Restart::Enforce)
-        {
-            refused.store(sinks::counts_refused(&config), Ordering::Relaxed);
+        if !restart.contains(&Restart::Enforce) {
+            self.count_refused(sinks::counts_refused(&config));
         }
         // The engine has the new policy when this returns: evidence sent
         // after a reload is judged by it.
@@ -556,6 +558,26 @@ impl Running {
         }
         self.current = config;
         Ok(())
+    }
+
+    /// Starts or stops reading the firewall's refused connections as
+    /// evidence (a reload into or out of refuse mode). The reading thread
+    /// starts the first time it is needed and then only pauses.
+    fn count_refused(&mut self, wanted: bool) {
+        match &self.refused {
+            Some(enabled) => enabled.store(wanted, Ordering::Relaxed),
+            None if wanted => {
+                let enabled = Arc::new(AtomicBool::new(true));
+                self.threads.push(sources::spawn_refused(
+                    enabled.clone(),
+                    self.evidence.clone(),
+                    self.enforce_every,
+                    self.shutdown.clone(),
+                ));
+                self.refused = Some(enabled);
+            }
+            None => {}
+        }
     }
 
     /// Same firewall backend with other ports or decoys: the new one is

@@ -424,6 +424,45 @@ fn refuse_mode_resets_and_turns_the_refused_connections_into_bans() {
     assert_eq!(connect_from(ip("198.18.0.50"), decoy), Connect::Refused);
 }
 
+/// A reload from a listening mode into refuse mode with refuse evidence
+/// starts reading the firewall's counts (the reading thread starts only
+/// when a config first asks for it).
+#[test]
+fn a_reload_into_refuse_mode_turns_the_refused_connections_into_bans() {
+    if netns(&[], &["198.18.0.1", "198.18.0.9"]).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(dir.path(), "rcpt-450", &log, "30s");
+    let state = dir.path().join("state");
+    let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 0)
+        .unwrap_or_else(|l| panic!("{l}"));
+    assert!(
+        server.wait_for_log("enforcing bans", Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
+    config(dir.path(), "refuse\n  refuse_evidence: true", &log, "30s");
+    server.signal("HUP");
+    assert!(
+        server.wait_for_log("reloaded /", Duration::from_secs(70)),
+        "{}",
+        server.log_text()
+    );
+    let decoy: SocketAddr = DECOY.parse().unwrap();
+    for _ in 0..3 {
+        assert_eq!(connect_from(ip("198.18.0.9"), decoy), Connect::Refused);
+    }
+    wait_until(
+        "the bot's ban",
+        Duration::from_secs(60),
+        || banned().contains(&"198.18.0.9".to_owned()),
+        &|| server.log_text(),
+    );
+}
+
 #[test]
 fn sighup_rewrites_the_firewall_rules_and_a_broken_config_leaves_them() {
     if netns(&[], &["198.18.0.1", "198.18.0.2"]).is_none() {
