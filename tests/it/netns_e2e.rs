@@ -424,6 +424,47 @@ fn refuse_mode_resets_and_turns_the_refused_connections_into_bans() {
     assert_eq!(connect_from(ip("198.18.0.50"), decoy), Connect::Refused);
 }
 
+/// `nolist run` of `config(dir, mode, …)` (grace 30 s, nftables) with the
+/// state in `dir`, once it enforces (after `listeners` listener lines);
+/// also the config and log paths.
+fn run_enforcing(
+    dir: &Path,
+    mode: &str,
+    listeners: usize,
+) -> (Server, std::path::PathBuf, std::path::PathBuf) {
+    let log = dir.join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(dir, mode, &log, "30s");
+    let state = dir.join("state");
+    let server = Server::start_with(
+        "run",
+        &cfg,
+        &["--state-dir", state.to_str().unwrap()],
+        listeners,
+    )
+    .unwrap_or_else(|l| panic!("{l}"));
+    assert!(
+        server.wait_for_log("enforcing bans", Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
+    (server, cfg, log)
+}
+
+/// Refuse mode: three connections from `bot` are reset, counted, and ban it.
+fn three_refusals_ban(server: &Server, bot: &str) {
+    let decoy: SocketAddr = DECOY.parse().unwrap();
+    for _ in 0..3 {
+        assert_eq!(connect_from(ip(bot), decoy), Connect::Refused);
+    }
+    wait_until(
+        "the bot's ban",
+        Duration::from_secs(60),
+        || banned().contains(&bot.to_owned()),
+        &|| server.log_text(),
+    );
+}
+
 /// A reload from a listening mode into refuse mode with refuse evidence
 /// starts reading the firewall's counts (the reading thread starts only
 /// when a config first asks for it).
@@ -433,17 +474,7 @@ fn a_reload_into_refuse_mode_turns_the_refused_connections_into_bans() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mail.log");
-    std::fs::write(&log, "").unwrap();
-    let cfg = config(dir.path(), "rcpt-450", &log, "30s");
-    let state = dir.path().join("state");
-    let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 0)
-        .unwrap_or_else(|l| panic!("{l}"));
-    assert!(
-        server.wait_for_log("enforcing bans", Duration::from_secs(10)),
-        "{}",
-        server.log_text()
-    );
+    let (server, _, log) = run_enforcing(dir.path(), "rcpt-450", 0);
     config(dir.path(), "refuse\n  refuse_evidence: true", &log, "30s");
     server.signal("HUP");
     assert!(
@@ -451,16 +482,7 @@ fn a_reload_into_refuse_mode_turns_the_refused_connections_into_bans() {
         "{}",
         server.log_text()
     );
-    let decoy: SocketAddr = DECOY.parse().unwrap();
-    for _ in 0..3 {
-        assert_eq!(connect_from(ip("198.18.0.9"), decoy), Connect::Refused);
-    }
-    wait_until(
-        "the bot's ban",
-        Duration::from_secs(60),
-        || banned().contains(&"198.18.0.9".to_owned()),
-        &|| server.log_text(),
-    );
+    three_refusals_ban(&server, "198.18.0.9");
 }
 
 #[test]
@@ -469,17 +491,7 @@ fn sighup_rewrites_the_firewall_rules_and_a_broken_config_leaves_them() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mail.log");
-    std::fs::write(&log, "").unwrap();
-    let cfg = config(dir.path(), "rcpt-450", &log, "30s");
-    let state = dir.path().join("state");
-    let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 1)
-        .unwrap_or_else(|l| panic!("{l}"));
-    assert!(
-        server.wait_for_log("enforcing bans", Duration::from_secs(10)),
-        "{}",
-        server.log_text()
-    );
+    let (server, cfg, _) = run_enforcing(dir.path(), "rcpt-450", 1);
     let rules = || util::run_ok("nft", &["list", "chain", "inet", "nolist", "input"]);
     assert!(!rules().contains("587"), "{}", rules());
     let reloads = |n: usize| {
