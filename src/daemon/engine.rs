@@ -49,8 +49,10 @@ pub fn refill(passed: &Passed, engine: &Engine) {
 
 /// The engine's counters.
 struct Counters {
-    /// Decoy hits from the responder, the logs and the firewall.
-    hits: [metrics::Counter; 3],
+    /// Decoy hits, by the `source` label of their origin.
+    responder: metrics::Counter,
+    log: metrics::Counter,
+    firewall: metrics::Counter,
     delivered: metrics::Counter,
     bans_added: metrics::Counter,
     bans_removed: metrics::Counter,
@@ -60,13 +62,12 @@ struct Counters {
 
 impl Counters {
     fn new() -> Counters {
-        let hits = |o: Origin| metrics::counter!(crate::metrics::HITS, "source" => o.label());
-        let log = Origin::Log {
-            path: String::new(),
-            checkpoint: None,
-        };
+        let hits =
+            |source: &'static str| metrics::counter!(crate::metrics::HITS, "source" => source);
         Counters {
-            hits: [hits(Origin::Responder), hits(log), hits(Origin::Firewall)],
+            responder: hits("responder"),
+            log: hits("log"),
+            firewall: hits("firewall"),
             delivered: metrics::counter!(crate::metrics::DELIVERIES),
             bans_added: metrics::counter!(crate::metrics::BANS_ADDED),
             bans_removed: metrics::counter!(crate::metrics::BANS_REMOVED),
@@ -75,13 +76,14 @@ impl Counters {
         }
     }
 
+    /// Counts a decoy hit from `origin`.
     fn hit(&self, origin: &Origin) {
-        let i = match origin {
-            Origin::Responder => 0,
-            Origin::Log { .. } => 1,
-            Origin::Firewall => 2,
-        };
-        self.hits[i].increment(1);
+        match origin {
+            Origin::Responder => &self.responder,
+            Origin::Log { .. } => &self.log,
+            Origin::Firewall => &self.firewall,
+        }
+        .increment(1);
     }
 }
 
@@ -143,7 +145,6 @@ pub(crate) async fn run(
     let mut dropped_before = engine.sizes().fingerprints_dropped;
     refill(&passed, &engine);
     let mut passed_expired = Instant::now();
-    let writer = Arc::new(writer);
     // Batches sent, and the batch that carried each engine ban.
     let mut sent = 0u64;
     let mut ban_write: HashMap<IpAddr, u64> = HashMap::new();

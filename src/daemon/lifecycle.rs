@@ -476,11 +476,6 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// The config in force.
-    pub fn config(&self) -> &Config {
-        &self.current
-    }
-
     /// Applies `config`: everything is prepared first (new sockets bound,
     /// zones built, the enforcement backend checked), and only when all of
     /// that worked is anything changed. What only a restart applies is

@@ -3,7 +3,9 @@
 //! bounded, lossy queue ([`crate::smtp::responder::EventSink`]) and become
 //! evidence in the engine task; the MTA log tailers and the firewall's
 //! counts of refused connections send [`Evidence`] themselves. A new source
-//! (a fleet peer, say) is one more sender: the engine does not change.
+//! (a fleet peer, say) is one more sender with an [`Origin`] of its own:
+//! the engine task only counts its hits under its own label, and the ban
+//! policy (`bans::Engine`) does not change.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,17 +45,6 @@ pub enum Origin {
     /// Connections to the decoy that the firewall refused and counted
     /// (refuse mode).
     Firewall,
-}
-
-impl Origin {
-    /// The `source` label of `nolist_decoy_hits_total`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Origin::Responder => "responder",
-            Origin::Log { .. } => "log",
-            Origin::Firewall => "firewall",
-        }
-    }
 }
 
 /// One dated observation about a client.

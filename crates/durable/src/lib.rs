@@ -32,17 +32,34 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// The steps of [`write_atomically`], without the cleanup.
 fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    // `create_new`: never follow or reuse a file someone else put there.
-    let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-    match fs::metadata(path) {
-        Ok(old) if old.is_file() => file.set_permissions(old.permissions())?,
-        _ => {}
-    }
-    file.write_all(bytes)?;
+    let file = write_temp(tmp, path, bytes)?;
     file.sync_all()?;
     drop(file);
     fs::rename(tmp, path)?;
     File::open(directory(path))?.sync_all()
+}
+
+/// A new file `tmp` holding `bytes`, with the permissions of `path` when
+/// that is an existing file; removed again when a step fails.
+fn write_temp(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<File> {
+    // `create_new`: never follow or reuse a file someone else put there.
+    let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    let mut fill = || {
+        if let Ok(old) = fs::metadata(path)
+            && old.is_file()
+        {
+            file.set_permissions(old.permissions())?;
+        }
+        file.write_all(bytes)
+    };
+    match fill() {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            drop(file);
+            let _ = fs::remove_file(tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Why [`write_all_atomically`] failed, and with which file.
@@ -98,19 +115,8 @@ fn write_sync_rename<'a>(
     let mut last = None;
     for (path, bytes) in files {
         let tmp = temp_path(path);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(failed(path))?;
+        let file = write_temp(&tmp, path, bytes).map_err(failed(path))?;
         pending.push((tmp, path));
-        if let Ok(old) = fs::metadata(path)
-            && old.is_file()
-        {
-            file.set_permissions(old.permissions())
-                .map_err(failed(path))?;
-        }
-        file.write_all(bytes).map_err(failed(path))?;
         last = Some((file, path));
     }
     let Some((file, path)) = last else {
