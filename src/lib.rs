@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod enforce;
+pub mod fleet;
 pub mod hash;
 pub mod metrics;
 pub mod notify;

@@ -8,6 +8,7 @@
 //! NS, in `raw`). Every error names the file, the line and the column.
 
 mod error;
+pub mod fleet;
 pub mod name;
 pub mod provider;
 mod raw;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
+pub use fleet::{Fleet, NodeName, OnSilentMta};
 pub use name::{MxTarget, Name};
 pub use provider::Provider;
 pub use value::{Cidr, Duration, PrefixLen, Ttl};
@@ -54,6 +56,8 @@ pub struct Config {
     pub metrics: Option<Metrics>,
     /// Where `diff` and `apply` find the zones (a domain may override it).
     pub provider: Option<Provider>,
+    /// Several nodes sharing evidence and bans (none: this host alone).
+    pub fleet: Option<Fleet>,
 }
 
 /// The `metrics` section.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::fleet::RawFleet;
 use super::provider::RawProvider;
 use super::{
     Bans, Config, ConfigError, Dns, Domain, Layout, Loc, Metrics, Mta, MxHost, MxTarget, Name,
@@ -45,6 +46,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     metrics: Option<Metrics>,
     provider: Option<RawProvider>,
+    #[serde(default)]
+    fleet: Option<RawFleet>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +201,10 @@ impl RawConfig {
             }
             domains.push(raw.value.validate(path, at)?);
         }
+        let fleet = self
+            .fleet
+            .map(|f| f.validate(path, !self.mta.logs.is_empty()))
+            .transpose()?;
         Ok(Config {
             source: path.to_path_buf(),
             state_dir: self.state_dir,
@@ -208,6 +215,7 @@ impl RawConfig {
             dns: self.dns.validate(path)?,
             metrics: self.metrics,
             provider: self.provider.map(|p| p.validate(path)).transpose()?,
+            fleet,
         })
     }
 }
