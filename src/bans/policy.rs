@@ -263,6 +263,11 @@ pub struct Engine {
     /// than `remember` still escalates the next one.
     offences: HashMap<IpAddr, (u32, i64)>,
     due: BinaryHeap<Reverse<(i64, Due, IpAddr)>>,
+    /// Judgements that came due beyond [`Engine::set_judge_limit`]'s limit.
+    held: BinaryHeap<Reverse<(i64, IpAddr)>>,
+    /// The latest judgement time the evidence is known complete for (a
+    /// fleet's MTA watermarks); `None`: the engine's time.
+    judge_by: Option<i64>,
     now: i64,
     pruned: i64,
 }
@@ -300,6 +305,8 @@ impl Engine {
             allowed: Vec::new(),
             offences: HashMap::new(),
             due: BinaryHeap::new(),
+            held: BinaryHeap::new(),
+            judge_by: None,
             now: i64::MIN,
             pruned: i64::MIN,
         }
@@ -586,18 +593,42 @@ impl Engine {
         }
     }
 
+    /// Limits judgements to those due at or before `limit` (`None`: no
+    /// limit but the engine's time). A fleet sets it to the time up to
+    /// which every MTA node's deliveries are known (`crate::fleet::gate`):
+    /// a client is judged only once a delivery that would clear it could
+    /// no longer be missing. Judgements due later wait, and are decided in
+    /// order once the limit passes them; expiries are not held.
+    pub fn set_judge_limit(&mut self, limit: Option<i64>) {
+        self.judge_by = limit;
+    }
+
+    /// Judgements due but held back by the judge limit.
+    pub fn held_back(&self) -> usize {
+        self.held.len()
+    }
+
     /// Moves time forward to `now`, deciding everything due by then. Time
     /// never goes back: an earlier `now` (a host clock stepped back) keeps
     /// the engine's time, and what is due by it is still decided.
     pub fn advance(&mut self, now: i64, out: &mut Vec<Decision>) {
         let now = now.max(self.now);
         self.now = now;
+        let limit = self.judge_by.map_or(now, |l| l.min(now));
+        while let Some(Reverse((when, ip))) = self.held.peek().copied() {
+            if when > limit {
+                break;
+            }
+            self.held.pop();
+            self.due.push(Reverse((when, Due::Judge, ip)));
+        }
         while let Some(Reverse((when, what, ip))) = self.due.peek().copied() {
             if when > now {
                 break;
             }
             self.due.pop();
             match what {
+                Due::Judge if when > limit => self.held.push(Reverse((when, ip))),
                 Due::Judge => self.judge(ip, when, out),
                 Due::Expire => self.expire(ip, when, out),
             }

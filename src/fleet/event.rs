@@ -190,6 +190,38 @@ pub fn encode(m: &Message) -> String {
     serde_json::to_string(&w).unwrap_or_default()
 }
 
+impl Body {
+    /// The `kind` of the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Hit { .. } => "hit",
+            Body::Delivery { .. } => "delivery",
+            Body::Ban { .. } => "ban",
+            Body::Unban { .. } => "unban",
+        }
+    }
+}
+
+/// The body alone, as the outbox keeps it until its sequence number is
+/// known: `{"kind":...}`.
+pub fn encode_body(body: &Body) -> String {
+    let node = NodeName::parse("x").expect("a valid name");
+    let full = encode(&Message {
+        node,
+        seq: 1,
+        body: body.clone(),
+    });
+    let header = format!(r#"{{"v":{VERSION},"node":"x","seq":1,"#);
+    format!("{{{}", full.strip_prefix(&header).unwrap_or("}"))
+}
+
+/// The message of `node` numbered `seq` whose body is `body` (from
+/// [`encode_body`]).
+pub fn with_header(node: &NodeName, seq: u64, body: &str) -> String {
+    let rest = body.strip_prefix('{').unwrap_or(body);
+    format!(r#"{{"v":{VERSION},"node":"{node}","seq":{seq},{rest}"#)
+}
+
 /// Reads and checks a message received at `now` (Unix seconds).
 pub fn decode(payload: &[u8], now: i64) -> Result<Message, Skip> {
     if payload.len() > MAX_PAYLOAD {

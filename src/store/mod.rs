@@ -18,7 +18,10 @@ use serde::Serialize;
 
 use crate::bans::{Action, Decision};
 
+mod fleet;
 pub mod serials;
+
+pub use fleet::{FleetState, OutboxRow};
 
 /// The database file inside `state_dir`.
 pub const DB_FILE: &str = "nolist.db";
@@ -229,6 +232,22 @@ const MIGRATIONS: &[&str] = &[
         client  TEXT NOT NULL
     );
 ",
+    "
+    -- The fleet (config `fleet`): this node's own messages not yet
+    -- published (the outbox; AUTOINCREMENT keeps sequence numbers rising
+    -- across processes and deletions), and the node's fleet state (last
+    -- sequence number the engine acknowledged, engine epoch, log cursor,
+    -- last sequence number applied per node, other nodes' reports).
+    CREATE TABLE outbox (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE fleet_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+",
 ];
 
 /// The schema version of the store at `path`, refused when it is newer
@@ -396,22 +415,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         in_tx(&mut self.conn, |tx| {
-            apply_decisions(tx, decisions)?;
-            for (net, at) in deliveries {
-                tx.execute(
-                    "INSERT INTO deliveries (network, last) VALUES (?1, ?2)
-                     ON CONFLICT(network) DO UPDATE SET last = max(last, excluded.last)",
-                    params![net.to_string(), at],
-                )?;
-            }
-            if let Some((path, state)) = checkpoint {
-                tx.execute(
-                    "INSERT INTO checkpoints (path, state, updated) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(path) DO UPDATE SET state = excluded.state, updated = excluded.updated",
-                    params![path, state, now],
-                )?;
-            }
-            Ok(())
+            commit_tx(tx, decisions, deliveries, checkpoint, now)
         })
         .map_err(|e| self.err(e))
     }
@@ -723,6 +727,33 @@ fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> ru
 }
 
 /// Runs `f` in one transaction: all of it is committed, or none.
+/// The engine's batch: its decisions, the deliveries to remember, and the
+/// checkpoint of the log lines behind them.
+fn commit_tx(
+    tx: &rusqlite::Transaction<'_>,
+    decisions: &[Decision],
+    deliveries: &[(IpNet, i64)],
+    checkpoint: Option<(&str, &str)>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    apply_decisions(tx, decisions)?;
+    for (net, at) in deliveries {
+        tx.execute(
+            "INSERT INTO deliveries (network, last) VALUES (?1, ?2)
+             ON CONFLICT(network) DO UPDATE SET last = max(last, excluded.last)",
+            params![net.to_string(), at],
+        )?;
+    }
+    if let Some((path, state)) = checkpoint {
+        tx.execute(
+            "INSERT INTO checkpoints (path, state, updated) VALUES (?1, ?2, ?3)
+             ON CONFLICT(path) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+            params![path, state, now],
+        )?;
+    }
+    Ok(())
+}
+
 fn in_tx<T>(
     conn: &mut Connection,
     f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,

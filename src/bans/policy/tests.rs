@@ -926,3 +926,42 @@ fn a_restored_retry_exempts_its_network() {
         [("203.0.113.0/24".parse().unwrap(), T0 + 30 * DAY)]
     );
 }
+
+#[test]
+fn a_judge_limit_holds_back_judgements_until_the_evidence_is_complete() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    // The fleet's MTA evidence is complete up to T0 only.
+    engine.set_judge_limit(Some(T0));
+    for t in [T0, T0 + 1, T0 + 2] {
+        engine.hit_at(ip("203.0.113.9"), t, &mut out);
+        engine.hit_at(ip("198.51.100.7"), t, &mut out);
+    }
+    engine.advance(T0 + HOUR, &mut out);
+    assert!(bans(&out).is_empty(), "{out:?}");
+    assert_eq!(engine.held_back(), 2);
+    // A delivery dated before the judgement arrives late (a lagging MTA
+    // node): it still clears its sender, which is judged only now.
+    engine.delivery(ip("198.51.100.20"), T0 + 5 * MIN, &mut out);
+    engine.set_judge_limit(Some(T0 + 10 * MIN));
+    engine.advance(T0 + HOUR, &mut out);
+    assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + 10 * MIN)]);
+    assert_eq!(engine.held_back(), 0);
+    // Expiries are never held back.
+    engine.set_judge_limit(Some(T0));
+    engine.advance(T0 + 10 * MIN + DAY, &mut out);
+    assert_eq!(out.last().map(|d| d.action), Some(Action::Unban));
+}
+
+#[test]
+fn without_a_limit_nothing_is_held() {
+    let mut engine = Engine::new(policy());
+    let mut out = Vec::new();
+    engine.set_judge_limit(None);
+    for t in [T0, T0 + 1, T0 + 2] {
+        engine.hit_at(ip("203.0.113.9"), t, &mut out);
+    }
+    engine.advance(T0 + 10 * MIN, &mut out);
+    assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + 10 * MIN)]);
+    assert_eq!(engine.held_back(), 0);
+}

@@ -161,3 +161,18 @@ fn a_time_from_the_future_counts_as_now_and_mapped_addresses_as_ipv4() {
         }
     );
 }
+
+#[test]
+fn an_outbox_body_becomes_the_message_once_numbered() {
+    let body = Body::Ban {
+        target: "192.0.2.7/32".parse().unwrap(),
+        until: NOW + 60,
+        hits: 4,
+        offence: 1,
+        source: BanSource::Engine,
+    };
+    let stored = encode_body(&body);
+    assert!(stored.starts_with(r#"{"kind":"ban""#), "{stored}");
+    let m = decode(with_header(&node("mx-2"), 42, &stored).as_bytes(), NOW).unwrap();
+    assert_eq!((m.node.as_str(), m.seq, m.body), ("mx-2", 42, body));
+}
