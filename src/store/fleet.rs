@@ -133,7 +133,7 @@ impl Store {
             for (node, seq) in &fleet.applied {
                 tx.execute(
                     "INSERT INTO fleet_state (key, value) VALUES (?1, ?2)
-                     ON CONFLICT(key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), excluded.value) AS TEXT)",
+                     ON CONFLICT(key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
                     params![format!("applied:{node}"), seq.to_string()],
                 )?;
             }
@@ -225,7 +225,7 @@ impl Store {
             tx.execute("DELETE FROM outbox WHERE seq <= ?1", params![seq])?;
             tx.execute(
                 "INSERT INTO fleet_state (key, value) VALUES ('published', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), excluded.value) AS TEXT)",
+                 ON CONFLICT(key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
                 params![seq.to_string()],
             )?;
             Ok(())
@@ -240,7 +240,7 @@ impl Store {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         in_tx(&mut self.conn, |tx| {
             tx.execute(
-                "DELETE FROM outbox WHERE kind = 'hit' AND seq < (SELECT max(seq) FROM outbox) - ?1",
+                "DELETE FROM outbox WHERE kind = 'hit' AND seq <= (SELECT max(seq) FROM outbox) - ?1",
                 params![keep],
             )
         })
@@ -307,5 +307,102 @@ impl Store {
             .optional()
             .map(|o| o.is_some())
             .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Source;
+
+    fn ban(target: &str) -> BanRecord {
+        BanRecord {
+            target: target.parse().unwrap(),
+            since: 100,
+            until: 200,
+            reason: "by hand".into(),
+            hits: 0,
+            offence: 1,
+            source: Source::Manual,
+        }
+    }
+
+    #[test]
+    fn the_outbox_numbers_rise_across_deletions_and_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut daemon = Store::open(dir.path()).unwrap();
+        let mut cli = Store::open(dir.path()).unwrap();
+        let write = FleetWrite {
+            outbox: vec![("hit", "{\"kind\":\"hit\"}".into())],
+            cursor: Some("5-0".into()),
+            applied: vec![("mx2".into(), 9), ("mx2".into(), 7)],
+            ..FleetWrite::default()
+        };
+        daemon.commit_fleet(&[], &[], &[], &write, 100).unwrap();
+        cli.add_ban_published(&ban("192.0.2.7/32"), "{\"kind\":\"ban\"}")
+            .unwrap();
+        let rows = daemon.outbox(10).unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.seq, r.kind.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "hit"), (2, "ban")]
+        );
+        assert_eq!(daemon.outbox_backlog().unwrap(), 2);
+        daemon.published(2).unwrap();
+        assert!(daemon.outbox(10).unwrap().is_empty());
+        assert_eq!(daemon.outbox_backlog().unwrap(), 0);
+        // Deleted numbers are never given again.
+        assert!(
+            cli.remove_ban_published(
+                &"192.0.2.7/32".parse().unwrap(),
+                150,
+                "by hand",
+                "{\"kind\":\"unban\"}"
+            )
+            .unwrap()
+        );
+        assert_eq!(daemon.outbox(10).unwrap()[0].seq, 3);
+        let state = daemon.fleet_state().unwrap();
+        assert_eq!(state.published, 2);
+        assert_eq!(state.cursor.as_deref(), Some("5-0"));
+        assert_eq!(
+            state.applied.get("mx2"),
+            Some(&9),
+            "the highest applied wins"
+        );
+        daemon.reset_cursor().unwrap();
+        let state = daemon.fleet_state().unwrap();
+        assert_eq!((state.cursor, state.applied.len()), (None, 0));
+    }
+
+    #[test]
+    fn foreign_bans_and_unbans_land_with_the_batch_and_old_hits_are_trimmed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let write = FleetWrite {
+            manual: vec![ban("192.0.2.0/24")],
+            ..FleetWrite::default()
+        };
+        store.commit_fleet(&[], &[], &[], &write, 100).unwrap();
+        assert_eq!(store.bans(150).unwrap().len(), 1);
+        let write = FleetWrite {
+            unbans: vec![("192.0.2.0/24".parse().unwrap(), "lifted on mx3".into())],
+            ..FleetWrite::default()
+        };
+        store.commit_fleet(&[], &[], &[], &write, 150).unwrap();
+        assert!(store.bans(150).unwrap().is_empty());
+        let mut outbox: Vec<(&'static str, String)> =
+            (0..10).map(|i| ("hit", format!("h{i}"))).collect();
+        outbox.insert(2, ("delivery", "d".into()));
+        store.enqueue(&outbox).unwrap();
+        assert_eq!(store.trim_outbox(3).unwrap(), 7);
+        let kept: Vec<String> = store
+            .outbox(20)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.body)
+            .collect();
+        assert_eq!(kept, ["d", "h7", "h8", "h9"]);
     }
 }

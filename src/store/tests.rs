@@ -307,7 +307,9 @@ fn the_offences_migration_takes_the_counts_of_current_engine_bans() {
     let before = 2;
     store
         .conn
-        .execute_batch("DROP TABLE offences; DROP TABLE retries")
+        .execute_batch(
+            "DROP TABLE offences; DROP TABLE retries; DROP TABLE outbox; DROP TABLE fleet_state",
+        )
         .unwrap();
     store
         .conn
@@ -477,9 +479,12 @@ fn the_retries_migration_upgrades_a_store_of_the_previous_version() {
     store
         .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
         .unwrap();
-    // Back to the previous schema version: no retries table.
-    let before = MIGRATIONS.len() as i64 - 1;
-    store.conn.execute_batch("DROP TABLE retries").unwrap();
+    // Back to the schema before the retries table (version 3).
+    let before = 3;
+    store
+        .conn
+        .execute_batch("DROP TABLE retries; DROP TABLE outbox; DROP TABLE fleet_state")
+        .unwrap();
     store
         .conn
         .pragma_update(None, "user_version", before)
