@@ -14,4 +14,5 @@
 //! `crate::daemon::fleet`; the design and its trade-offs in `docs/fleet.md`.
 
 pub mod event;
+pub mod redis;
 pub mod transport;
