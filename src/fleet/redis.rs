@@ -1,4 +1,4 @@
-//! The fleet's engine on Redis 6.2 or later (or Valkey): the
+//! The fleet's engine on Redis 6.2 or later (tested with 7.0), or Valkey: the
 //! [`Transport`] as one stream, a few compacted keys beside it, and small
 //! Lua scripts that change them together.
 //!
@@ -72,13 +72,14 @@ const LONGEST_MEMBER: usize = 64;
 /// Likewise for a score or a watermark.
 const LONGEST_VALUE: usize = 32;
 /// The most node reports returned, and the longest one.
-const MAX_REPORTS: usize = 1000;
+const MAX_REPORTS: usize = 256;
 const LONGEST_REPORT: usize = 64 * 1024;
 
-/// The commands this transport sends, as an ACL rule: an engine user
-/// limited to nolist's keys is `ACL SETUSER nolist on >PASSWORD
-/// ~{PREFIX}:* resetchannels -@all` followed by these.
-pub const ACL_COMMANDS: &str = "+ping +eval +evalsha +script|load +xread +exists \
+/// The commands this transport sends, its scripts included, as an ACL
+/// rule: an engine user limited to nolist's keys is
+/// `ACL SETUSER nolist on >PASSWORD ~{PREFIX}:* resetchannels -@all`
+/// followed by these (`select` for a URL naming a database other than 0).
+pub const ACL_COMMANDS: &str = "+ping +select +eval +evalsha +script|load +xread +exists \
     +xinfo|stream +xrange +xrevrange +xlen +xadd +xtrim +hget +hset +hdel +hscan +zadd +zrem \
     +zremrangebyscore +zrangebyscore +zscan +set +get +time";
 

@@ -571,6 +571,27 @@ async fn a_down_engine_fails_fast_and_the_same_value_works_once_it_is_back() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_engine_times_out_and_is_used_again_once_it_answers() {
+    let Some(server) = server() else { return };
+    let r = transport(&server, HOUR, 1_000_000);
+    r.publish("mx1", &step(hits([1]))).await.unwrap();
+    let (_, cursor) = read_all(&r, Cursor::start()).await;
+    server.freeze();
+    let t = Instant::now();
+    let e = r.publish("mx1", &step(hits([2]))).await;
+    assert!(matches!(e, Err(TransportError::Unreachable(_))), "{e:?}");
+    let e = r.read(&cursor, 10, Duration::from_secs(1)).await;
+    assert!(matches!(e, Err(TransportError::Unreachable(_))), "{e:?}");
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    server.thaw();
+    let again = step(hits([2]));
+    assert_eq!(when_back(|| r.publish("mx1", &again)).await, 2);
+    let (after, _) = read_all(&r, cursor).await;
+    assert_eq!(after.len(), 1);
+}
+
 async fn snapshot_result(r: &Redis) -> Result<(), TransportError> {
     let (tx, _rx) = mpsc::channel(1);
     r.snapshot(tx).await.map(drop)

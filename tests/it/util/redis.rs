@@ -7,6 +7,7 @@
 //! ```ignore
 //! let Some(mut server) = RedisServer::start(RedisOptions::default()) else { return };
 //! let url = server.url();            // redis://127.0.0.1:PORT/0
+//! server.freeze();                   // hung: SIGSTOP (thaw: SIGCONT)
 //! server.kill9();                    // as a crash
 //! server.restart();                  // same port and dir, data as the AOF kept it
 //! server.restart_empty();            // same port, no data
@@ -115,6 +116,22 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops it with SIGSTOP: connections stay open and nothing answers,
+    /// as with a hung server or a network that drops everything.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        run_ok("kill", &[which, &pid.to_string()]);
     }
 
     /// Kills it if it runs, then starts it again on the same port and
@@ -227,6 +244,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // SIGKILL works on a frozen server too.
         self.kill9();
     }
 }
