@@ -15,4 +15,5 @@
 
 pub mod event;
 pub mod gate;
+pub mod redis;
 pub mod transport;

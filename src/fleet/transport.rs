@@ -39,7 +39,9 @@ pub enum TransportError {
 }
 
 /// A position in the log (for Redis, a stream entry id such as
-/// `1733250000000-0`). [`Cursor::START`] is before the first entry.
+/// `1733250000000-0`). [`Cursor::START`] is before the first entry. Its
+/// order is the text's, not the log's (`…-10` sorts before `…-9`): compare
+/// cursors for equality only.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cursor(pub String);
 

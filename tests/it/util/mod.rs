@@ -9,6 +9,7 @@ pub mod nsd;
 #[cfg(feature = "providers")]
 pub mod pdns;
 pub mod postfix;
+pub mod redis;
 pub mod senders;
 pub mod serve;
 pub mod sink;
