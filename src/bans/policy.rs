@@ -439,6 +439,21 @@ impl Engine {
         true
     }
 
+    /// Whether the engine holds `ip` banned.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.bans.contains_key(&canonical(ip))
+    }
+
+    /// Whether a ban of `target` would shut out a client this engine never
+    /// bans: `target` overlaps an exempt network (`bans.ignore`,
+    /// `bans.allow`, loopback, a planned MX) or the SPF allow list. Bans
+    /// from elsewhere (another fleet node) are refused then: a node's own
+    /// lists are never overridden.
+    pub fn protects(&self, target: &IpNet) -> bool {
+        let overlaps = |n: &IpNet| n.contains(target) || target.contains(n);
+        self.policy.exempt.iter().any(|c| overlaps(&c.0)) || self.allowed.iter().any(overlaps)
+    }
+
     /// The clients the engine holds banned.
     pub fn banned(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.bans.keys().copied()

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{EXIT_FAILED, Failure, print};
 use crate::clock::unix_now;
 use crate::config::{Config, Name, value};
+use crate::fleet::event::{self, BanSource, Body};
 use crate::store::{self, BanRecord, Source, Store};
 use crate::watch::time::rfc3339;
 
@@ -310,7 +311,7 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             let mut store = open(&config, Access::Create)?;
             let now = unix_now();
             let until = now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
-            store.add_ban(&BanRecord {
+            let ban = BanRecord {
                 target,
                 since: now,
                 until,
@@ -318,7 +319,29 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
                 hits: 0,
                 offence: 1,
                 source: Source::Manual,
-            })?;
+            };
+            // With a fleet, the ban goes to every node (through the outbox,
+            // in the same transaction), unless it is wider than a message
+            // may carry: a forced wide ban stays here.
+            match (&config.fleet, event::target(&target.to_string())) {
+                (Some(_), Ok(_)) => {
+                    let body = Body::Ban {
+                        target,
+                        until,
+                        hits: 0,
+                        offence: 1,
+                        source: BanSource::Manual,
+                    };
+                    store.add_ban_published(&ban, &event::encode_body(&body))?;
+                }
+                (Some(_), Err(why)) => {
+                    eprintln!(
+                        "nolist: warning: {why}: the ban stays on this node, the fleet is not told"
+                    );
+                    store.add_ban(&ban)?;
+                }
+                (None, _) => store.add_ban(&ban)?,
+            }
             print(&format!("banned {target} until {}\n", time(until)))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -326,13 +349,30 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             let target = target(text)?;
             let config = load(args.config.as_ref(), args.state_dir.as_ref())?;
             let mut store = open(&config, Access::Change)?;
-            let removed = store.remove_ban(&target, unix_now(), "removed by hand")?;
-            if removed {
-                print(&format!("unbanned {target}\n"))?;
-                Ok(ExitCode::SUCCESS)
+            let now = unix_now();
+            let fleet = config.fleet.is_some() && event::target(&target.to_string()).is_ok();
+            let removed = if fleet {
+                // Every node lifts it, whether or not this one had it.
+                let body = event::encode_body(&Body::Unban { target });
+                store.remove_ban_published(&target, now, "removed by hand", &body)?
             } else {
-                eprintln!("nolist: {target} is not banned");
-                Ok(ExitCode::from(EXIT_FAILED))
+                store.remove_ban(&target, now, "removed by hand")?
+            };
+            match (removed, fleet) {
+                (true, _) => {
+                    print(&format!("unbanned {target}\n"))?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                (false, true) => {
+                    print(&format!(
+                        "{target} is not banned on this node; the unban goes to the fleet\n"
+                    ))?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                (false, false) => {
+                    eprintln!("nolist: {target} is not banned");
+                    Ok(ExitCode::from(EXIT_FAILED))
+                }
             }
         }
     }
@@ -341,12 +381,26 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
 pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
     let config = load(Some(&args.config), args.state_dir.as_ref())?;
     let store = open(&config, Access::Read)?;
-    let status = store.status(unix_now(), 10)?;
+    let now = unix_now();
+    let status = store.status(now, 10)?;
+    let fleet = match &config.fleet {
+        Some(f) => Some(fleet_status(&store, f, now)?),
+        None => None,
+    };
     let text = match args.format {
-        Format::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&status).unwrap_or_default()
-        ),
+        Format::Json => {
+            let mut value = serde_json::to_value(&status).unwrap_or_default();
+            if let (Some(fleet), Some(map)) = (&fleet, value.as_object_mut()) {
+                map.insert(
+                    "fleet".into(),
+                    serde_json::to_value(fleet).unwrap_or_default(),
+                );
+            }
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            )
+        }
         Format::Text => {
             let mut out = format!(
                 "bans in force: {} ({} manual)\nnetworks with remembered deliveries: {}\nnetworks exempt after a retry: {}\ndecisions recorded: {}\n",
@@ -376,11 +430,105 @@ pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {
                     time(c.updated)
                 ));
             }
+            if let Some(fleet) = &fleet {
+                out.push_str(&fleet.text());
+            }
             out
         }
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fleet as this node last heard of it, for `nolist status`.
+#[derive(Debug, serde::Serialize)]
+struct FleetStatus {
+    /// This node.
+    node: String,
+    /// Its messages not yet published.
+    outbox_backlog: u64,
+    /// Where it reads the shared log on from (`epoch id`).
+    cursor: Option<String>,
+    /// Every node's latest report (as the engine kept them).
+    nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct NodeStatus {
+    node: String,
+    /// Seconds since its last report.
+    last_seen_s: i64,
+    /// Whether that is longer than `fleet.silent_after`.
+    silent: bool,
+    /// An MTA node's watermark lag in seconds (now - watermark).
+    watermark_lag_s: Option<i64>,
+    outbox_backlog: Option<u64>,
+    consumer_lag_s: Option<i64>,
+    held_back: Option<u64>,
+}
+
+fn fleet_status(
+    store: &store::Store,
+    fleet: &crate::config::Fleet,
+    now: i64,
+) -> Result<FleetStatus, Failure> {
+    let (state, backlog) = if store.has_fleet()? {
+        (store.fleet_state()?, store.outbox_backlog()?)
+    } else {
+        (store::FleetState::default(), 0)
+    };
+    let silent_after = i64::try_from(fleet.silent_after.as_secs()).unwrap_or(i64::MAX);
+    let nodes = state
+        .reports
+        .iter()
+        .map(|(node, json)| {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            let int = |k: &str| v.get(k).and_then(serde_json::Value::as_i64);
+            let last_seen_s = now - int("at").unwrap_or(0);
+            NodeStatus {
+                node: node.clone(),
+                last_seen_s,
+                silent: last_seen_s > silent_after,
+                watermark_lag_s: int("watermark").map(|w| now - w),
+                outbox_backlog: v.get("outbox").and_then(serde_json::Value::as_u64),
+                consumer_lag_s: int("consumer_lag_s"),
+                held_back: v.get("held_back").and_then(serde_json::Value::as_u64),
+            }
+        })
+        .collect();
+    Ok(FleetStatus {
+        node: fleet.node.to_string(),
+        outbox_backlog: backlog,
+        cursor: state.cursor,
+        nodes,
+    })
+}
+
+impl FleetStatus {
+    fn text(&self) -> String {
+        let mut out = format!(
+            "fleet node {}: {} message(s) not yet published, cursor {}\n",
+            self.node,
+            self.outbox_backlog,
+            self.cursor
+                .as_deref()
+                .unwrap_or("none (bootstraps at start)")
+        );
+        for n in &self.nodes {
+            let opt = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v}s"));
+            out.push_str(&format!(
+                "  {:<16} last seen {}s ago{}, watermark lag {}, outbox {}, consumer lag {}\n",
+                n.node,
+                n.last_seen_s,
+                if n.silent { " (SILENT)" } else { "" },
+                opt(n.watermark_lag_s),
+                n.outbox_backlog
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                opt(n.consumer_lag_s),
+            ));
+        }
+        out
+    }
 }
 
 #[cfg(test)]

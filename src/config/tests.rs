@@ -885,3 +885,134 @@ fn a_document_over_the_parser_budget_says_so() {
     );
     assert!(err.starts_with("deep.yaml:"), "{err}");
 }
+
+#[test]
+fn the_fleet_section_gets_documented_defaults_and_checks_its_nodes() {
+    assert_eq!(ok(MINIMAL).fleet, None);
+    let c = ok(&format!(
+        "{MINIMAL}mta: {{ logs: [/var/log/mail.log] }}
+fleet:
+  url: redis://nolist@198.18.5.1:6379/0
+  node: mx2
+  password_env: NOLIST_FLEET_PASSWORD
+  mta_nodes: [mx2, mx3]
+"
+    ));
+    let f = c.fleet.unwrap();
+    assert_eq!(f.url, "redis://nolist@198.18.5.1:6379/0");
+    assert_eq!(f.node.as_str(), "mx2");
+    assert!(f.is_mta_node());
+    assert_eq!(
+        f.password,
+        Some(provider::Secret::Env("NOLIST_FLEET_PASSWORD".into()))
+    );
+    assert_eq!(f.prefix, "nolist");
+    assert_eq!((f.keep.as_secs(), f.max_events), (3600, 1_000_000));
+    assert_eq!(f.silent_after.as_secs(), 120);
+    assert_eq!(f.on_silent_mta, OnSilentMta::Wait);
+    let fleet = |body: &str| format!("{MINIMAL}fleet:\n{body}");
+    assert_err(
+        &fleet("  url: redis://:secret@h/0\n  node: mx1\n"),
+        7,
+        8,
+        "must not contain a password",
+    );
+    assert_err(
+        &fleet("  url: http://h\n  node: mx1\n"),
+        7,
+        8,
+        "redis:// or rediss://",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: MX1\n"),
+        8,
+        9,
+        "not a node name",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: mx1\n  mta_nodes: [mx1]\n"),
+        8,
+        9,
+        "follows no MTA log",
+    );
+    assert_err(
+        &format!(
+            "{MINIMAL}mta: {{ logs: [/l] }}\nfleet:\n  url: redis://h\n  node: mx1\n  mta_nodes: [mx2]\n"
+        ),
+        9,
+        9,
+        "not in fleet.mta_nodes",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: mx1\n  mta_nodes: [mx2, mx2]\n"),
+        9,
+        20,
+        "twice",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: mx1\n  password_env: P\n  password_file: /p\n"),
+        10,
+        18,
+        "not both",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: mx1\n  keep: 30s\n"),
+        9,
+        9,
+        "at least 1m",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: mx1\n  max_events: 10\n"),
+        9,
+        15,
+        "at least 1000",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: mx1\n  prefix: \"a b\"\n"),
+        9,
+        11,
+        "fleet.prefix",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: mx1\n  bogus: 1\n"),
+        9,
+        3,
+        "unknown field",
+    );
+    assert_err(
+        &fleet("  url: redis://h\n  node: mx1\n  on_silent_mta: ban\n"),
+        9,
+        18,
+        "unknown variant",
+    );
+}
+
+#[test]
+fn the_fleet_docs_list_every_key_and_their_example_parses() {
+    let docs = include_str!("../../docs/fleet.md");
+    for key in [
+        "url",
+        "node",
+        "password_env",
+        "password_file",
+        "mta_nodes",
+        "prefix",
+        "keep",
+        "max_events",
+        "silent_after",
+        "on_silent_mta",
+    ] {
+        assert!(
+            docs.contains(&format!("| `fleet.{key}` |")),
+            "docs/fleet.md lacks fleet.{key}"
+        );
+    }
+    let example = docs
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    // The example's MTA nodes are other hosts: this one follows no log.
+    let c = ok(&format!("{MINIMAL}{example}"));
+    assert_eq!(c.fleet.unwrap().mta_nodes.len(), 2);
+}

@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::fleet::{FleetStep, Inbound, Node};
 use super::sources::{Evidence, Origin};
 use super::writer::{BanSnapshot, Write, Writer};
 use crate::bans::{Action, Decision, Engine, Passed, Policy};
@@ -39,6 +40,8 @@ pub(crate) struct Inputs {
     pub policies: mpsc::Receiver<(Policy, oneshot::Sender<()>)>,
     /// The bans in the store, from the writer.
     pub snapshots: mpsc::Receiver<BanSnapshot>,
+    /// Other fleet nodes' messages (with a fleet).
+    pub fleet: Option<mpsc::Receiver<Inbound>>,
 }
 
 /// Makes `passed` hold the engine's retry-exempt networks.
@@ -93,13 +96,32 @@ struct Step {
     decisions: Vec<Decision>,
     deliveries: Vec<(IpNet, i64)>,
     checkpoint: Option<(String, String)>,
+    fleet: FleetStep,
+}
+
+/// The next message from the fleet, or never without one.
+async fn from_fleet(rx: &mut Option<mpsc::Receiver<Inbound>>) -> Option<Inbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Feeds `evidence` to the engine. What it made due now (a ban with grace
 /// 0) is decided now, so it is committed with the evidence's checkpoint: a
 /// crash can then never keep the checkpoint and lose the ban.
-fn take(engine: &mut Engine, evidence: Evidence, counters: &Counters, step: &mut Step) {
-    engine.advance(unix_now(), &mut step.decisions);
+fn take(
+    engine: &mut Engine,
+    evidence: Evidence,
+    node: Option<&mut Node>,
+    counters: &Counters,
+    step: &mut Step,
+) {
+    let now = unix_now();
+    if let Some(node) = node {
+        node.local(&evidence, now, &mut step.fleet);
+    }
+    engine.advance(now, &mut step.decisions);
     for e in evidence.events {
         match e.kind {
             Kind::DecoyHit => {
@@ -117,6 +139,7 @@ fn take(engine: &mut Engine, evidence: Evidence, counters: &Counters, step: &mut
     if let Origin::Log {
         path,
         checkpoint: Some(checkpoint),
+        ..
     } = evidence.origin
     {
         step.checkpoint = Some((path, checkpoint));
@@ -125,13 +148,15 @@ fn take(engine: &mut Engine, evidence: Evidence, counters: &Counters, step: &mut
 
 /// Runs the engine until `shutdown`. The engine's retry-exempt networks are
 /// kept in `passed` for the responder and the let-through; `remember` tells
-/// the writer the retention of the policy in force.
+/// the writer the retention of the policy in force. A fleet node also
+/// publishes and applies through `node`.
 pub(crate) async fn run(
     mut engine: Engine,
     inputs: Inputs,
     writer: Writer,
     passed: Passed,
     remember: Arc<AtomicI64>,
+    mut node: Option<Node>,
     shutdown: CancellationToken,
 ) {
     let Inputs {
@@ -140,6 +165,7 @@ pub(crate) async fn run(
         mut allowed,
         mut policies,
         mut snapshots,
+        mut fleet,
     } = inputs;
     let counters = Counters::new();
     let mut dropped_before = engine.sizes().fingerprints_dropped;
@@ -152,11 +178,23 @@ pub(crate) async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let mut step = Step::default();
+        if let Some(node) = node.as_mut() {
+            node.gate(&mut engine, unix_now());
+        }
         tokio::select! {
             Some(s) = sessions.recv() => {
-                take(&mut engine, Evidence::session(&s, unix_now()), &counters, &mut step);
+                let e = Evidence::session(&s, unix_now());
+                take(&mut engine, e, node.as_mut(), &counters, &mut step);
             }
-            Some(e) = evidence.recv() => take(&mut engine, e, &counters, &mut step),
+            Some(e) = evidence.recv() => take(&mut engine, e, node.as_mut(), &counters, &mut step),
+            Some(inbound) = from_fleet(&mut fleet) => {
+                if let Some(node) = node.as_mut() {
+                    let now = unix_now();
+                    engine.advance(now, &mut step.decisions);
+                    node.apply(&mut engine, inbound, now, &mut step.decisions, &mut step.deliveries, &mut step.fleet);
+                    engine.advance(now, &mut step.decisions);
+                }
+            }
             Some((policy, applied)) = policies.recv() => {
                 remember.store(policy.remember, Ordering::Relaxed);
                 let forgotten = engine.set_policy(policy, unix_now(), &mut step.decisions);
@@ -166,7 +204,14 @@ pub(crate) async fn run(
                 refill(&passed, &engine);
                 let _ = applied.send(());
             }
-            _ = ticker.tick() => engine.advance(unix_now(), &mut step.decisions),
+            _ = ticker.tick() => {
+                let now = unix_now();
+                if let Some(node) = node.as_mut() {
+                    node.gate(&mut engine, now);
+                    node.export(now);
+                }
+                engine.advance(now, &mut step.decisions);
+            }
             Some(networks) = allowed.recv() => engine.set_allowed(networks),
             Some(snapshot) = snapshots.recv() => {
                 // A ban missing from the store although its write was applied
@@ -184,7 +229,16 @@ pub(crate) async fn run(
             }
             () = shutdown.cancelled() => break,
         }
+        if let Some(node) = node.as_ref() {
+            node.decided(&step.decisions, &mut step.fleet);
+        }
+        // Other nodes' bans taken over: recorded and enforced, not counted
+        // as this engine's nor published again.
+        for d in &step.fleet.adopted {
+            tracing::info!(ip = %d.ip, until = ?d.until, reason = %d.reason, "fleet ban");
+        }
         count_and_log(&step.decisions, &counters, &passed);
+        step.decisions.append(&mut step.fleet.adopted);
         let dropped = engine.sizes().fingerprints_dropped;
         if dropped > dropped_before {
             if dropped_before == 0 {
@@ -202,7 +256,11 @@ pub(crate) async fn run(
             passed_expired = Instant::now();
             passed.expire(unix_now());
         }
-        if !step.decisions.is_empty() || !step.deliveries.is_empty() || step.checkpoint.is_some() {
+        if !step.decisions.is_empty()
+            || !step.deliveries.is_empty()
+            || step.checkpoint.is_some()
+            || !step.fleet.is_empty()
+        {
             sent += 1;
             for d in &step.decisions {
                 match d.action {
@@ -215,10 +273,12 @@ pub(crate) async fn run(
                 decisions: step.decisions,
                 deliveries: step.deliveries,
                 checkpoint: step.checkpoint,
+                fleet: step.fleet.write,
+                watermark: step.fleet.watermark,
             };
             let writer = writer.clone();
             // The queue is bounded; wait off the runtime if the disk is slow.
-            let _ = tokio::task::spawn_blocking(move || writer.send(write)).await;
+            let _ = tokio::task::spawn_blocking(move || writer.send(write).is_ok()).await;
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sinks::{self, BackendSwap, FirewallLayout, Swap};
 use super::sources::{self, Evidence};
-use super::{DaemonError, engine, spf, writer, zones};
+use super::{DaemonError, engine, fleet, spf, writer, zones};
 use crate::bans::{Passed, Policy};
 use crate::config::{Backend, Config, Mode};
 use crate::dns::Authority;
@@ -34,6 +34,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 const EVENT_BACKLOG: usize = 65_536;
 /// Evidence messages queued for the engine before a source waits.
 const EVIDENCE_BACKLOG: usize = 64;
+/// Batches of other fleet nodes' messages queued for the engine.
+const FLEET_BACKLOG: usize = 16;
 /// How long a reload waits for the enforcement thread to check a backend.
 const SWAP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -72,6 +74,8 @@ pub enum Restart {
     Metrics,
     /// `responder.threads`.
     ResponderThreads,
+    /// `fleet`.
+    Fleet,
 }
 
 impl std::fmt::Display for Restart {
@@ -83,6 +87,7 @@ impl std::fmt::Display for Restart {
             Restart::DnsListen => "dns.serve (listen, tcp limits)",
             Restart::Metrics => "metrics",
             Restart::ResponderThreads => "responder.threads",
+            Restart::Fleet => "fleet",
         })
     }
 }
@@ -105,6 +110,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<Restart> {
         (enforce(old) != enforce(new), Restart::Enforce),
         (dns_listen(old) != dns_listen(new), Restart::DnsListen),
         (old.metrics != new.metrics, Restart::Metrics),
+        (old.fleet != new.fleet, Restart::Fleet),
         (
             old.responder.threads != new.responder.threads,
             Restart::ResponderThreads,
@@ -338,6 +344,11 @@ impl Daemon {
             sinks: extra,
             timing,
         } = self;
+        // Before anything starts: a fleet password that cannot be read.
+        let password = match &config.fleet {
+            Some(f) => fleet::password(f).map_err(DaemonError::Fleet)?,
+            None => None,
+        };
         let (events, sessions) = EventSink::channel(EVENT_BACKLOG);
         // Retry-exempt networks, filled from the store by the engine task.
         let passed = Passed::default();
@@ -381,7 +392,16 @@ impl Daemon {
         let (snapshots_tx, snapshots) = mpsc::channel(4);
         // The writer prunes by the policy in force, reloads included.
         let remember = Arc::new(AtomicI64::new(engine.policy().remember));
-        let (writer, writer_thread) = writer::spawn_writer(store, snapshots_tx, remember.clone());
+        let fleet_state = match &config.fleet {
+            Some(_) => Some(store.fleet_state()?),
+            None => None,
+        };
+        let shared = config
+            .fleet
+            .as_ref()
+            .map(|_| Arc::new(fleet::Shared::default()));
+        let (writer, writer_thread) =
+            writer::spawn_writer(store, snapshots_tx, remember.clone(), shared.clone());
         let mut swap = None;
         let mut refused = None;
         let configured = sinks::backend(&config);
@@ -429,6 +449,32 @@ impl Daemon {
         let spf = shutdown.child_token();
         tokio::spawn(spf::refresh_spf(config.clone(), allow.clone(), spf.clone()));
         let (policies, policy_rx) = mpsc::channel(2);
+        let (fleet_rx, node) = match (&config.fleet, shared, fleet_state) {
+            (Some(f), Some(shared), Some(initial)) => {
+                let tasks = fleet::Tasks {
+                    fleet: f.clone(),
+                    password,
+                    state_dir: config.state_dir.clone(),
+                    initial,
+                    remember: remember.clone(),
+                    v4: config.bans.networks.ipv4.0,
+                    v6: config.bans.networks.ipv6.0,
+                    shared: shared.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                let (epochs, epoch_rx) = tokio::sync::watch::channel(None);
+                threads.push(fleet::spawn_publisher(
+                    tasks.clone(),
+                    writer.clone(),
+                    epochs,
+                ));
+                let (inbound, inbound_rx) = mpsc::channel(FLEET_BACKLOG);
+                fleet::spawn_consumer(tasks, inbound, epoch_rx);
+                tracing::info!(node = %f.node, url = %f.url, mta_nodes = ?f.mta_nodes.iter().map(ToString::to_string).collect::<Vec<_>>(), "fleet: sharing evidence and bans");
+                (Some(inbound_rx), Some(fleet::Node::new(&config, f, shared)))
+            }
+            _ => (None, None),
+        };
         let engine = tokio::spawn(engine::run(
             engine,
             engine::Inputs {
@@ -437,10 +483,12 @@ impl Daemon {
                 allowed,
                 policies: policy_rx,
                 snapshots,
+                fleet: fleet_rx,
             },
             writer,
             passed,
             remember,
+            node,
             shutdown.clone(),
         ));
         Ok(Running {

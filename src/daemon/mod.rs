@@ -32,6 +32,7 @@
 //! - [`lifecycle`]: start, reload (SIGHUP) and shutdown of all of it.
 
 pub mod engine;
+pub(crate) mod fleet;
 pub mod lifecycle;
 pub mod sinks;
 pub mod sources;
@@ -89,6 +90,9 @@ pub enum DaemonError {
     /// The metrics recorder was already installed.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::AlreadyInstalled),
+    /// The fleet's settings cannot be used (its password cannot be read).
+    #[error("fleet: {0}")]
+    Fleet(String),
 }
 
 #[cfg(test)]

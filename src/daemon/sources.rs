@@ -41,6 +41,9 @@ pub enum Origin {
         path: String,
         /// The tailer's checkpoint after these lines.
         checkpoint: Option<String>,
+        /// Wall-clock time up to which every line of the log has been read
+        /// (a fleet MTA node's watermark); `None` unless the fleet needs it.
+        read_to: Option<i64>,
     },
     /// Connections to the decoy that the firewall refused and counted
     /// (refuse mode).
@@ -102,7 +105,8 @@ pub fn session_seen(s: &SessionEvent) -> Seen {
 
 /// Starts one tailer thread per log in `config.mta.logs`, resuming from the
 /// store's checkpoints, each looking for new lines every `poll`. Threads
-/// stop when `shutdown` is cancelled.
+/// stop when `shutdown` is cancelled. A fleet MTA node's tailers also say
+/// how far each log is read, every poll (its watermark).
 pub(crate) fn spawn_tailers(
     config: &Config,
     store: &Store,
@@ -130,8 +134,9 @@ pub(crate) fn spawn_tailers(
         let parser = LineParser::with_zone(config.mta.format, &decoy, unix_now(), Box::new(zone));
         let tailer = Tailer::resume(path.clone(), checkpoint);
         let (tx, shutdown) = (tx.clone(), shutdown.clone());
+        let progress = config.fleet.as_ref().is_some_and(|f| f.is_mta_node());
         handles.push(std::thread::spawn(move || {
-            tail_loop(&key, tailer, parser, &tx, poll, &shutdown);
+            tail_loop(&key, tailer, parser, &tx, poll, progress, &shutdown);
         }));
     }
     Ok(handles)
@@ -143,9 +148,11 @@ fn tail_loop(
     mut parser: LineParser,
     tx: &mpsc::Sender<Evidence>,
     poll: Duration,
+    progress: bool,
     shutdown: &CancellationToken,
 ) {
     let mut saved: Option<String> = None;
+    let mut reported = i64::MIN;
     let lines = metrics::counter!(crate::metrics::LOG_LINES, "log" => key.to_owned());
     let errors = metrics::counter!(crate::metrics::LOG_PARSE_ERRORS, "log" => key.to_owned());
     let future = metrics::counter!(crate::metrics::LOG_FUTURE_LINES, "log" => key.to_owned());
@@ -174,11 +181,18 @@ fn tail_loop(
                 });
             }
         });
+        // Every line written a second before this poll began has been
+        // read (MTAs write whole lines), once the log file exists at all.
+        let mut read_to = None;
         match result {
             Ok(stats) => {
                 lines.increment(stats.lines);
                 errors.increment(stats.overlong + parser.unstamped() - unstamped);
                 unstamped = parser.unstamped();
+                if progress && tailer.checkpoint().is_some() && now - 1 > reported {
+                    reported = now - 1;
+                    read_to = Some(reported);
+                }
             }
             Err(e) => tracing::warn!(log = %key, error = %e, "reading the MTA log failed"),
         }
@@ -190,7 +204,9 @@ fn tail_loop(
         if checkpoint.is_some() {
             saved.clone_from(&checkpoint);
         }
-        if (!events.is_empty() || checkpoint.is_some()) && !send_log(key, events, checkpoint, tx) {
+        if (!events.is_empty() || checkpoint.is_some() || read_to.is_some())
+            && !send_log(key, events, checkpoint, read_to, tx)
+        {
             return;
         }
         std::thread::sleep(poll);
@@ -198,22 +214,25 @@ fn tail_loop(
 }
 
 /// Sends `events` in parts of at most [`BATCH`]; only the last part carries
-/// the checkpoint. False when the engine is gone.
+/// the checkpoint and how far the log is read. False when the engine is
+/// gone.
 fn send_log(
     key: &str,
     mut events: Vec<Event>,
     checkpoint: Option<String>,
+    read_to: Option<i64>,
     tx: &mpsc::Sender<Evidence>,
 ) -> bool {
-    let log = |checkpoint| Origin::Log {
+    let log = |checkpoint, read_to| Origin::Log {
         path: key.to_owned(),
         checkpoint,
+        read_to,
     };
     while events.len() > BATCH {
         let rest = events.split_off(BATCH);
         let head = std::mem::replace(&mut events, rest);
         let part = Evidence {
-            origin: log(None),
+            origin: log(None, None),
             events: head,
         };
         if tx.blocking_send(part).is_err() {
@@ -221,7 +240,7 @@ fn send_log(
         }
     }
     let last = Evidence {
-        origin: log(checkpoint),
+        origin: log(checkpoint, read_to),
         events,
     };
     tx.blocking_send(last).is_ok()

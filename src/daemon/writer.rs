@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
+use super::fleet::Shared;
 use crate::bans::{Decision, Engine, Policy};
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::store::{Source, Store, StoreError, host_of};
+use crate::store::{FleetWrite, Source, Store, StoreError, host_of};
 
 /// How often the writer reports the bans in the store, so the engine
 /// notices bans lifted by hand (`nolist bans remove`).
@@ -41,7 +42,20 @@ pub(crate) enum Write {
         deliveries: Vec<(IpNet, i64)>,
         /// `(log path, checkpoint)` of the lines that caused them.
         checkpoint: Option<(String, String)>,
+        /// A fleet node's outbox messages, other nodes' bans and unbans,
+        /// and the shared log's cursor after them.
+        fleet: FleetWrite,
+        /// A fleet MTA node's watermark once this batch is committed.
+        watermark: Option<i64>,
     },
+    /// The engine acknowledged this node's messages up to this one.
+    Published(u64),
+    /// Fleet state values (the epoch, other nodes' reports).
+    FleetState(Vec<(String, String)>),
+    /// The engine lost data: queue this node's bans and deliveries again.
+    Republish,
+    /// The outbox holds too many decoy hits: keep this many.
+    TrimOutbox(u64),
     /// What a backend that cannot read the firewall back has applied.
     Enforced {
         backend: &'static str,
@@ -69,6 +83,7 @@ pub(crate) fn spawn_writer(
     mut store: Store,
     snapshots: mpsc::Sender<BanSnapshot>,
     remember: Arc<AtomicI64>,
+    fleet: Option<Arc<Shared>>,
 ) -> (Writer, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Write>(QUEUE);
     let handle = std::thread::spawn(move || {
@@ -78,7 +93,8 @@ pub(crate) fn spawn_writer(
         loop {
             match rx.recv_timeout(SYNC) {
                 Ok(write) => {
-                    applied += u64::from(commit(&mut store, write));
+                    let remember = remember.load(Ordering::Relaxed);
+                    applied += u64::from(commit(&mut store, write, remember, fleet.as_deref()));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -103,22 +119,83 @@ pub(crate) fn spawn_writer(
 }
 
 /// Commits one write; true for a batch (the engine counts those).
-fn commit(store: &mut Store, write: Write) -> bool {
+fn commit(store: &mut Store, write: Write, remember: i64, fleet: Option<&Shared>) -> bool {
+    let failed = |what: &str, e: StoreError| tracing::error!(error = %e, "{what} failed");
     match write {
         Write::Batch {
             decisions,
             deliveries,
             checkpoint,
+            fleet: additions,
+            watermark,
         } => {
-            let checkpoint = checkpoint.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
-            if let Err(e) = store.commit(&decisions, &deliveries, checkpoint, unix_now()) {
-                tracing::error!(error = %e, "recording decisions failed");
+            let now = unix_now();
+            let result = if additions.is_empty() {
+                let checkpoint = checkpoint.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
+                store.commit(&decisions, &deliveries, checkpoint, now)
+            } else {
+                let checkpoints: Vec<(String, String)> = checkpoint.into_iter().collect();
+                store.commit_fleet(&decisions, &deliveries, &checkpoints, &additions, now)
+            };
+            match result {
+                Err(e) => failed("recording decisions", e),
+                Ok(()) => {
+                    if let Some(shared) = fleet {
+                        if let Some(w) = watermark {
+                            shared.watermark.fetch_max(w, Ordering::Release);
+                        }
+                        if !additions.outbox.is_empty() || watermark.is_some() {
+                            shared.wake.notify_one();
+                        }
+                    }
+                }
             }
             true
         }
         Write::Enforced { backend, applied } => {
             if let Err(e) = store.set_enforced(backend, &applied) {
                 tracing::warn!(error = %e, "saving what enforcement applied failed");
+            }
+            false
+        }
+        Write::Published(seq) => {
+            if let Err(e) = store.published(seq) {
+                failed("removing published messages from the outbox", e);
+            }
+            false
+        }
+        Write::FleetState(values) => {
+            for (key, value) in values {
+                if let Err(e) = store.set_fleet_state(&key, &value) {
+                    failed("saving the fleet state", e);
+                }
+            }
+            false
+        }
+        Write::Republish => {
+            let now = unix_now();
+            let messages = super::fleet::republish(store, now, now - remember);
+            let n = messages.len();
+            match store.enqueue(&messages) {
+                Ok(()) => tracing::info!(
+                    messages = n,
+                    "fleet: this node's bans and deliveries are queued again"
+                ),
+                Err(e) => failed("queueing this node's state again", e),
+            }
+            if let Some(shared) = fleet {
+                shared.wake.notify_one();
+            }
+            false
+        }
+        Write::TrimOutbox(keep) => {
+            match store.trim_outbox(keep) {
+                Ok(n) if n > 0 => tracing::warn!(
+                    dropped = n,
+                    "fleet: the engine has been away long; the oldest unpublished decoy hits were dropped (deliveries and bans are kept)"
+                ),
+                Ok(_) => {}
+                Err(e) => failed("trimming the outbox", e),
             }
             false
         }

@@ -58,6 +58,24 @@ pub const ENFORCEMENT_ERRORS: &str = "nolist_enforcement_errors_total";
 pub const DNS_QUERIES: &str = "nolist_dns_queries_total";
 /// Config reloads, by result.
 pub const RELOADS: &str = "nolist_reloads_total";
+/// Fleet messages, by direction (published, received).
+pub const FLEET_MESSAGES: &str = "nolist_fleet_messages_total";
+/// Fleet messages skipped, by reason.
+pub const FLEET_SKIPPED: &str = "nolist_fleet_skipped_total";
+/// Other nodes' bans refused because a local list exempts the target.
+pub const FLEET_REFUSED: &str = "nolist_fleet_refused_bans_total";
+/// Failed calls to the fleet's engine.
+pub const FLEET_ERRORS: &str = "nolist_fleet_engine_errors_total";
+/// This node's messages not yet published.
+pub const FLEET_OUTBOX: &str = "nolist_fleet_outbox_backlog";
+/// How far the shared log is ahead of what this node applied, in seconds.
+pub const FLEET_CONSUMER_LAG: &str = "nolist_fleet_consumer_lag_seconds";
+/// Judgements held back until every MTA node's watermark passes them.
+pub const FLEET_HELD_BACK: &str = "nolist_fleet_held_back";
+/// Seconds since each node's last report, by node.
+pub const FLEET_LAST_SEEN: &str = "nolist_fleet_node_last_seen_seconds";
+/// How far each MTA node's watermark is behind now, by node.
+pub const FLEET_WATERMARK_LAG: &str = "nolist_fleet_watermark_lag_seconds";
 
 /// The process already has a metrics recorder: [`install`] ran before.
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +150,47 @@ fn describe() {
             "DNS messages answered, by transport (udp, tcp).",
         ),
         (RELOADS, "SIGHUP reloads, by result (ok, failed)."),
+        (
+            FLEET_MESSAGES,
+            "Fleet messages, by direction (published: this node's; received: other nodes', applied).",
+        ),
+        (
+            FLEET_SKIPPED,
+            "Fleet messages skipped, by reason (malformed, version, invalid, too_large, duplicate).",
+        ),
+        (
+            FLEET_REFUSED,
+            "Other nodes' bans refused because bans.ignore, bans.allow or a planned MX covers the target here.",
+        ),
+        (FLEET_ERRORS, "Failed calls to the fleet's engine (Redis)."),
     ] {
         metrics::describe_counter!(name, help);
     }
     metrics::describe_gauge!(SESSIONS_OPEN, "Decoy SMTP sessions open now.");
+    for (name, help) in [
+        (
+            FLEET_OUTBOX,
+            "This node's fleet messages not yet published.",
+        ),
+        (
+            FLEET_CONSUMER_LAG,
+            "Seconds between the newest shared-log entry and the last one this node applied.",
+        ),
+        (
+            FLEET_HELD_BACK,
+            "Judgements held back until every MTA node's watermark passes them.",
+        ),
+        (
+            FLEET_LAST_SEEN,
+            "Seconds since each fleet node's last report, by node.",
+        ),
+        (
+            FLEET_WATERMARK_LAG,
+            "Seconds each MTA node's watermark is behind now, by node.",
+        ),
+    ] {
+        metrics::describe_gauge!(name, help);
+    }
     metrics::describe_gauge!(
         BANS_ACTIVE,
         "Bans in force in the state store (engine and manual)."

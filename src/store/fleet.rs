@@ -48,8 +48,9 @@ pub struct FleetState {
 pub struct FleetWrite {
     /// `(kind, body)` of this node's new messages.
     pub outbox: Vec<(&'static str, String)>,
-    /// Operators' bans from other nodes.
-    pub manual: Vec<BanRecord>,
+    /// Bans from other nodes kept as they are (operators' bans, network
+    /// bans).
+    pub bans: Vec<BanRecord>,
     /// Bans lifted by operators on other nodes, with the reason.
     pub unbans: Vec<(IpNet, String)>,
     /// The log cursor after the messages behind this batch.
@@ -62,7 +63,7 @@ impl FleetWrite {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.outbox.is_empty()
-            && self.manual.is_empty()
+            && self.bans.is_empty()
             && self.unbans.is_empty()
             && self.cursor.is_none()
             && self.applied.is_empty()
@@ -71,7 +72,7 @@ impl FleetWrite {
     /// Appends `other` (a later batch) to this one.
     pub fn append(&mut self, other: FleetWrite) {
         self.outbox.extend(other.outbox);
-        self.manual.extend(other.manual);
+        self.bans.extend(other.bans);
         self.unbans.extend(other.unbans);
         if other.cursor.is_some() {
             self.cursor = other.cursor;
@@ -116,7 +117,7 @@ impl Store {
             for (kind, body) in &fleet.outbox {
                 enqueue(tx, kind, body)?;
             }
-            for ban in &fleet.manual {
+            for ban in &fleet.bans {
                 upsert_ban(tx, ban)?;
                 let target = ban.target.to_string();
                 history(tx, ban.since, "ban", &target, Some(ban.until), &ban.reason)?;
@@ -186,20 +187,26 @@ impl Store {
         .map_err(|e| self.err(e))
     }
 
-    /// Up to `limit` unpublished messages, oldest first.
-    pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Up to `limit` unpublished messages after `after`, oldest first.
+    pub fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT seq, kind, body FROM outbox ORDER BY seq LIMIT ?1")
+            .prepare_cached(
+                "SELECT seq, kind, body FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
             .map_err(|e| self.err(e))?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok(OutboxRow {
-                    seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    kind: r.get(1)?,
-                    body: r.get(2)?,
-                })
-            })
+            .query_map(
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(OutboxRow {
+                        seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        kind: r.get(1)?,
+                        body: r.get(2)?,
+                    })
+                },
+            )
             .and_then(Iterator::collect)
             .map_err(|e| self.err(e))?;
         Ok(rows)
@@ -341,7 +348,7 @@ mod tests {
         daemon.commit_fleet(&[], &[], &[], &write, 100).unwrap();
         cli.add_ban_published(&ban("192.0.2.7/32"), "{\"kind\":\"ban\"}")
             .unwrap();
-        let rows = daemon.outbox(10).unwrap();
+        let rows = daemon.outbox(0, 10).unwrap();
         assert_eq!(
             rows.iter()
                 .map(|r| (r.seq, r.kind.as_str()))
@@ -350,7 +357,7 @@ mod tests {
         );
         assert_eq!(daemon.outbox_backlog().unwrap(), 2);
         daemon.published(2).unwrap();
-        assert!(daemon.outbox(10).unwrap().is_empty());
+        assert!(daemon.outbox(0, 10).unwrap().is_empty());
         assert_eq!(daemon.outbox_backlog().unwrap(), 0);
         // Deleted numbers are never given again.
         assert!(
@@ -362,7 +369,7 @@ mod tests {
             )
             .unwrap()
         );
-        assert_eq!(daemon.outbox(10).unwrap()[0].seq, 3);
+        assert_eq!(daemon.outbox(0, 10).unwrap()[0].seq, 3);
         let state = daemon.fleet_state().unwrap();
         assert_eq!(state.published, 2);
         assert_eq!(state.cursor.as_deref(), Some("5-0"));
@@ -381,7 +388,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let write = FleetWrite {
-            manual: vec![ban("192.0.2.0/24")],
+            bans: vec![ban("192.0.2.0/24")],
             ..FleetWrite::default()
         };
         store.commit_fleet(&[], &[], &[], &write, 100).unwrap();
@@ -398,7 +405,7 @@ mod tests {
         store.enqueue(&outbox).unwrap();
         assert_eq!(store.trim_outbox(3).unwrap(), 7);
         let kept: Vec<String> = store
-            .outbox(20)
+            .outbox(0, 20)
             .unwrap()
             .into_iter()
             .map(|r| r.body)

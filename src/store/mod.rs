@@ -21,7 +21,7 @@ use crate::bans::{Action, Decision};
 mod fleet;
 pub mod serials;
 
-pub use fleet::{FleetState, OutboxRow};
+pub use fleet::{FleetState, FleetWrite, OutboxRow};
 
 /// The database file inside `state_dir`.
 pub const DB_FILE: &str = "nolist.db";

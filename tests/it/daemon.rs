@@ -37,28 +37,6 @@ fn append(log: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
-fn banned(cfg: &Path) -> Vec<String> {
-    let out = nolist()
-        .args([
-            "bans",
-            "-c",
-            cfg.to_str().unwrap(),
-            "list",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|b| b["target"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn wait_until(mut ok: impl FnMut() -> bool, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -93,14 +71,18 @@ fn bans_the_bot_from_the_log_spares_the_real_sender_and_resumes_exactly() {
     );
     assert!(
         wait_until(
-            || banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
+            || util::banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
             Duration::from_secs(15)
         ),
         "bot not banned:\n{}",
         server.log_text()
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(banned(&cfg), ["203.0.113.9/32"], "only the bot is banned");
+    assert_eq!(
+        util::banned(&cfg),
+        ["203.0.113.9/32"],
+        "only the bot is banned"
+    );
 
     // Lifted by hand while the daemon runs: the engine notices (within its
     // store sync) and judges the client afresh, as a repeat offender.
@@ -116,7 +98,7 @@ fn bans_the_bot_from_the_log_spares_the_real_sender_and_resumes_exactly() {
     append(&log, &reject("203.0.113.9").repeat(3));
     assert!(
         wait_until(
-            || banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
+            || util::banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
             Duration::from_secs(15)
         ),
         "not banned again after a manual unban:\n{}",
@@ -152,11 +134,16 @@ fn bans_the_bot_from_the_log_spares_the_real_sender_and_resumes_exactly() {
     assert!(server.wait_for_log("following", Duration::from_secs(10)));
     append(&log, &reject("203.0.113.50"));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(banned(&cfg), ["203.0.113.9/32"], "{}", server.log_text());
+    assert_eq!(
+        util::banned(&cfg),
+        ["203.0.113.9/32"],
+        "{}",
+        server.log_text()
+    );
     // The restored ban is known to the engine: a delivery from its /24 lifts it.
     append(&log, &delivery("203.0.113.77"));
     assert!(
-        wait_until(|| banned(&cfg).is_empty(), Duration::from_secs(10)),
+        wait_until(|| util::banned(&cfg).is_empty(), Duration::from_secs(10)),
         "delivery did not lift the restored ban:\n{}",
         server.log_text()
     );
@@ -241,7 +228,7 @@ fn a_log_line_from_the_future_moves_no_ban() {
     append(&log, &reject("203.0.113.9").repeat(3));
     assert!(
         wait_until(
-            || banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
+            || util::banned(&cfg).contains(&"203.0.113.9/32".to_owned()),
             Duration::from_secs(15)
         ),
         "bot not banned:\n{}",
@@ -267,13 +254,13 @@ fn a_log_line_from_the_future_moves_no_ban() {
     append(&log, &reject("203.0.113.10").repeat(3));
     assert!(
         wait_until(
-            || banned(&cfg).contains(&"203.0.113.10/32".to_owned()),
+            || util::banned(&cfg).contains(&"203.0.113.10/32".to_owned()),
             Duration::from_secs(15)
         ),
         "no ban after a line from the future:\n{}",
         server.log_text()
     );
-    let bans = banned(&cfg);
+    let bans = util::banned(&cfg);
     assert!(
         bans.contains(&"203.0.113.9/32".to_owned()),
         "{bans:?}\n{}",

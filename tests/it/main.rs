@@ -13,6 +13,7 @@ mod dns_conformance;
 mod docs;
 mod enforce;
 mod exim_log;
+mod fleet;
 mod fleet_redis;
 mod hostile_config;
 mod netns_e2e;

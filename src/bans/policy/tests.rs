@@ -965,3 +965,22 @@ fn without_a_limit_nothing_is_held() {
     assert_eq!(bans(&out), [(ip("203.0.113.9"), T0 + 10 * MIN)]);
     assert_eq!(engine.held_back(), 0);
 }
+
+#[test]
+fn protects_names_every_overlap_with_an_exempt_or_allowed_network() {
+    let mut engine = Engine::new(policy());
+    engine.set_allowed(vec!["198.51.100.0/24".parse().unwrap()]);
+    for (target, protected) in [
+        ("10.1.2.3/32", true),       // inside 10.0.0.0/8
+        ("192.0.2.0/24", true),      // contains 192.0.2.10
+        ("198.51.100.128/25", true), // inside the SPF allow list
+        ("203.0.113.9/32", false),
+        ("192.0.3.0/24", false),
+    ] {
+        assert_eq!(
+            engine.protects(&target.parse().unwrap()),
+            protected,
+            "{target}"
+        );
+    }
+}

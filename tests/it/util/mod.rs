@@ -302,3 +302,32 @@ pub fn pids_where(keep: impl Fn(u32) -> bool) -> Vec<u32> {
         .filter(|&p| keep(p))
         .collect()
 }
+
+/// The targets banned in the store of `cfg` (`nolist bans list`); panics
+/// when the command fails.
+pub fn banned(cfg: &Path) -> Vec<String> {
+    let out = nolist()
+        .args([
+            "bans",
+            "-c",
+            cfg.to_str().unwrap(),
+            "list",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bans list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| b["target"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -239,3 +239,20 @@ fn the_newest_deletion_counts_whoever_made_it() {
     let short = Value::Array(vec![bulk("9-0")]);
     assert!(read_reply(short).is_err());
 }
+
+#[test]
+fn the_documented_acl_names_exactly_the_commands_nolist_uses() {
+    let docs = include_str!("../../../../docs/fleet.md");
+    let line = docs
+        .lines()
+        .find(|l| l.trim_start().starts_with("ACL SETUSER nolist"))
+        .expect("an ACL example in docs/fleet.md");
+    let documented: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with('+'))
+        .collect();
+    let used: Vec<&str> = crate::fleet::redis::ACL_COMMANDS
+        .split_whitespace()
+        .collect();
+    assert_eq!(documented, used);
+}
