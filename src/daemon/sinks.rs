@@ -21,14 +21,19 @@ use crate::config::{Backend, Config, Mode};
 use crate::enforce::{EnforceError, Enforcer, Target, command, fail2ban, ipset, nft};
 use crate::store::{Store, StoreError};
 
-/// A full reconcile at least this often, even when neither the store nor
-/// the firewall seems to have changed (bans that end in the store but not
-/// in the firewall, a backend that cannot tell).
+/// A full reconcile at least this often, even when neither the bans in the
+/// store nor the firewall seem to have changed and no timeout says so: a
+/// safety net.
 const RECONCILE_AT_LEAST: Duration = Duration::from_secs(30);
 
 /// The backend forgets what it believes and reads the firewall itself at
 /// least this often: a safety net under every shortcut.
 const RECHECK_FIREWALL: Duration = Duration::from_secs(300);
+
+/// A safety net waits at least this many times as long as its last run
+/// took: with millions of bans a full reconcile takes seconds, and the
+/// nets then cost about one per cent of a core instead of most of it.
+const SAFETY_NET_SHARE: u32 = 100;
 
 /// The backend `bans.enforce` asks for (not yet checked); `None` for
 /// `backend: none`. In refuse mode the nftables backend also counts the
@@ -189,10 +194,20 @@ struct Enforcement {
     failing: bool,
     /// What a write-only backend had applied when last saved.
     saved: Option<Vec<IpNet>>,
-    /// The store's `data_version` at the last reconcile.
-    version: Option<i64>,
+    /// The store's count of changes to the bans at the last reconcile.
+    changes: Option<i64>,
+    /// The last full reconcile, and how long it took (the store's bans
+    /// read, the change computed and applied).
     last: Option<Instant>,
+    took: Duration,
+    /// When time alone makes the firewall and the bans disagree (an
+    /// element ends before its ban, or after it), as the last reconcile
+    /// found.
+    recheck_at: Option<Instant>,
+    /// The last time the backend was made to read the firewall itself, and
+    /// how long that reconcile took.
     rechecked: Instant,
+    recheck_took: Duration,
     /// The retry-exempt networks, for the let-through.
     passed: Passed,
     /// The version of `passed` the let-through holds (`None`: not yet, or
@@ -225,9 +240,12 @@ impl Enforcement {
             store,
             writer,
             failing: false,
-            version: None,
+            changes: None,
             last: None,
+            took: Duration::ZERO,
+            recheck_at: None,
             rechecked: Instant::now(),
+            recheck_took: Duration::ZERO,
             passed,
             passes_version: None,
             passes_failing: false,
@@ -250,26 +268,34 @@ impl Enforcement {
         self.passes_version = None;
     }
 
-    /// Reconciles when the store changed (another connection committed),
-    /// the firewall changed, or [`RECONCILE_AT_LEAST`] has passed: with
-    /// 100,000 bans, a reconcile reads them all from the store. Says
-    /// whether it reconciled (or tried to).
+    /// Reconciles when the bans in the store changed (whoever wrote them),
+    /// the firewall changed, a timeout makes them disagree, or a safety
+    /// net is due ([`RECONCILE_AT_LEAST`], [`RECHECK_FIREWALL`], both
+    /// stretched by [`SAFETY_NET_SHARE`]). A reconcile reads every ban from
+    /// the store (seconds with millions), so nothing else makes one due:
+    /// the decoy's traffic, committed by the writer all the time, does not.
+    /// Says whether it reconciled (or tried to).
     fn reconcile_if_needed(&mut self) -> bool {
-        if self.rechecked.elapsed() >= RECHECK_FIREWALL {
+        let mut rechecking = false;
+        if self.rechecked.elapsed() >= RECHECK_FIREWALL.max(self.recheck_took * SAFETY_NET_SHARE) {
             self.rechecked = Instant::now();
             if let Some(cache) = self.backend.cache() {
                 cache.forget();
             }
             self.last = None;
+            rechecking = true;
         }
-        let version = self.store.data_version().ok();
-        let due = version.is_none()
-            || version != self.version
-            || self.last.is_none_or(|t| t.elapsed() >= RECONCILE_AT_LEAST)
+        let changes = self.store.bans_changes().ok();
+        let every = RECONCILE_AT_LEAST.max(self.took * SAFETY_NET_SHARE);
+        let due = changes.is_none()
+            || changes != self.changes
+            || self.last.is_none_or(|t| t.elapsed() >= every)
+            || self.recheck_at.is_some_and(|t| Instant::now() >= t)
             || self.backend.cache().is_none_or(|c| c.changed_outside());
         if !due {
             return false;
         }
+        let began = Instant::now();
         let now = unix_now();
         let targets: Vec<Target> = match self.store.ban_targets(now) {
             Ok(bans) => bans
@@ -288,14 +314,22 @@ impl Enforcement {
         #[allow(clippy::cast_precision_loss)] // a count of bans
         self.active.set(targets.len() as f64);
         let name = self.backend.name();
-        let began = Instant::now();
         let result = crate::enforce::reconcile(self.backend.as_mut(), &targets);
-        let took_ms = began.elapsed().as_millis();
+        drop(targets);
+        let took = began.elapsed();
+        let took_ms = took.as_millis();
         match result {
             Ok(r) => {
                 self.failing = false;
-                self.version = version;
+                self.changes = changes;
                 self.last = Some(Instant::now());
+                self.took = took;
+                if rechecking {
+                    self.recheck_took = took;
+                }
+                self.recheck_at = r
+                    .recheck_in
+                    .map(|secs| Instant::now() + Duration::from_secs(secs));
                 self.added.increment(r.added as u64);
                 self.removed.increment(r.removed as u64);
                 if r.added + r.removed + r.renewed > 0 || r.rebuilt {
@@ -382,5 +416,111 @@ impl Enforcement {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::enforce::{Cache, Change, Report};
+    use crate::store::{BanRecord, Source};
+
+    /// A backend that remembers what it holds (so, like nftables, it only
+    /// reconciles when something changed) and counts its reads.
+    #[derive(Clone, Default)]
+    struct Counting {
+        held: Arc<Mutex<BTreeSet<IpNet>>>,
+        reads: Arc<Mutex<usize>>,
+    }
+
+    impl Enforcer for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+
+        fn check(&mut self) -> Result<(), EnforceError> {
+            Ok(())
+        }
+
+        fn read(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
+            *self.reads.lock().unwrap() += 1;
+            Ok(Some(self.held.lock().unwrap().iter().copied().collect()))
+        }
+
+        fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
+            let mut held = self.held.lock().unwrap();
+            for net in &change.remove {
+                held.remove(net);
+            }
+            held.extend(change.add.iter().map(|(net, _)| *net));
+            Ok(Report::of(change))
+        }
+
+        fn cache(&mut self) -> Option<&mut dyn Cache> {
+            Some(self)
+        }
+    }
+
+    impl Cache for Counting {
+        fn forget(&mut self) {}
+
+        fn changed_outside(&mut self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn only_a_change_of_the_bans_makes_a_reconcile_due() {
+        let dir = tempfile::tempdir().unwrap();
+        // The writer's connection, or `nolist bans` in another process.
+        let mut other = Store::open(dir.path()).unwrap();
+        let backend = Counting::default();
+        let (writer, _writes) = std::sync::mpsc::sync_channel(4);
+        let store = Store::open(dir.path()).unwrap();
+        let mut enforcement =
+            Enforcement::new(Box::new(backend.clone()), store, writer, Passed::default());
+        assert!(
+            enforcement.reconcile_if_needed(),
+            "the first tick reconciles"
+        );
+        assert!(!enforcement.reconcile_if_needed(), "nothing changed");
+
+        // The decoy's traffic: deliveries and a checkpoint, committed all
+        // the time, change no ban.
+        let now = unix_now();
+        let network: IpNet = "198.51.100.0/24".parse().unwrap();
+        other
+            .commit(
+                &[],
+                &[(network, now)],
+                Some(("/var/log/mail.log", "{}")),
+                now,
+            )
+            .unwrap();
+        assert!(!enforcement.reconcile_if_needed(), "no ban changed");
+
+        let target: IpNet = "192.0.2.7/32".parse().unwrap();
+        other
+            .add_ban(&BanRecord {
+                target,
+                since: now,
+                until: now + 3600,
+                reason: "by hand".into(),
+                hits: 0,
+                offence: 1,
+                source: Source::Manual,
+            })
+            .unwrap();
+        assert!(enforcement.reconcile_if_needed(), "a ban was added");
+        assert!(backend.held.lock().unwrap().contains(&target));
+        assert!(!enforcement.reconcile_if_needed());
+
+        other.remove_ban(&target, now, "by hand").unwrap();
+        assert!(enforcement.reconcile_if_needed(), "a ban was removed");
+        assert!(backend.held.lock().unwrap().is_empty());
+        assert_eq!(*backend.reads.lock().unwrap(), 3);
     }
 }

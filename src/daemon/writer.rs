@@ -21,10 +21,11 @@ use super::fleet::Shared;
 use crate::bans::{Decision, Engine, Policy};
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::store::{FleetWrite, Source, Store, StoreError, host_of};
+use crate::store::{FleetWrite, Store, StoreError, host_of};
 
-/// How often the writer reports the bans in the store, so the engine
-/// notices bans lifted by hand (`nolist bans remove`).
+/// How often the writer looks for bans lifted by hand (`nolist bans
+/// remove`), and reports the bans in the store to the engine when another
+/// connection wrote since the last report.
 const SYNC: Duration = Duration::from_secs(5);
 
 /// How often expired bans and old deliveries are removed from the store.
@@ -77,8 +78,11 @@ pub(crate) struct BanSnapshot {
 }
 
 /// Starts the writer thread; it ends when every [`Writer`] is dropped.
-/// Every [`SYNC`] it reports the bans in the store to `snapshots`;
-/// `remember` is the retention of the policy in force (reloads included).
+/// Every [`SYNC`] after another connection committed, it reports the bans
+/// in the store to `snapshots` (only another process lifts a ban by hand:
+/// with millions of bans in force, reading them all is not a periodic
+/// chore); `remember` is the retention of the policy in force (reloads
+/// included).
 pub(crate) fn spawn_writer(
     mut store: Store,
     snapshots: mpsc::Sender<BanSnapshot>,
@@ -90,6 +94,9 @@ pub(crate) fn spawn_writer(
         let mut applied = 0u64;
         let mut last_sync = Instant::now();
         let mut last_prune: Option<Instant> = None;
+        // The `data_version` of the last report: it moves only with
+        // another connection's commits, never with this thread's.
+        let mut reported = store.data_version().ok();
         loop {
             match rx.recv_timeout(SYNC) {
                 Ok(write) => {
@@ -105,10 +112,16 @@ pub(crate) fn spawn_writer(
             }
             if last_sync.elapsed() >= SYNC {
                 last_sync = Instant::now();
-                match store.bans(unix_now()) {
+                let version = store.data_version().ok();
+                if version.is_some() && version == reported {
+                    continue;
+                }
+                match store.ban_targets(unix_now()) {
                     Ok(bans) => {
-                        let banned = bans.iter().filter_map(|b| host_of(&b.target)).collect();
-                        let _ = snapshots.try_send(BanSnapshot { applied, banned });
+                        let banned = bans.iter().filter_map(|(net, _)| host_of(net)).collect();
+                        if snapshots.try_send(BanSnapshot { applied, banned }).is_ok() {
+                            reported = version;
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "reading bans for the engine failed"),
                 }
@@ -223,11 +236,7 @@ pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
     let now = unix_now();
     let since = now - engine.policy().remember;
     // Operators' bans are enforced from the store; the engine manages its own.
-    for ban in store
-        .bans(now)?
-        .into_iter()
-        .filter(|b| b.source == Source::Engine)
-    {
+    for ban in store.engine_bans(now)? {
         if let Some(ip) = host_of(&ban.target) {
             engine.restore_ban(ip, ban.until, ban.hits, ban.offence);
         }

@@ -43,6 +43,12 @@ pub struct Report {
     /// Elements replaced with a longer timeout (a ban was extended); not
     /// counted in `added` or `removed`.
     pub renewed: usize,
+    /// Seconds from now until time alone makes the firewall and the bans
+    /// disagree (an element ends before its ban, or outlives it), so that
+    /// a reconcile is due then although nothing changes; `None` when every
+    /// element ends with its ban, or the backend cannot tell (see
+    /// [`next_disagreement`]). Set by [`reconcile`].
+    pub recheck_in: Option<u64>,
 }
 
 impl Report {
@@ -59,6 +65,7 @@ impl Report {
             removed: change.remove.len() - renewed,
             rebuilt: change.rebuild,
             renewed,
+            recheck_in: None,
         }
     }
 }
@@ -128,35 +135,40 @@ impl Change {
     /// `desired` (pure). Desired targets are folded first: duplicates keep
     /// the longest timeout, and a target inside a wider one is left to it.
     pub fn between(desired: &[Target], actual: Option<&[IpNet]>) -> Change {
-        Change::between_folded(fold(desired), actual, &|_, _| None)
+        Change::between_folded(&fold(desired), actual, &|_, _| None)
     }
 
+    /// The change from `actual` to `want` (folded: in address order, no
+    /// duplicates), both walked once in address order: no hash set of
+    /// millions of bans is built. `renew` says which held targets get a
+    /// new timeout.
     fn between_folded(
-        want: Vec<(IpNet, u64)>,
+        want: &[(IpNet, u64)],
         actual: Option<&[IpNet]>,
         renew: &dyn Fn(IpNet, u64) -> Option<u64>,
     ) -> Change {
-        let have: HashSet<IpNet> = actual
+        let mut have: Vec<IpNet> = actual
             .unwrap_or_default()
             .iter()
             .map(IpNet::trunc)
             .collect();
-        let wanted: HashSet<IpNet> = want.iter().map(|(n, _)| *n).collect();
-        let mut remove: Vec<IpNet> = have
-            .iter()
-            .filter(|n| !wanted.contains(n))
-            .copied()
-            .collect();
+        have.sort_unstable();
+        have.dedup();
+        let mut remove = Vec::new();
         let mut add = Vec::new();
-        for (net, secs) in want {
-            if !have.contains(&net) {
+        let mut held = have.into_iter().peekable();
+        for &(net, secs) in want {
+            while let Some(stray) = held.next_if(|h| *h < net) {
+                remove.push(stray);
+            }
+            if held.next_if_eq(&net).is_none() {
                 add.push((net, secs));
             } else if let Some(secs) = renew(net, secs) {
                 remove.push(net);
                 add.push((net, secs));
             }
         }
-        remove.sort_unstable();
+        remove.extend(held);
         Change {
             rebuild: actual.is_none(),
             remove,
@@ -178,7 +190,17 @@ impl Change {
         remaining: &dyn Fn(&IpNet) -> Option<u64>,
         cap: u64,
     ) -> Change {
-        Change::between_folded(fold(desired), actual, &|net, secs| {
+        Change::renewing_folded(&fold(desired), actual, remaining, cap)
+    }
+
+    /// [`Change::renewing`] of targets already folded.
+    fn renewing_folded(
+        want: &[(IpNet, u64)],
+        actual: Option<&[IpNet]>,
+        remaining: &dyn Fn(&IpNet) -> Option<u64>,
+        cap: u64,
+    ) -> Change {
+        Change::between_folded(want, actual, &|net, secs| {
             let left = remaining(&net)?;
             let secs = secs.min(cap);
             let renew = left.saturating_add(RENEW_SLACK) < secs && (secs < cap || left < cap / 2);
@@ -209,15 +231,17 @@ pub fn fold(desired: &[Target]) -> Vec<(IpNet, u64)> {
     // a wider block comes before the blocks it contains, and a block's
     // duplicates come together, the longest timeout last.
     all.sort_unstable();
-    let mut out: Vec<(IpNet, u64)> = Vec::with_capacity(all.len());
-    for (net, secs) in all {
-        match out.last_mut() {
-            Some((last, s)) if *last == net => *s = secs,
-            Some((last, _)) if last.contains(&net) => {}
-            _ => out.push((net, secs)),
+    // In place (no second vector of millions): `kept` is the last target
+    // kept, `next` the one that follows it in address order.
+    all.dedup_by(|next, kept| {
+        if kept.0 == next.0 {
+            kept.1 = next.1;
+            true
+        } else {
+            kept.0.contains(&next.0)
         }
-    }
-    out
+    });
+    all
 }
 
 /// A firewall that nolist can fill with bans: the sink of enforcement.
@@ -347,22 +371,54 @@ impl SynCounts {
     }
 }
 
+/// When time alone next makes the firewall and the folded bans `want`
+/// disagree (pure): the seconds from now until the first element that ends
+/// before its ban is gone (then it is added again), or until the first ban
+/// that ends before its element (then the element is stray). `remaining`
+/// and `cap` as for [`Change::renewing`]; two seconds either way are
+/// rounding (whole seconds, read at different moments), not a
+/// disagreement. `None` when every element ends with its ban.
+pub fn next_disagreement(
+    want: &[(IpNet, u64)],
+    remaining: &dyn Fn(&IpNet) -> Option<u64>,
+    cap: u64,
+) -> Option<u64> {
+    want.iter()
+        .filter_map(|(net, secs)| {
+            let left = remaining(net)?;
+            let secs = (*secs).min(cap);
+            // Two seconds after the element is gone: the backend forgets
+            // what the kernel dropped with a second's margin.
+            (left.abs_diff(secs) > 2).then(|| left.min(secs) + 2)
+        })
+        .min()
+}
+
 /// Makes `backend` hold exactly `desired`: read, compute the change, apply.
+/// With a backend that tells its timeouts, the report says when time alone
+/// makes a reconcile due ([`Report::recheck_in`]).
 pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Report, EnforceError> {
     let actual = backend.read()?;
+    let want = fold(desired);
     let change = match backend.timeouts() {
-        Some(t) => Change::renewing(
-            desired,
+        Some(t) => Change::renewing_folded(
+            &want,
             actual.as_deref(),
             &|net| t.remaining(net),
             t.max_timeout(),
         ),
-        None => Change::between(desired, actual.as_deref()),
+        None => Change::between_folded(&want, actual.as_deref(), &|_, _| None),
     };
-    if change.is_empty() {
-        return Ok(Report::default());
-    }
-    backend.apply(&change)
+    drop(actual);
+    let mut report = if change.is_empty() {
+        Report::default()
+    } else {
+        backend.apply(&change)?
+    };
+    report.recheck_in = backend
+        .timeouts()
+        .and_then(|t| next_disagreement(&want, &|net| t.remaining(net), t.max_timeout()));
+    Ok(report)
 }
 
 /// Makes the let-through of `backend` hold exactly `passes` (retry-exempt

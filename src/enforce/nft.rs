@@ -33,7 +33,8 @@
 //! back as decoy hits. Banned sources are dropped first, so they stop
 //! counting.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -118,16 +119,16 @@ fn pass_set_of(net: &IpNet) -> &'static str {
 struct Known {
     generation: u32,
     /// Every element of the ban sets and when the kernel drops it.
-    expires: HashMap<IpNet, Instant>,
+    expires: Expiries,
     /// Every element of the let-through sets and when the kernel drops it.
-    passes: HashMap<IpNet, Instant>,
+    passes: Expiries,
 }
 
 /// What [`Nft::read_all`] found: the ban sets' and the pass sets' elements
 /// with their kernel expiry.
 struct Sets {
-    bans: HashMap<IpNet, Instant>,
-    passes: HashMap<IpNet, Instant>,
+    bans: Expiries,
+    passes: Expiries,
 }
 
 /// The nftables backend.
@@ -340,7 +341,6 @@ impl Nft {
     /// the result and the number of transactions committed.
     fn write(&self, change: &Change) -> (Result<(), EnforceError>, u32) {
         let text_part = part(change, false);
-        let hosts = part(change, true);
         let mut transactions = 0;
         if !text_part.is_empty() {
             if let Err(e) = self.run_batch(&batch_text(&self.skeleton(), &text_part)) {
@@ -350,24 +350,25 @@ impl Nft {
         }
         let mut changes = Vec::new();
         for (set, v4) in [("banned4", true), ("banned6", false)] {
-            let family = |n: &IpNet| n.addr().is_ipv4() == v4;
+            // Single addresses of one family, straight from `change`.
+            let ours = |n: &IpNet| is_host(n) && n.addr().is_ipv4() == v4;
             changes.push(netlink::SetChange {
                 set,
                 verb: netlink::Verb::Delete,
-                elements: hosts
+                elements: change
                     .remove
                     .iter()
-                    .filter(|n| family(n))
+                    .filter(|n| ours(n))
                     .map(|n| (n.addr(), 0))
                     .collect(),
             });
             changes.push(netlink::SetChange {
                 set,
                 verb: netlink::Verb::Add,
-                elements: hosts
+                elements: change
                     .add
                     .iter()
-                    .filter(|(n, _)| family(n))
+                    .filter(|(n, _)| ours(n))
                     .map(|(n, s)| (n.addr(), *s))
                     .collect(),
             });
@@ -379,7 +380,8 @@ impl Nft {
             Ok(()) => (Ok(()), transactions + 1),
             Err(e) => {
                 tracing::debug!(error = %e, "netlink set elements failed; trying nft");
-                let result = self.run_batch(&batch_text("", &hosts));
+                drop(changes);
+                let result = self.run_batch(&batch_text("", &part(change, true)));
                 let done = u32::from(result.is_ok());
                 (result, transactions + done)
             }
@@ -391,8 +393,9 @@ impl Nft {
     /// set, a rule, an element in the wrong set, a range): then the tables
     /// are recreated.
     fn read_all(&self) -> Result<Option<Sets>, EnforceError> {
-        let mut bans = HashMap::new();
-        let mut passes = HashMap::new();
+        let base = Instant::now();
+        let mut bans = Expiries::new(base);
+        let mut passes = Expiries::new(base);
         let all = SETS
             .iter()
             .map(|(set, _, _)| (*set, false))
@@ -503,31 +506,25 @@ impl Enforcer for Nft {
             let Some(sets) = self.read_all()? else {
                 return Ok(None);
             };
-            if let Some(generation) = generation {
-                self.known = Some(Known {
-                    generation,
-                    expires: sets.bans.clone(),
-                    passes: sets.passes,
-                });
-            } else {
-                return Ok(Some(sets.bans.into_keys().collect()));
-            }
+            let Some(generation) = generation else {
+                return Ok(Some(sets.bans.nets()));
+            };
+            self.known = Some(Known {
+                generation,
+                expires: sets.bans,
+                passes: sets.passes,
+            });
         }
         let known = self.known.as_mut().expect("known after a read");
         // What the kernel has dropped by now is gone (with a second's margin).
-        let now = Instant::now();
-        forget_expired(&mut known.expires, now);
-        Ok(Some(known.expires.keys().copied().collect()))
+        known.expires.forget_expired(Instant::now());
+        Ok(Some(known.expires.nets()))
     }
 
     /// One transaction (two when networks and addresses both change, see
     /// `write`).
     fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
-        let change = unsettled(
-            change,
-            self.known.as_ref().map(|k| &k.expires),
-            change.rebuild,
-        );
+        let change = unsettled(change, self.known.as_ref().map(|k| &k.expires));
         let before = netlink::generation().ok();
         let (result, transactions) = self.write(&change);
         let after = netlink::generation().ok();
@@ -591,15 +588,14 @@ impl LetThrough for Nft {
         let Some(known) = self.known.as_mut() else {
             return self.list_passes();
         };
-        let now = Instant::now();
-        forget_expired(&mut known.passes, now);
-        Ok(Some(known.passes.keys().copied().collect()))
+        known.passes.forget_expired(Instant::now());
+        Ok(Some(known.passes.nets()))
     }
 
     /// One `nft -f -` transaction. As with bans, an element about to
     /// expire is left to expire rather than deleted or renewed.
     fn apply_passes(&mut self, change: &Change) -> Result<Report, EnforceError> {
-        let change = unsettled(change, self.known.as_ref().map(|k| &k.passes), false);
+        let change = unsettled(change, self.known.as_ref().map(|k| &k.passes));
         if change.is_empty() {
             return Ok(Report::default());
         }
@@ -638,14 +634,15 @@ impl Cache for Nft {
     }
 
     /// The ruleset generation moved past what this backend knows, or it
-    /// knows nothing yet, or an element it knows has reached its expiry.
+    /// knows nothing yet. (Elements reaching their expiry are the kernel's
+    /// doing, not a change from outside: `reconcile` says when that makes
+    /// the firewall and the bans disagree, `Report::recheck_in`, so no tick
+    /// looks at millions of expiry times.)
     fn changed_outside(&mut self) -> bool {
         let Some(known) = &self.known else {
             return true;
         };
-        let now = Instant::now();
         netlink::generation().ok() != Some(known.generation)
-            || known.expires.values().any(|e| *e <= now + SETTLING)
     }
 }
 
@@ -660,24 +657,17 @@ impl Nft {
     }
 }
 
-/// The `nft -f -` input for `change` (pure): the skeleton first when it
-/// must be rebuilt, then deletions, then additions with their timeouts,
-/// Forgets the elements the kernel has dropped by `now` (with a second's
-/// margin).
-fn forget_expired(expires: &mut HashMap<IpNet, Instant>, now: Instant) {
-    expires.retain(|_, e| now < *e + Duration::from_secs(1));
-}
-
 /// `change` without the elements about to expire (within [`SETTLING`] by
 /// `expires`): they are left to the kernel's expiry, neither deleted nor
 /// renewed, since adding an element the kernel still holds does not change
-/// its timeout; one renewed is added again once it is gone.
-fn unsettled(change: &Change, expires: Option<&HashMap<IpNet, Instant>>, rebuild: bool) -> Change {
+/// its timeout; one renewed is added again once it is gone. `change`
+/// itself, not a copy of its millions of elements, when none is settling.
+fn unsettled<'a>(change: &'a Change, expires: Option<&Expiries>) -> Cow<'a, Change> {
     let now = Instant::now();
     let settling = |net: &IpNet| {
         expires
             .and_then(|m| m.get(net))
-            .is_some_and(|e| *e <= now + SETTLING)
+            .is_some_and(|e| e <= now + SETTLING)
     };
     let settled: HashSet<IpNet> = change
         .remove
@@ -685,8 +675,11 @@ fn unsettled(change: &Change, expires: Option<&HashMap<IpNet, Instant>>, rebuild
         .filter(|n| settling(n))
         .copied()
         .collect();
-    Change {
-        rebuild,
+    if settled.is_empty() {
+        return Cow::Borrowed(change);
+    }
+    Cow::Owned(Change {
+        rebuild: change.rebuild,
         add: change
             .add
             .iter()
@@ -699,9 +692,11 @@ fn unsettled(change: &Change, expires: Option<&HashMap<IpNet, Instant>>, rebuild
             .filter(|n| !settled.contains(n))
             .copied()
             .collect(),
-    }
+    })
 }
 
+/// The `nft -f -` input for `change` (pure): the skeleton first when it
+/// must be rebuilt, then deletions, then additions with their timeouts,
 /// up to 4,096 elements (`CHUNK`) per command.
 pub fn batch_text(skeleton: &str, change: &Change) -> String {
     let mut text =
@@ -925,6 +920,10 @@ pub fn parse_counters(json: &[u8]) -> Result<Vec<(IpAddr, u64)>, Unreadable> {
         })
         .collect()
 }
+
+mod expiries;
+
+use expiries::Expiries;
 
 #[cfg(test)]
 mod tests;

@@ -91,6 +91,38 @@ fn bans_longer_than_the_firewall_takes_are_renewed_at_half_the_cap() {
 }
 
 #[test]
+fn time_alone_makes_a_reconcile_due_only_where_an_element_and_its_ban_end_apart() {
+    let want = fold(&[
+        t("203.0.113.9/32", 3600),
+        t("198.51.100.7/32", 600),
+        t("192.0.2.1/32", 100),
+    ]);
+    let left = |held: &'static [(&'static str, u64)]| {
+        move |net: &IpNet| {
+            held.iter()
+                .find(|(n, _)| n.parse::<IpNet>().unwrap() == *net)
+                .map(|(_, s)| *s)
+        }
+    };
+    // Every element ends with its ban (whole seconds apart at most), or is
+    // not held: nothing is due.
+    let agree = left(&[("203.0.113.9/32", 3599), ("198.51.100.7/32", 602)]);
+    assert_eq!(next_disagreement(&want, &agree, MAX_TIMEOUT), None);
+    // A ban extended within the renewal slack: its element goes first and
+    // must then be added again; a shortened ban leaves a stray at its end.
+    let apart = left(&[("203.0.113.9/32", 3550), ("192.0.2.1/32", 7200)]);
+    assert_eq!(next_disagreement(&want, &apart, MAX_TIMEOUT), Some(102));
+    let early = left(&[("203.0.113.9/32", 3550)]);
+    assert_eq!(next_disagreement(&want, &early, MAX_TIMEOUT), Some(3552));
+    // A ban longer than the firewall takes agrees with an element of the
+    // cap; one that ends sooner is due once it is gone.
+    let capped = left(&[("203.0.113.9/32", 1000)]);
+    assert_eq!(next_disagreement(&want, &capped, 1000), None);
+    let halved = left(&[("203.0.113.9/32", 400)]);
+    assert_eq!(next_disagreement(&want, &halved, 1000), Some(402));
+}
+
+#[test]
 fn a_missing_firewall_is_rebuilt_with_everything() {
     let c = Change::between(&[t("203.0.113.9/32", 60)], None);
     assert!(c.rebuild && !c.is_empty());

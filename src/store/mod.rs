@@ -233,17 +233,36 @@ const MIGRATIONS: &[&str] = &[
     );
 ",
     "
+    -- How many times a row of bans was inserted, changed or deleted, kept
+    -- by triggers in the writing transaction, whoever writes (the daemon,
+    -- `nolist bans` in another process): enforcement reads this one row to
+    -- know whether the bans changed, instead of reading them all whenever
+    -- any table changed. (IF NOT EXISTS: a store taken back to an older
+    -- version by hand keeps what it has.)
+    CREATE TABLE IF NOT EXISTS bans_changes (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        n  INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO bans_changes (id, n) VALUES (0, 0);
+    CREATE TRIGGER IF NOT EXISTS bans_inserted AFTER INSERT ON bans
+        BEGIN UPDATE bans_changes SET n = n + 1; END;
+    CREATE TRIGGER IF NOT EXISTS bans_updated AFTER UPDATE ON bans
+        BEGIN UPDATE bans_changes SET n = n + 1; END;
+    CREATE TRIGGER IF NOT EXISTS bans_deleted AFTER DELETE ON bans
+        BEGIN UPDATE bans_changes SET n = n + 1; END;
+",
+    "
     -- The fleet (config `fleet`): this node's own messages not yet
     -- published (the outbox; AUTOINCREMENT keeps sequence numbers rising
     -- across processes and deletions), and the node's fleet state (last
     -- sequence number the engine acknowledged, engine epoch, log cursor,
     -- last sequence number applied per node, other nodes' reports).
-    CREATE TABLE outbox (
+    CREATE TABLE IF NOT EXISTS outbox (
         seq  INTEGER PRIMARY KEY AUTOINCREMENT,
         kind TEXT NOT NULL,
         body TEXT NOT NULL
     );
-    CREATE TABLE fleet_state (
+    CREATE TABLE IF NOT EXISTS fleet_state (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
@@ -422,12 +441,18 @@ impl Store {
 
     /// The bans in force at `now`, soonest to expire first.
     pub fn bans(&self, now: i64) -> Result<Vec<BanRecord>, StoreError> {
+        self.bans_where("until > ?1", now)
+    }
+
+    /// The bans of the rows that `condition` (with `?1` = `param`) selects,
+    /// soonest to expire first.
+    fn bans_where(&self, condition: &str, param: i64) -> Result<Vec<BanRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT target, since, until, reason, hits, offence, source FROM bans WHERE until > ?1 ORDER BY until, target")
+            .prepare(&format!("SELECT target, since, until, reason, hits, offence, source FROM bans WHERE {condition} ORDER BY until, target"))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![now], |r| {
+            .query_map(params![param], |r| {
                 let target: String = r.get(0)?;
                 let source: String = r.get(6)?;
                 Ok((
@@ -464,6 +489,12 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The engine's bans in force at `now` (what a restart gives back to
+    /// the engine), without reading the operators' bans.
+    pub fn engine_bans(&self, now: i64) -> Result<Vec<BanRecord>, StoreError> {
+        self.bans_where("until > ?1 AND source = 'engine'", now)
     }
 
     /// Forgets bans that ended before `now`.
@@ -559,14 +590,19 @@ impl Store {
         rest: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<(IpNet, T)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![param], |r| Ok((r.get::<_, String>(0)?, rest(r)?)))
-            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![param]).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (text, value) = row.map_err(|e| self.err(e))?;
-            if let Ok(net) = text.parse() {
-                out.push((net, value));
+        // Parsed from SQLite's own buffer: no string per row (millions of
+        // bans are read this way).
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let net = match row.get_ref(0).map_err(|e| self.err(e))? {
+                rusqlite::types::ValueRef::Text(text) => std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|t| t.parse::<IpNet>().ok()),
+                _ => None,
+            };
+            if let Some(net) = net {
+                out.push((net, rest(row).map_err(|e| self.err(e))?));
             }
         }
         Ok(out)
@@ -582,6 +618,15 @@ impl Store {
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    /// A number that changes whenever a ban is added, changed or removed,
+    /// by this connection or another (see the `bans_changes` migration).
+    pub fn bans_changes(&self) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached("SELECT n FROM bans_changes")
+            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
             .map_err(|e| self.err(e))
     }
 

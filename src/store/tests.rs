@@ -503,3 +503,72 @@ fn the_retries_migration_upgrades_a_store_of_the_previous_version() {
         .unwrap();
     assert_eq!(store.retries(0).unwrap().len(), 1);
 }
+
+#[test]
+fn the_bans_change_count_moves_with_every_change_of_a_ban_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Store::open(dir.path()).unwrap();
+    let reader = Store::open(dir.path()).unwrap();
+    let mut last = reader.bans_changes().unwrap();
+    let mut moved = |store: &Store| {
+        let now = store.bans_changes().unwrap();
+        std::mem::replace(&mut last, now) != now
+    };
+    writer
+        .commit(
+            &[],
+            &[("198.51.100.0/24".parse().unwrap(), T0)],
+            Some(("/var/log/mail.log", "{}")),
+            T0,
+        )
+        .unwrap();
+    writer
+        .apply(&[retry("198.51.100.7", "198.51.100.0/24", T0)])
+        .unwrap();
+    writer
+        .set_enforced("command", &["10.0.0.0/8".parse().unwrap()])
+        .unwrap();
+    assert!(!moved(&reader), "no ban changed");
+    writer
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    assert!(moved(&reader), "a ban added");
+    writer
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0 + 60)])
+        .unwrap();
+    assert!(moved(&reader), "a ban extended");
+    writer.add_ban(&manual("192.0.2.0/24")).unwrap();
+    assert!(moved(&reader), "a manual ban");
+    writer
+        .remove_ban(&"192.0.2.0/24".parse().unwrap(), T0, "by hand")
+        .unwrap();
+    assert!(moved(&reader), "a ban removed");
+    assert_eq!(writer.expire(T0 + 2 * 86_400).unwrap(), 1);
+    assert!(moved(&reader), "a ban expired");
+    assert!(!moved(&reader));
+}
+
+#[test]
+fn the_bans_changes_migration_upgrades_a_store_of_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    // Back to the schema before the count (version 4).
+    store
+        .conn
+        .execute_batch(
+            "DROP TRIGGER bans_inserted; DROP TRIGGER bans_updated; DROP TRIGGER bans_deleted;
+             DROP TABLE bans_changes",
+        )
+        .unwrap();
+    store.conn.pragma_update(None, "user_version", 4).unwrap();
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    let before = store.bans_changes().unwrap();
+    store
+        .remove_ban(&"203.0.113.9/32".parse().unwrap(), T0, "by hand")
+        .unwrap();
+    assert_ne!(store.bans_changes().unwrap(), before);
+}
