@@ -76,6 +76,9 @@ pub struct Fleet {
     pub node: NodeName,
     /// `password_env` / `password_file`: the engine's password, if any.
     pub password: Option<Secret>,
+    /// `ca_file`: with `rediss://`, the certificate authorities (PEM) the
+    /// engine's certificate must chain to, instead of the system's.
+    pub ca_file: Option<PathBuf>,
     /// `mta_nodes`: the nodes whose delivery evidence must be complete
     /// (their watermark past a hit's judgement time) before any node bans.
     pub mta_nodes: Vec<NodeName>,
@@ -122,6 +125,8 @@ pub(super) struct RawFleet {
     password_env: Option<Sp<String>>,
     #[serde(default)]
     password_file: Option<Sp<PathBuf>>,
+    #[serde(default)]
+    ca_file: Option<Sp<PathBuf>>,
     #[serde(default)]
     mta_nodes: Vec<Sp<String>>,
     #[serde(default)]
@@ -225,6 +230,16 @@ impl RawFleet {
             (None, Some(file)) => Some(Secret::File(relative_to_config(path, file.value))),
             (None, None) => None,
         };
+        let ca_file = match self.ca_file {
+            Some(f) if !url.starts_with("rediss://") => {
+                return Err(err(
+                    loc(&f),
+                    "fleet.ca_file needs a rediss:// (TLS) fleet.url".into(),
+                ));
+            }
+            Some(f) => Some(relative_to_config(path, f.value)),
+            None => None,
+        };
         let keep = match self.keep {
             Some(k) if k.value.as_secs() < 60 => {
                 return Err(err(
@@ -247,6 +262,7 @@ impl RawFleet {
             url,
             node,
             password,
+            ca_file,
             mta_nodes,
             prefix,
             keep,

@@ -995,6 +995,7 @@ fn the_fleet_docs_list_every_key_and_their_example_parses() {
         "node",
         "password_env",
         "password_file",
+        "ca_file",
         "mta_nodes",
         "prefix",
         "keep",

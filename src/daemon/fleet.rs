@@ -379,28 +379,49 @@ pub(crate) fn republish(store: &Store, now: i64, since: i64) -> Vec<(&'static st
     out
 }
 
-/// The engine's password, read once at start.
-pub(crate) fn password(fleet: &Fleet) -> Result<Option<String>, String> {
-    match &fleet.password {
-        None => Ok(None),
-        Some(Secret::Env(var)) => std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("fleet.password_env: the environment variable {var} is not set")),
-        Some(Secret::File(path)) => std::fs::read_to_string(path)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
-            .map_err(|e| format!("fleet.password_file {}: {e}", path.display())),
+/// What the engine needs from files and the environment, read once at
+/// start: the password and the certificate authorities.
+#[derive(Clone, Default)]
+pub(crate) struct Secrets {
+    password: Option<String>,
+    ca: Option<Vec<u8>>,
+}
+
+impl Secrets {
+    /// Reads `fleet`'s password and CA file.
+    pub fn read(fleet: &Fleet) -> Result<Secrets, String> {
+        let password = match &fleet.password {
+            None => None,
+            Some(Secret::Env(var)) => Some(std::env::var(var).map_err(|_| {
+                format!("fleet.password_env: the environment variable {var} is not set")
+            })?),
+            Some(Secret::File(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map(|s| s.lines().next().unwrap_or_default().to_owned())
+                    .map_err(|e| format!("fleet.password_file {}: {e}", path.display()))?,
+            ),
+        };
+        let ca = match &fleet.ca_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("fleet.ca_file {}: {e}", path.display()))?,
+            ),
+        };
+        Ok(Secrets { password, ca })
     }
 }
 
 /// The fleet's engine (connecting is lazy: the first call connects, and a
 /// failed call's connection is made again by the next).
-fn connect(fleet: &Fleet, password: Option<&str>) -> Result<Box<dyn Transport>, TransportError> {
-    let redis = crate::fleet::redis::Redis::connect(
+fn connect(fleet: &Fleet, secrets: &Secrets) -> Result<Box<dyn Transport>, TransportError> {
+    let redis = crate::fleet::redis::Redis::connect_with_ca(
         &fleet.url,
-        password.map(str::to_owned),
+        secrets.password.clone(),
         &fleet.prefix,
         fleet.keep.0,
         fleet.max_events,
+        secrets.ca.as_deref(),
     )?;
     Ok(Box::new(redis))
 }
@@ -409,7 +430,7 @@ fn connect(fleet: &Fleet, password: Option<&str>) -> Result<Box<dyn Transport>, 
 #[derive(Clone)]
 pub(crate) struct Tasks {
     pub fleet: Fleet,
-    pub password: Option<String>,
+    pub secrets: Secrets,
     pub state_dir: PathBuf,
     pub initial: FleetState,
     pub remember: Arc<AtomicI64>,
@@ -492,7 +513,7 @@ fn send(writer: &Writer, write: Write) -> bool {
 async fn publisher(tasks: Tasks, writer: Writer, epochs: watch::Sender<Option<String>>) {
     let Tasks {
         fleet,
-        password,
+        secrets,
         state_dir,
         initial,
         remember,
@@ -521,7 +542,7 @@ async fn publisher(tasks: Tasks, writer: Writer, epochs: watch::Sender<Option<St
     let mut reports = Reports::new(&fleet);
     while !shutdown.is_cancelled() {
         let Some(t) = transport.as_deref() else {
-            match connect(&fleet, password.as_deref()) {
+            match connect(&fleet, &secrets) {
                 Ok(t) => match handshake(t.as_ref(), &me, epoch.as_deref(), acknowledged).await {
                     Ok((current, lost)) => {
                         outage.ok();
@@ -790,7 +811,7 @@ async fn consumer(
 ) {
     let Tasks {
         fleet,
-        password,
+        secrets,
         initial,
         shared,
         shutdown,
@@ -813,7 +834,7 @@ async fn consumer(
             continue;
         };
         let Some(t) = transport.as_deref() else {
-            match connect(&fleet, password.as_deref()) {
+            match connect(&fleet, &secrets) {
                 Ok(t) => transport = Some(t),
                 Err(e) => {
                     outage.failed(&e);

@@ -344,10 +344,10 @@ impl Daemon {
             sinks: extra,
             timing,
         } = self;
-        // Before anything starts: a fleet password that cannot be read.
-        let password = match &config.fleet {
-            Some(f) => fleet::password(f).map_err(DaemonError::Fleet)?,
-            None => None,
+        // Before anything starts: a fleet secret that cannot be read.
+        let secrets = match &config.fleet {
+            Some(f) => fleet::Secrets::read(f).map_err(DaemonError::Fleet)?,
+            None => fleet::Secrets::default(),
         };
         let (events, sessions) = EventSink::channel(EVENT_BACKLOG);
         // Retry-exempt networks, filled from the store by the engine task.
@@ -453,7 +453,7 @@ impl Daemon {
             (Some(f), Some(shared), Some(initial)) => {
                 let tasks = fleet::Tasks {
                     fleet: f.clone(),
-                    password,
+                    secrets,
                     state_dir: config.state_dir.clone(),
                     initial,
                     remember: remember.clone(),

@@ -109,6 +109,7 @@ mod tests {
             url: "redis://127.0.0.1".into(),
             node: NodeName::parse("mx1").unwrap(),
             password: None,
+            ca_file: None,
             mta_nodes: mta.iter().map(|n| NodeName::parse(n).unwrap()).collect(),
             prefix: "nolist".into(),
             keep: Duration::from_secs(3600),

@@ -201,7 +201,20 @@ impl Fleet {
         })?;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("fleet.password"), format!("{PASSWORD}\n")).unwrap();
-        let url = redis.url();
+        // With ACL users, the nodes are the `nolist` user; with TLS, they
+        // trust the server's private CA.
+        let url = if redis_users(&redis) {
+            redis.url_as("nolist")
+        } else {
+            redis.url()
+        };
+        let mut extra = extra.to_owned();
+        if redis.url().starts_with("rediss://") {
+            let ca = dir.path().join("ca.pem");
+            std::fs::write(&ca, redis.ca_pem()).unwrap();
+            extra.push_str(&format!("  ca_file: {}\n", ca.display()));
+        }
+        let extra = extra.as_str();
         let mut nodes: Vec<Node> = [("mxa", false), ("mxb", true), ("mxc", true)]
             .into_iter()
             .map(|(name, mta)| Node::new(dir.path(), name, &url, mta, extra))
@@ -245,6 +258,11 @@ impl Fleet {
             .iter()
             .any(|n| n.bans().contains(&target.to_owned()))
     }
+}
+
+/// Whether the server has the `nolist` ACL user.
+fn redis_users(redis: &RedisServer) -> bool {
+    matches!(redis.command(&["ACL", "LIST"]), redis::Value::Array(users) if users.len() > 1)
 }
 
 /// One decoy session from `source`: banner, EHLO, MAIL, RCPT (answered
@@ -460,4 +478,28 @@ fn hostile_entries_in_the_shared_log_are_skipped_never_a_ban() {
     for n in &fleet.nodes {
         assert_eq!(n.bans(), ["198.18.1.3/32"], "{}", n.log_text());
     }
+}
+
+#[test]
+fn tls_and_an_acl_user_limited_to_the_fleet_keys_carry_the_fleet() {
+    let user = format!(
+        "nolist on >{PASSWORD} resetkeys ~{{nolist}}:* resetchannels -@all {}",
+        nolist::fleet::redis::ACL_COMMANDS
+    );
+    let Some(fleet) = Fleet::start(
+        RedisOptions {
+            tls: true,
+            users: vec![user],
+            ..RedisOptions::default()
+        },
+        "",
+    ) else {
+        return;
+    };
+    hits("198.18.1.2", 3);
+    fleet.wait_everywhere("198.18.1.2/32", true);
+    assert!(
+        !fleet.logs().contains(PASSWORD),
+        "the password is never printed"
+    );
 }
