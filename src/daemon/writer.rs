@@ -31,6 +31,9 @@ const SYNC: Duration = Duration::from_secs(5);
 /// How often expired bans and old deliveries are removed from the store.
 const PRUNE: Duration = Duration::from_secs(600);
 
+/// Engine batches merged into one transaction at most.
+const COALESCE: u64 = 512;
+
 /// Writes queued before a sender waits.
 const QUEUE: usize = 256;
 
@@ -101,7 +104,22 @@ pub(crate) fn spawn_writer(
             match rx.recv_timeout(SYNC) {
                 Ok(write) => {
                     let remember = remember.load(Ordering::Relaxed);
-                    applied += u64::from(commit(&mut store, write, remember, fleet.as_deref()));
+                    // What queued meanwhile goes in as few transactions as
+                    // it can (a fleet node queues one batch per decoy hit).
+                    let mut merged = Merged::default();
+                    let mut next = Some(write);
+                    while let Some(write) = next.take() {
+                        match merged.absorb(write) {
+                            Some(other) => {
+                                applied += merged.commit(&mut store, fleet.as_deref());
+                                commit(&mut store, other, remember, fleet.as_deref());
+                            }
+                            None if merged.batches >= COALESCE => break,
+                            None => {}
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    applied += merged.commit(&mut store, fleet.as_deref());
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -131,51 +149,89 @@ pub(crate) fn spawn_writer(
     (tx, handle)
 }
 
-/// Commits one write; true for a batch (the engine counts those).
-fn commit(store: &mut Store, write: Write, remember: i64, fleet: Option<&Shared>) -> bool {
-    let failed = |what: &str, e: StoreError| tracing::error!(error = %e, "{what} failed");
-    match write {
-        Write::Batch {
+/// Engine batches merged into one transaction, in the order they came.
+#[derive(Default)]
+struct Merged {
+    decisions: Vec<Decision>,
+    deliveries: Vec<(IpNet, i64)>,
+    checkpoints: Vec<(String, String)>,
+    fleet: FleetWrite,
+    watermark: Option<i64>,
+    batches: u64,
+}
+
+impl Merged {
+    /// Takes `write` in if it is a batch; gives it back otherwise.
+    fn absorb(&mut self, write: Write) -> Option<Write> {
+        let Write::Batch {
             decisions,
             deliveries,
             checkpoint,
-            fleet: additions,
+            fleet,
             watermark,
-        } => {
-            let now = unix_now();
-            let result = if additions.is_empty() {
-                let checkpoint = checkpoint.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
-                store.commit(&decisions, &deliveries, checkpoint, now)
-            } else {
-                let checkpoints: Vec<(String, String)> = checkpoint.into_iter().collect();
-                store.commit_fleet(&decisions, &deliveries, &checkpoints, &additions, now)
-            };
-            match result {
-                Err(e) => failed("recording decisions", e),
-                Ok(()) => {
-                    if let Some(shared) = fleet {
-                        if let Some(w) = watermark {
-                            shared.watermark.fetch_max(w, Ordering::Release);
-                        }
-                        if !additions.outbox.is_empty() || watermark.is_some() {
-                            shared.wake.notify_one();
-                        }
+        } = write
+        else {
+            return Some(write);
+        };
+        self.decisions.extend(decisions);
+        self.deliveries.extend(deliveries);
+        self.checkpoints.extend(checkpoint);
+        self.fleet.append(fleet);
+        self.watermark = self.watermark.max(watermark);
+        self.batches += 1;
+        None
+    }
+
+    /// Commits what it holds (nothing when empty) and empties; returns how
+    /// many batches that was.
+    fn commit(&mut self, store: &mut Store, fleet: Option<&Shared>) -> u64 {
+        let m = std::mem::take(self);
+        if m.batches == 0 {
+            return 0;
+        }
+        let now = unix_now();
+        let result = match m.checkpoints.as_slice() {
+            [] | [_] if m.fleet.is_empty() => {
+                let checkpoint = m.checkpoints.first().map(|(p, s)| (p.as_str(), s.as_str()));
+                store.commit(&m.decisions, &m.deliveries, checkpoint, now)
+            }
+            _ => store.commit_fleet(&m.decisions, &m.deliveries, &m.checkpoints, &m.fleet, now),
+        };
+        match result {
+            Err(e) => tracing::error!(error = %e, "recording decisions failed"),
+            Ok(()) => {
+                if let Some(shared) = fleet {
+                    if let Some(w) = m.watermark {
+                        shared.watermark.fetch_max(w, Ordering::Release);
+                    }
+                    if !m.fleet.outbox.is_empty() || m.watermark.is_some() {
+                        shared.wake.notify_one();
                     }
                 }
             }
-            true
+        }
+        m.batches
+    }
+}
+
+/// Commits one write other than a batch.
+fn commit(store: &mut Store, write: Write, remember: i64, fleet: Option<&Shared>) {
+    let failed = |what: &str, e: StoreError| tracing::error!(error = %e, "{what} failed");
+    match write {
+        Write::Batch { .. } => {
+            let mut merged = Merged::default();
+            merged.absorb(write);
+            merged.commit(store, fleet);
         }
         Write::Enforced { backend, applied } => {
             if let Err(e) = store.set_enforced(backend, &applied) {
                 tracing::warn!(error = %e, "saving what enforcement applied failed");
             }
-            false
         }
         Write::Published(seq) => {
             if let Err(e) = store.published(seq) {
                 failed("removing published messages from the outbox", e);
             }
-            false
         }
         Write::FleetState(values) => {
             for (key, value) in values {
@@ -183,7 +239,6 @@ fn commit(store: &mut Store, write: Write, remember: i64, fleet: Option<&Shared>
                     failed("saving the fleet state", e);
                 }
             }
-            false
         }
         Write::Republish => {
             let now = unix_now();
@@ -199,19 +254,15 @@ fn commit(store: &mut Store, write: Write, remember: i64, fleet: Option<&Shared>
             if let Some(shared) = fleet {
                 shared.wake.notify_one();
             }
-            false
         }
-        Write::TrimOutbox(keep) => {
-            match store.trim_outbox(keep) {
-                Ok(n) if n > 0 => tracing::warn!(
-                    dropped = n,
-                    "fleet: the engine has been away long; the oldest unpublished decoy hits were dropped (deliveries and bans are kept)"
-                ),
-                Ok(_) => {}
-                Err(e) => failed("trimming the outbox", e),
-            }
-            false
-        }
+        Write::TrimOutbox(keep) => match store.trim_outbox(keep) {
+            Ok(n) if n > 0 => tracing::warn!(
+                dropped = n,
+                "fleet: the engine has been away long; the oldest unpublished decoy hits were dropped (deliveries and bans are kept)"
+            ),
+            Ok(_) => {}
+            Err(e) => failed("trimming the outbox", e),
+        },
     }
 }
 
@@ -253,4 +304,57 @@ pub fn restore(config: &Config) -> Result<(Store, Engine), StoreError> {
         }
     }
     Ok((store, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(checkpoint: &str, watermark: Option<i64>) -> Write {
+        Write::Batch {
+            decisions: Vec::new(),
+            deliveries: vec![("192.0.2.0/24".parse().unwrap(), 100)],
+            checkpoint: Some(("/log".into(), checkpoint.into())),
+            fleet: FleetWrite {
+                outbox: vec![(
+                    "hit",
+                    format!("{{\"kind\":\"hit\",\"n\":\"{checkpoint}\"}}"),
+                )],
+                ..FleetWrite::default()
+            },
+            watermark,
+        }
+    }
+
+    #[test]
+    fn queued_batches_become_one_transaction_in_order_and_the_last_checkpoint_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let shared = Shared::default();
+        let mut merged = Merged::default();
+        assert!(merged.absorb(batch("a", Some(50))).is_none());
+        assert!(merged.absorb(batch("b", None)).is_none());
+        let other = merged.absorb(Write::Published(1));
+        assert!(
+            matches!(other, Some(Write::Published(1))),
+            "not a batch: given back"
+        );
+        assert_eq!(merged.commit(&mut store, Some(&shared)), 2);
+        assert_eq!(merged.commit(&mut store, Some(&shared)), 0, "emptied");
+        assert_eq!(store.checkpoint("/log").unwrap().as_deref(), Some("b"));
+        let bodies: Vec<String> = store
+            .outbox(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.body)
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                "{\"kind\":\"hit\",\"n\":\"a\"}",
+                "{\"kind\":\"hit\",\"n\":\"b\"}"
+            ]
+        );
+        assert_eq!(shared.watermark.load(Ordering::Relaxed), 50);
+    }
 }
