@@ -17,6 +17,7 @@ mod fleet;
 mod fleet_redis;
 mod hostile_config;
 mod netns_e2e;
+mod netns_fleet;
 mod notify;
 mod plan;
 mod postfix_decoy;

@@ -3,6 +3,7 @@
 
 pub mod exim;
 pub mod fail2ban;
+pub mod hosts;
 #[cfg(feature = "providers")]
 pub mod named;
 pub mod nsd;
