@@ -400,8 +400,15 @@ impl Daemon {
             .fleet
             .as_ref()
             .map(|_| Arc::new(fleet::Shared::default()));
-        let (writer, writer_thread) =
-            writer::spawn_writer(store, snapshots_tx, remember.clone(), shared.clone());
+        // The writer tells enforcement at once when it changed the bans.
+        let nudge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (writer, writer_thread) = writer::spawn_writer(
+            store,
+            snapshots_tx,
+            remember.clone(),
+            shared.clone(),
+            nudge.clone(),
+        );
         let mut swap = None;
         let mut refused = None;
         let configured = sinks::backend(&config);
@@ -428,6 +435,7 @@ impl Daemon {
                 writer.clone(),
                 passed.clone(),
                 timing.enforce,
+                nudge.clone(),
                 shutdown.clone(),
             )?;
             threads.push(thread);

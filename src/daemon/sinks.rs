@@ -9,6 +9,8 @@
 //! firewall meanwhile.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -25,6 +27,11 @@ use crate::store::{Store, StoreError};
 /// store nor the firewall seem to have changed and no timeout says so: a
 /// safety net.
 const RECONCILE_AT_LEAST: Duration = Duration::from_secs(30);
+
+/// How often a waiting enforcement thread looks whether the writer changed
+/// the bans (and for a backend swap): a new ban reaches the firewall this
+/// much after its commit at most, plus the reconcile.
+const NUDGE_POLL: Duration = Duration::from_millis(20);
 
 /// The backend forgets what it believes and reads the firewall itself at
 /// least this often: a safety net under every shortcut.
@@ -142,6 +149,7 @@ pub(crate) fn spawn_enforcer(
     writer: Writer,
     passed: Passed,
     every: Duration,
+    nudge: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) -> Result<(BackendSwap, std::thread::JoinHandle<()>), StoreError> {
     let name = backend.name();
@@ -151,6 +159,7 @@ pub(crate) fn spawn_enforcer(
     let (swap, swaps) = std::sync::mpsc::channel::<Swap>();
     let thread = std::thread::spawn(move || {
         let mut enforcement = Enforcement::new(backend, store, writer, passed);
+        let mut nudged = nudge.load(Ordering::Acquire);
         while !shutdown.is_cancelled() {
             // A panic (a bug) must not end enforcement silently.
             let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -163,11 +172,17 @@ pub(crate) fn spawn_enforcer(
                     cache.forget();
                 }
             }
-            // Wait for the next tick, taking swaps as they come.
+            // Wait for the next tick, taking swaps as they come; the writer
+            // committing a change of the bans ends the wait early.
             let deadline = Instant::now() + every;
             while Instant::now() < deadline && !shutdown.is_cancelled() {
+                let now = nudge.load(Ordering::Acquire);
+                if now != nudged {
+                    nudged = now;
+                    break;
+                }
                 let left = deadline.saturating_duration_since(Instant::now());
-                match swaps.recv_timeout(left.min(Duration::from_millis(100))) {
+                match swaps.recv_timeout(left.min(NUDGE_POLL)) {
                     Ok(Swap { mut backend, done }) => {
                         let checked = backend.check();
                         if checked.is_ok() {
@@ -177,7 +192,7 @@ pub(crate) fn spawn_enforcer(
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        std::thread::sleep(left.min(Duration::from_millis(100)));
+                        std::thread::sleep(left.min(NUDGE_POLL));
                     }
                 }
             }

@@ -266,3 +266,28 @@ fn a_restart_after_the_ban_expired_keeps_the_escalation() {
     assert_eq!((out[0].action, out[0].offence), (Action::Ban, 2));
     assert_eq!(out[0].until.unwrap() - out[0].at, 2 * 86_400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_ban_reaches_the_sink_at_once_not_at_the_next_enforcement_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = config(&state, 3, "");
+    let (recorder, mut seen) = Recorder::new();
+    let plan = Plan::build(&config);
+    // Enforcement ticks once an hour: only the writer's nudge can be quick.
+    let running = Daemon::new(config)
+        .sink(Box::new(recorder))
+        .timing(Timing {
+            enforce: Duration::from_secs(3600),
+            poll: Duration::from_millis(50),
+        })
+        .start(&plan, CancellationToken::new())
+        .await
+        .unwrap();
+    // Let the start's reconcile pass first (without this pause the test
+    // could only pass more easily: the ban would be in that reconcile).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hits(&running, "198.51.100.7", 3).await;
+    sink_holds(&mut seen, |s| s.contains(&host("198.51.100.7"))).await;
+    running.shutdown().await;
+}

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 use super::fleet::Shared;
-use crate::bans::{Decision, Engine, Policy};
+use crate::bans::{Action, Decision, Engine, Policy};
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::store::{FleetWrite, Store, StoreError, host_of};
@@ -91,6 +91,7 @@ pub(crate) fn spawn_writer(
     snapshots: mpsc::Sender<BanSnapshot>,
     remember: Arc<AtomicI64>,
     fleet: Option<Arc<Shared>>,
+    nudge: Arc<AtomicU64>,
 ) -> (Writer, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Write>(QUEUE);
     let handle = std::thread::spawn(move || {
@@ -111,15 +112,15 @@ pub(crate) fn spawn_writer(
                     while let Some(write) = next.take() {
                         match merged.absorb(write) {
                             Some(other) => {
-                                applied += merged.commit(&mut store, fleet.as_deref());
-                                commit(&mut store, other, remember, fleet.as_deref());
+                                applied += merged.commit(&mut store, fleet.as_deref(), &nudge);
+                                commit(&mut store, other, remember, fleet.as_deref(), &nudge);
                             }
                             None if merged.batches >= COALESCE => break,
                             None => {}
                         }
                         next = rx.try_recv().ok();
                     }
-                    applied += merged.commit(&mut store, fleet.as_deref());
+                    applied += merged.commit(&mut store, fleet.as_deref(), &nudge);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -182,9 +183,19 @@ impl Merged {
         None
     }
 
+    /// Whether committing it changes the bans.
+    fn changes_bans(&self) -> bool {
+        self.decisions
+            .iter()
+            .any(|d| matches!(d.action, Action::Ban | Action::Unban))
+            || !self.fleet.bans.is_empty()
+            || !self.fleet.unbans.is_empty()
+    }
+
     /// Commits what it holds (nothing when empty) and empties; returns how
-    /// many batches that was.
-    fn commit(&mut self, store: &mut Store, fleet: Option<&Shared>) -> u64 {
+    /// many batches that was. A change of the bans moves `nudge`, which
+    /// wakes enforcement at once rather than at its next tick.
+    fn commit(&mut self, store: &mut Store, fleet: Option<&Shared>, nudge: &AtomicU64) -> u64 {
         let m = std::mem::take(self);
         if m.batches == 0 {
             return 0;
@@ -200,6 +211,9 @@ impl Merged {
         match result {
             Err(e) => tracing::error!(error = %e, "recording decisions failed"),
             Ok(()) => {
+                if m.changes_bans() {
+                    nudge.fetch_add(1, Ordering::Release);
+                }
                 if let Some(shared) = fleet {
                     if let Some(w) = m.watermark {
                         shared.watermark.fetch_max(w, Ordering::Release);
@@ -215,13 +229,19 @@ impl Merged {
 }
 
 /// Commits one write other than a batch.
-fn commit(store: &mut Store, write: Write, remember: i64, fleet: Option<&Shared>) {
+fn commit(
+    store: &mut Store,
+    write: Write,
+    remember: i64,
+    fleet: Option<&Shared>,
+    nudge: &AtomicU64,
+) {
     let failed = |what: &str, e: StoreError| tracing::error!(error = %e, "{what} failed");
     match write {
         Write::Batch { .. } => {
             let mut merged = Merged::default();
             merged.absorb(write);
-            merged.commit(store, fleet);
+            merged.commit(store, fleet, nudge);
         }
         Write::Enforced { backend, applied } => {
             if let Err(e) = store.set_enforced(backend, &applied) {
@@ -339,8 +359,14 @@ mod tests {
             matches!(other, Some(Write::Published(1))),
             "not a batch: given back"
         );
-        assert_eq!(merged.commit(&mut store, Some(&shared)), 2);
-        assert_eq!(merged.commit(&mut store, Some(&shared)), 0, "emptied");
+        let nudge = AtomicU64::new(0);
+        assert_eq!(merged.commit(&mut store, Some(&shared), &nudge), 2);
+        assert_eq!(
+            merged.commit(&mut store, Some(&shared), &nudge),
+            0,
+            "emptied"
+        );
+        assert_eq!(nudge.load(Ordering::Relaxed), 0, "no ban changed");
         assert_eq!(store.checkpoint("/log").unwrap().as_deref(), Some("b"));
         let bodies: Vec<String> = store
             .outbox(0, 10)
