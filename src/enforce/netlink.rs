@@ -54,7 +54,7 @@ pub struct SetChange<'a> {
     /// Add or delete.
     pub verb: Verb,
     /// The keys, with timeouts in seconds (ignored for deletes).
-    pub elements: Vec<(IpAddr, u64)>,
+    pub elements: std::borrow::Cow<'a, [(IpAddr, u64)]>,
 }
 
 fn put_u16(buf: &mut Vec<u8>, v: u16) {
@@ -382,7 +382,7 @@ mod tests {
         let changes = [SetChange {
             set: "banned4",
             verb: Verb::Add,
-            elements: vec![("198.18.0.9".parse().unwrap(), 60)],
+            elements: vec![("198.18.0.9".parse().unwrap(), 60)].into(),
         }];
         let (bytes, acked) = batch("nolist", &changes, 7);
         assert_eq!(acked, [8]);
@@ -430,7 +430,7 @@ mod tests {
             &[SetChange {
                 set: "banned4",
                 verb: Verb::Delete,
-                elements: many,
+                elements: many.into(),
             }],
             0,
         );

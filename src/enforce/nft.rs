@@ -360,7 +360,8 @@ impl Nft {
                     .iter()
                     .filter(|n| ours(n))
                     .map(|n| (n.addr(), 0))
-                    .collect(),
+                    .collect::<Vec<_>>()
+                    .into(),
             });
             changes.push(netlink::SetChange {
                 set,
@@ -370,15 +371,18 @@ impl Nft {
                     .iter()
                     .filter(|(n, _)| ours(n))
                     .map(|(n, s)| (n.addr(), *s))
-                    .collect(),
+                    .collect::<Vec<_>>()
+                    .into(),
             });
         }
         if changes.iter().all(|c| c.elements.is_empty()) {
             return (Ok(()), transactions);
         }
-        match netlink::apply(TABLE, &changes) {
-            Ok(()) => (Ok(()), transactions + 1),
-            Err(e) => {
+        match apply_in_parts(&changes) {
+            Ok(n) => (Ok(()), transactions + n),
+            // `nft` adds what was added already again, harmlessly.
+            Err((e, n)) => {
+                let transactions = transactions + n;
                 tracing::debug!(error = %e, "netlink set elements failed; trying nft");
                 drop(changes);
                 let result = self.run_batch(&batch_text("", &part(change, true)));
@@ -924,6 +928,52 @@ pub fn parse_counters(json: &[u8]) -> Result<Vec<(IpAddr, u64)>, Unreadable> {
 mod expiries;
 
 use expiries::Expiries;
+
+/// Elements per netlink transaction. The kernel grows a set's hash table
+/// in the background while elements come in; one transaction of millions
+/// outruns it and every insert takes the slow path, while transactions of
+/// this size leave it room.
+const PER_TRANSACTION: usize = 131_072;
+
+/// Applies `changes` over netlink in transactions of at most
+/// [`PER_TRANSACTION`] elements; returns how many were committed, also on
+/// failure.
+fn apply_in_parts(changes: &[netlink::SetChange<'_>]) -> Result<u32, (std::io::Error, u32)> {
+    let mut done = 0;
+    for part in in_parts(changes, PER_TRANSACTION) {
+        netlink::apply(TABLE, &part).map_err(|e| (e, done))?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// `changes` split into transactions of at most `size` elements, in order
+/// (deletions stay before additions), borrowing the elements.
+pub fn in_parts<'a>(
+    changes: &'a [netlink::SetChange<'a>],
+    size: usize,
+) -> Vec<Vec<netlink::SetChange<'a>>> {
+    let mut parts: Vec<Vec<netlink::SetChange<'a>>> = Vec::new();
+    let mut room = 0;
+    for change in changes {
+        let mut rest: &'a [(std::net::IpAddr, u64)] = &change.elements;
+        while !rest.is_empty() {
+            if room == 0 {
+                parts.push(Vec::new());
+                room = size;
+            }
+            let (now, later) = rest.split_at(rest.len().min(room));
+            room -= now.len();
+            parts.last_mut().expect("a part").push(netlink::SetChange {
+                set: change.set,
+                verb: change.verb,
+                elements: std::borrow::Cow::Borrowed(now),
+            });
+            rest = later;
+        }
+    }
+    parts
+}
 
 #[cfg(test)]
 mod tests;

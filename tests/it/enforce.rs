@@ -563,12 +563,12 @@ fn netlink_writes_set_elements_in_one_transaction() {
             SetChange {
                 set: "banned4",
                 verb: Verb::Add,
-                elements: hosts.clone(),
+                elements: hosts.clone().into(),
             },
             SetChange {
                 set: "banned6",
                 verb: Verb::Add,
-                elements: vec![(v6, 60)],
+                elements: vec![(v6, 60)].into(),
             },
         ],
     )
@@ -594,12 +594,12 @@ fn netlink_writes_set_elements_in_one_transaction() {
             SetChange {
                 set: "banned4",
                 verb: Verb::Add,
-                elements: vec![("198.18.7.7".parse().unwrap(), 60)],
+                elements: vec![("198.18.7.7".parse().unwrap(), 60)].into(),
             },
             SetChange {
                 set: "banned4",
                 verb: Verb::Delete,
-                elements: vec![("198.18.99.99".parse().unwrap(), 0)],
+                elements: vec![("198.18.99.99".parse().unwrap(), 0)].into(),
             },
         ],
     )
@@ -616,7 +616,7 @@ fn netlink_writes_set_elements_in_one_transaction() {
         &[SetChange {
             set: "banned4",
             verb: Verb::Delete,
-            elements: hosts[..1000].to_vec(),
+            elements: hosts[..1000].into(),
         }],
     )
     .unwrap();
@@ -627,7 +627,7 @@ fn netlink_writes_set_elements_in_one_transaction() {
         &[SetChange {
             set: "banned4",
             verb: Verb::Add,
-            elements: vec![("198.18.0.9".parse().unwrap(), 60)],
+            elements: vec![("198.18.0.9".parse().unwrap(), 60)].into(),
         }],
     )
     .unwrap();

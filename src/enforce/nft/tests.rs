@@ -273,3 +273,56 @@ fn parses_evidence_counters() {
             .is_err()
     );
 }
+
+#[test]
+fn big_changes_go_in_transactions_of_bounded_size_in_order() {
+    let ips = |n: u32, base: u32| -> Vec<(std::net::IpAddr, u64)> {
+        (0..n)
+            .map(|i| {
+                (
+                    std::net::IpAddr::from(std::net::Ipv4Addr::from(base + i)),
+                    60,
+                )
+            })
+            .collect()
+    };
+    let changes = [
+        netlink::SetChange {
+            set: "banned4",
+            verb: netlink::Verb::Delete,
+            elements: ips(3, 0x0a00_0000).into(),
+        },
+        netlink::SetChange {
+            set: "banned4",
+            verb: netlink::Verb::Add,
+            elements: ips(10, 0x0b00_0000).into(),
+        },
+        netlink::SetChange {
+            set: "banned6",
+            verb: netlink::Verb::Add,
+            elements: Vec::new().into(),
+        },
+    ];
+    let parts = in_parts(&changes, 4);
+    let shape: Vec<Vec<(netlink::Verb, usize)>> = parts
+        .iter()
+        .map(|p| p.iter().map(|c| (c.verb, c.elements.len())).collect())
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            vec![(netlink::Verb::Delete, 3), (netlink::Verb::Add, 1)],
+            vec![(netlink::Verb::Add, 4)],
+            vec![(netlink::Verb::Add, 4)],
+            vec![(netlink::Verb::Add, 1)],
+        ]
+    );
+    let added: Vec<_> = parts
+        .iter()
+        .flatten()
+        .filter(|c| c.verb == netlink::Verb::Add)
+        .flat_map(|c| c.elements.iter().copied())
+        .collect();
+    assert_eq!(added, ips(10, 0x0b00_0000), "every element once, in order");
+    assert!(in_parts(&changes[2..], 4).is_empty());
+}
