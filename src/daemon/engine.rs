@@ -22,6 +22,9 @@ use crate::clock::unix_now;
 use crate::smtp::responder::SessionEvent;
 use crate::watch::Kind;
 
+/// Other nodes' bans taken over in one step that are logged one by one.
+const ADOPTED_LOGGED: usize = 16;
+
 /// How often the engine moves its clock.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -233,9 +236,17 @@ pub(crate) async fn run(
             node.decided(&step.decisions, &mut step.fleet);
         }
         // Other nodes' bans taken over: recorded and enforced, not counted
-        // as this engine's nor published again.
-        for d in &step.fleet.adopted {
-            tracing::info!(ip = %d.ip, until = ?d.until, reason = %d.reason, "fleet ban");
+        // as this engine's nor published again. A bootstrap brings them by
+        // the ten thousand: one line for a chunk, not one per ban.
+        if step.fleet.adopted.len() > ADOPTED_LOGGED {
+            tracing::info!(
+                bans = step.fleet.adopted.len(),
+                "fleet bans taken over from other nodes"
+            );
+        } else {
+            for d in &step.fleet.adopted {
+                tracing::info!(ip = %d.ip, until = ?d.until, reason = %d.reason, "fleet ban");
+            }
         }
         count_and_log(&step.decisions, &counters, &passed);
         step.decisions.append(&mut step.fleet.adopted);

@@ -37,6 +37,9 @@ const NUDGE_POLL: Duration = Duration::from_millis(20);
 /// least this often: a safety net under every shortcut.
 const RECHECK_FIREWALL: Duration = Duration::from_secs(300);
 
+/// The most bans for which [`RECHECK_FIREWALL`] reads the firewall back.
+const RECHECK_MOST: usize = 200_000;
+
 /// A safety net waits at least this many times as long as its last run
 /// took: with millions of bans a full reconcile takes seconds, and the
 /// nets then cost about one per cent of a core instead of most of it.
@@ -223,6 +226,8 @@ struct Enforcement {
     /// how long that reconcile took.
     rechecked: Instant,
     recheck_took: Duration,
+    /// Bans at the last reconcile.
+    held: usize,
     /// The retry-exempt networks, for the let-through.
     passed: Passed,
     /// The version of `passed` the let-through holds (`None`: not yet, or
@@ -261,6 +266,7 @@ impl Enforcement {
             recheck_at: None,
             rechecked: Instant::now(),
             recheck_took: Duration::ZERO,
+            held: 0,
             passed,
             passes_version: None,
             passes_failing: false,
@@ -294,11 +300,17 @@ impl Enforcement {
         let mut rechecking = false;
         if self.rechecked.elapsed() >= RECHECK_FIREWALL.max(self.recheck_took * SAFETY_NET_SHARE) {
             self.rechecked = Instant::now();
-            if let Some(cache) = self.backend.cache() {
-                cache.forget();
+            // Beyond RECHECK_MOST bans the kernel's generation number alone
+            // says whether anyone else touched the firewall: `nft` reads a
+            // set of millions back in minutes, past its command timeout, and
+            // a recheck that never finishes would stop enforcement for good.
+            if self.held <= RECHECK_MOST {
+                if let Some(cache) = self.backend.cache() {
+                    cache.forget();
+                }
+                rechecking = true;
             }
             self.last = None;
-            rechecking = true;
         }
         let changes = self.store.bans_changes().ok();
         let every = RECONCILE_AT_LEAST.max(self.took * SAFETY_NET_SHARE);
@@ -328,6 +340,7 @@ impl Enforcement {
         };
         #[allow(clippy::cast_precision_loss)] // a count of bans
         self.active.set(targets.len() as f64);
+        self.held = targets.len();
         let name = self.backend.name();
         let result = crate::enforce::reconcile(self.backend.as_mut(), &targets);
         drop(targets);
@@ -449,6 +462,7 @@ mod tests {
     struct Counting {
         held: Arc<Mutex<BTreeSet<IpNet>>>,
         reads: Arc<Mutex<usize>>,
+        forgets: Arc<Mutex<usize>>,
     }
 
     impl Enforcer for Counting {
@@ -480,7 +494,9 @@ mod tests {
     }
 
     impl Cache for Counting {
-        fn forget(&mut self) {}
+        fn forget(&mut self) {
+            *self.forgets.lock().unwrap() += 1;
+        }
 
         fn changed_outside(&mut self) -> bool {
             false
@@ -537,5 +553,27 @@ mod tests {
         assert!(enforcement.reconcile_if_needed(), "a ban was removed");
         assert!(backend.held.lock().unwrap().is_empty());
         assert_eq!(*backend.reads.lock().unwrap(), 3);
+    }
+
+    #[test]
+    fn the_periodic_firewall_recheck_reads_back_only_sets_nft_can_read_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Counting::default();
+        let (writer, _writes) = std::sync::mpsc::sync_channel(4);
+        let store = Store::open(dir.path()).unwrap();
+        let mut enforcement =
+            Enforcement::new(Box::new(backend.clone()), store, writer, Passed::default());
+        assert!(enforcement.reconcile_if_needed());
+        let long_ago = |e: &mut Enforcement| {
+            e.rechecked = Instant::now()
+                .checked_sub(RECHECK_FIREWALL + Duration::from_secs(1))
+                .expect("a clock past the recheck interval");
+        };
+        for (held, forgets) in [(10, 1), (RECHECK_MOST + 1, 1)] {
+            enforcement.held = held;
+            long_ago(&mut enforcement);
+            enforcement.reconcile_if_needed();
+            assert_eq!(*backend.forgets.lock().unwrap(), forgets, "held {held}");
+        }
     }
 }
