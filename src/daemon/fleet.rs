@@ -152,7 +152,7 @@ impl Node {
     /// This node's evidence, as messages for the outbox; an MTA node's
     /// log progress moves its own watermark.
     pub fn local(&mut self, evidence: &Evidence, now: i64, step: &mut FleetStep) {
-        for e in &evidence.events {
+        for e in evidence.events.iter().filter(|e| event::is_client(e.ip)) {
             let body = match e.kind {
                 Kind::DecoyHit => Body::Hit {
                     ip: e.ip,

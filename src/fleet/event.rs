@@ -281,6 +281,13 @@ pub fn decode(payload: &[u8], now: i64) -> Result<Message, Skip> {
     })
 }
 
+/// Whether a message may carry `ip` as a client (what [`decode`] accepts):
+/// a node does not publish hits from loopback (a health check) that every
+/// other node would have to skip.
+pub fn is_client(ip: IpAddr) -> bool {
+    client(&ip.to_string()).is_ok()
+}
+
 /// A client address: unicast, not loopback or unspecified (nolist never
 /// sends others); an IPv4-mapped address as its IPv4 address.
 fn client(text: &str) -> Result<IpAddr, Skip> {
