@@ -280,6 +280,13 @@ fn sender_delivers(kind: Kind, mode: &str) {
         || world.arrivals(source) >= 2,
         &log,
     );
+    // The receiver counts an arrival before the sender logs its delivery.
+    wait_until(
+        "the sender to log its delivery to mx2",
+        Duration::from_secs(30),
+        || sender.log().contains(MX2),
+        &log,
+    );
     let text = sender.log();
     let first = |needle: &str| text.lines().position(|l| l.contains(needle));
     let decoy = first(DECOY).unwrap_or_else(|| panic!("the decoy was never tried:\n{}", log()));
