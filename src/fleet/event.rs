@@ -110,8 +110,13 @@ pub enum Skip {
 #[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Wire {
+    // The header: left out of an outbox body (`encode_body`), where it is
+    // still unknown; required when a message is read.
+    #[serde(skip_serializing_if = "is_zero")]
     v: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
     node: String,
+    #[serde(skip_serializing_if = "is_zero")]
     seq: u64,
     kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,13 +160,24 @@ fn seen_of(text: Option<&str>) -> Result<Seen, Skip> {
 
 /// The message as JSON.
 pub fn encode(m: &Message) -> String {
-    let mut w = Wire {
+    let w = Wire {
         v: u64::from(VERSION),
         node: m.node.as_str().to_owned(),
         seq: m.seq,
-        ..Wire::default()
+        ..wire(&m.body)
     };
-    match &m.body {
+    serde_json::to_string(&w).unwrap_or_default()
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The body's fields, without the header.
+fn wire(body: &Body) -> Wire {
+    let mut w = Wire::default();
+    match body {
         Body::Hit { ip, at, seen } => {
             w.kind = "hit".into();
             (w.ip, w.at, w.seen) = (Some(ip.to_string()), Some(*at), seen_text(*seen));
@@ -187,7 +203,7 @@ pub fn encode(m: &Message) -> String {
             w.target = Some(target.to_string());
         }
     }
-    serde_json::to_string(&w).unwrap_or_default()
+    w
 }
 
 impl Body {
@@ -205,14 +221,7 @@ impl Body {
 /// The body alone, as the outbox keeps it until its sequence number is
 /// known: `{"kind":...}`.
 pub fn encode_body(body: &Body) -> String {
-    let node = NodeName::parse("x").expect("a valid name");
-    let full = encode(&Message {
-        node,
-        seq: 1,
-        body: body.clone(),
-    });
-    let header = format!(r#"{{"v":{VERSION},"node":"x","seq":1,"#);
-    format!("{{{}", full.strip_prefix(&header).unwrap_or("}"))
+    serde_json::to_string(&wire(body)).unwrap_or_default()
 }
 
 /// The message of `node` numbered `seq` whose body is `body` (from

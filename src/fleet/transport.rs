@@ -42,7 +42,7 @@ pub enum TransportError {
 /// `1733250000000-0`). [`Cursor::START`] is before the first entry. Its
 /// order is the text's, not the log's (`…-10` sorts before `…-9`): compare
 /// cursors for equality only.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Cursor(pub String);
 
 impl Cursor {
