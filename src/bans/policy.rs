@@ -13,6 +13,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -20,6 +21,7 @@ use serde::Serialize;
 
 use super::retry::{self, Seen, Sightings};
 use crate::config::{Cidr, Config};
+use table::{Ban, Table};
 
 /// The policy's parameters, in seconds.
 #[derive(Clone, Debug)]
@@ -221,29 +223,15 @@ impl Client {
         ip: IpAddr,
         now: i64,
         policy: &Policy,
-        due: &mut BinaryHeap<Reverse<(i64, Due, IpAddr)>>,
+        due: &mut BinaryHeap<Reverse<(i64, IpAddr)>>,
     ) {
         if self.judge.is_none() && self.qualifies(policy) {
             let first = self.recent[0];
             let at = (first + policy.grace).max(now);
             self.judge = Some(Judgement { at, first });
-            due.push(Reverse((at, Due::Judge, ip)));
+            due.push(Reverse((at, ip)));
         }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Ban {
-    until: i64,
-    hits: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Due {
-    /// Grace is over: decide.
-    Judge,
-    /// The ban ends.
-    Expire,
 }
 
 /// The engine's state.
@@ -255,14 +243,16 @@ pub struct Engine {
     /// Networks exempt because one of their clients retried, and when.
     retries: HashMap<IpNet, i64>,
     sightings: Sightings,
-    bans: HashMap<IpAddr, Ban>,
-    banned_nets: HashMap<IpNet, Vec<IpAddr>>,
+    /// The bans in force, with their offence counts and ends.
+    bans: Table,
     allowed: Vec<IpNet>,
-    /// Bans so far and when the latest one ends (or ended): the count is
-    /// remembered for `remember` after that, so an escalated ban longer
-    /// than `remember` still escalates the next one.
+    /// Of clients not banned now: bans so far and when the latest one
+    /// ended (or was to end): the count is remembered for `remember` after
+    /// that, so an escalated ban longer than `remember` still escalates
+    /// the next one.
     offences: HashMap<IpAddr, (u32, i64)>,
-    due: BinaryHeap<Reverse<(i64, Due, IpAddr)>>,
+    /// Judgements, by when they are due (expiries are the ban table's).
+    due: BinaryHeap<Reverse<(i64, IpAddr)>>,
     /// Judgements that came due beyond [`Engine::set_judge_limit`]'s limit.
     held: BinaryHeap<Reverse<(i64, IpAddr)>>,
     /// The latest judgement time the evidence is known complete for (a
@@ -300,8 +290,7 @@ impl Engine {
             deliveries: HashMap::new(),
             retries: HashMap::new(),
             sightings: Sightings::default(),
-            bans: HashMap::new(),
-            banned_nets: HashMap::new(),
+            bans: Table::default(),
             allowed: Vec::new(),
             offences: HashMap::new(),
             due: BinaryHeap::new(),
@@ -321,23 +310,48 @@ impl Engine {
     /// to lift it on a delivery and to expire it on time.
     pub fn restore_ban(&mut self, ip: IpAddr, until: i64, hits: u32, offence: u32) {
         let ip = canonical(ip);
-        self.bans.insert(ip, Ban { until, hits });
-        self.banned_nets
-            .entry(self.policy.network(ip))
-            .or_default()
-            .push(ip);
-        self.restore_offence(ip, offence, until);
-        self.due.push(Reverse((until, Due::Expire, ip)));
+        let known = self.offences.remove(&ip).map_or(0, |o| o.0);
+        let before = self.bans.get(ip).map_or(0, |b| b.offence);
+        let offence = offence.max(known).max(before);
+        self.bans.insert(
+            ip,
+            Ban {
+                until,
+                hits,
+                offence,
+            },
+        );
     }
 
     /// Restores an offence count from the store (at start-up) for a client
     /// whose latest ban ends or ended at `until`; a larger count already
     /// known wins.
     pub fn restore_offence(&mut self, ip: IpAddr, offence: u32, until: i64) {
-        let known = self.offences.entry(canonical(ip)).or_insert((0, until));
+        let ip = canonical(ip);
+        if let Some(known) = self.bans.offence_mut(ip) {
+            *known = (*known).max(offence);
+            return;
+        }
+        let known = self.offences.entry(ip).or_insert((0, until));
         if offence >= known.0 {
             *known = (offence, known.1.max(until));
         }
+    }
+
+    /// Which ban of `ip` the latest one is (0: never banned, or forgotten).
+    fn offence(&self, ip: IpAddr) -> u32 {
+        self.bans
+            .get(ip)
+            .map(|b| b.offence)
+            .or_else(|| self.offences.get(&ip).map(|o| o.0))
+            .unwrap_or(0)
+    }
+
+    /// Lifts the ban of `ip`; its offence count is remembered from its end.
+    fn lift(&mut self, ip: IpAddr) -> Option<Ban> {
+        let ban = self.bans.remove(ip)?;
+        self.offences.insert(ip, (ban.offence, ban.until));
+        Some(ban)
     }
 
     /// Replaces the policy (a reloaded config) at `now`. Engine bans of
@@ -378,33 +392,24 @@ impl Engine {
                 }
             }
             self.sightings.clear();
-            self.banned_nets.clear();
-            for ip in self.bans.keys() {
-                self.banned_nets
-                    .entry(self.policy.network(*ip))
-                    .or_default()
-                    .push(*ip);
-            }
         }
         let exempt: Vec<IpAddr> = self
             .bans
-            .keys()
-            .copied()
+            .addresses()
             .filter(|ip| self.policy.is_exempt(*ip))
             .collect();
         for ip in exempt {
-            let hits = self.bans.get(&ip).map_or(0, |b| b.hits);
-            if self.forget_ban(ip) {
+            if let Some(ban) = self.lift(ip) {
                 out.push(Decision {
                     action: Action::Unban,
                     ip,
                     at: now,
                     until: None,
                     reason: "exempt by the reloaded config".into(),
-                    hits,
+                    hits: ban.hits,
                     first_hit: None,
                     last_hit: None,
-                    offence: self.offences.get(&ip).map_or(0, |o| o.0),
+                    offence: ban.offence,
                     network: None,
                 });
             }
@@ -425,23 +430,12 @@ impl Engine {
     /// Forgets a ban lifted outside the engine (`nolist bans remove`): the
     /// client is judged afresh from its next hits. Returns whether it was banned.
     pub fn forget_ban(&mut self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        let Some(_) = self.bans.remove(&ip) else {
-            return false;
-        };
-        let net = self.policy.network(ip);
-        if let Some(ips) = self.banned_nets.get_mut(&net) {
-            ips.retain(|b| *b != ip);
-            if ips.is_empty() {
-                self.banned_nets.remove(&net);
-            }
-        }
-        true
+        self.lift(canonical(ip)).is_some()
     }
 
     /// Whether the engine holds `ip` banned.
     pub fn is_banned(&self, ip: IpAddr) -> bool {
-        self.bans.contains_key(&canonical(ip))
+        self.bans.contains(canonical(ip))
     }
 
     /// Whether a ban of `target` would shut out a client this engine never
@@ -456,7 +450,7 @@ impl Engine {
 
     /// The clients the engine holds banned.
     pub fn banned(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.bans.keys().copied()
+        self.bans.addresses()
     }
 
     /// Restores the memory of a delivery from `network` at `at` (a network
@@ -520,7 +514,7 @@ impl Engine {
         {
             self.retry(ip, net, previous, at, seen, out);
         }
-        if self.bans.contains_key(&ip) || self.retried(&net, self.now.max(at)) {
+        if self.bans.contains(ip) || self.retried(&net, self.now.max(at)) {
             return;
         }
         let client = self.clients.entry(ip).or_default();
@@ -564,7 +558,7 @@ impl Engine {
             hits: 0,
             first_hit: Some(previous),
             last_hit: Some(at),
-            offence: self.offences.get(&ip).map_or(0, |o| o.0),
+            offence: self.offence(ip),
             network: Some(net),
         });
         self.lift_network(
@@ -590,8 +584,8 @@ impl Engine {
     /// Lifts the bans in `net` at `at` for `reason`. Pending clients of the
     /// network are cleared when judged.
     fn lift_network(&mut self, net: IpNet, at: i64, reason: &str, out: &mut Vec<Decision>) {
-        for banned in self.banned_nets.remove(&net).unwrap_or_default() {
-            if let Some(ban) = self.bans.remove(&banned) {
+        for banned in self.bans.within(net) {
+            if let Some(ban) = self.lift(banned) {
                 out.push(Decision {
                     action: Action::Unban,
                     ip: banned,
@@ -601,7 +595,7 @@ impl Engine {
                     hits: ban.hits,
                     first_hit: None,
                     last_hit: None,
-                    offence: self.offences.get(&banned).map_or(0, |o| o.0),
+                    offence: ban.offence,
                     network: None,
                 });
             }
@@ -635,17 +629,26 @@ impl Engine {
                 break;
             }
             self.held.pop();
-            self.due.push(Reverse((when, Due::Judge, ip)));
+            self.due.push(Reverse((when, ip)));
         }
-        while let Some(Reverse((when, what, ip))) = self.due.peek().copied() {
-            if when > now {
-                break;
-            }
-            self.due.pop();
-            match what {
-                Due::Judge if when > limit => self.held.push(Reverse((when, ip))),
-                Due::Judge => self.judge(ip, when, out),
-                Due::Expire => self.expire(ip, when, out),
+        // Judgements and expiries in time order; at the same second, the
+        // judgement first.
+        loop {
+            let judge = self.due.peek().map(|Reverse(j)| *j);
+            let end = self.bans.next_end();
+            match (judge, end) {
+                (Some((when, ip)), end)
+                    if when <= now && end.is_none_or(|(until, _)| when <= until) =>
+                {
+                    self.due.pop();
+                    if when > limit {
+                        self.held.push(Reverse((when, ip)));
+                    } else {
+                        self.judge(ip, when, out);
+                    }
+                }
+                (_, Some((until, ip))) if until <= now => self.expire(ip, out),
+                _ => break,
             }
         }
         if now.saturating_sub(self.pruned) >= self.policy.findtime.max(60) {
@@ -662,7 +665,7 @@ impl Engine {
         let Some(Judgement { first, .. }) = client.judge.filter(|j| j.at == at) else {
             return;
         };
-        if self.bans.contains_key(&ip) {
+        if self.bans.contains(ip) {
             // Banned meanwhile (by hand, or restored): nothing to decide;
             // hits after the ban is lifted earn a judgement afresh.
             if let Some(c) = self.clients.get_mut(&ip) {
@@ -683,13 +686,17 @@ impl Engine {
             return;
         }
         let hits = client.total;
-        let offence = self.offences.get(&ip).map_or(0, |o| o.0) + 1;
+        let offence = self.offences.remove(&ip).map_or(0, |o| o.0) + 1;
         let until = at.saturating_add(self.policy.ban_length(offence));
-        self.offences.insert(ip, (offence, until));
-        self.bans.insert(ip, Ban { until, hits });
-        self.banned_nets.entry(net).or_default().push(ip);
+        self.bans.insert(
+            ip,
+            Ban {
+                until,
+                hits,
+                offence,
+            },
+        );
         self.clients.remove(&ip);
-        self.due.push(Reverse((until, Due::Expire, ip)));
         out.push(Decision {
             action: Action::Ban,
             ip,
@@ -707,20 +714,19 @@ impl Engine {
         });
     }
 
-    fn expire(&mut self, ip: IpAddr, at: i64, out: &mut Vec<Decision>) {
-        if let Some(ban) = self.bans.get(&ip).copied().filter(|b| b.until == at)
-            && self.forget_ban(ip)
-        {
+    /// The ban of `ip` ends (it is the table's next end).
+    fn expire(&mut self, ip: IpAddr, out: &mut Vec<Decision>) {
+        if let Some(ban) = self.lift(ip) {
             out.push(Decision {
                 action: Action::Unban,
                 ip,
-                at,
+                at: ban.until,
                 until: None,
                 reason: "ban expired".into(),
                 hits: ban.hits,
                 first_hit: None,
                 last_hit: None,
-                offence: self.offences.get(&ip).map_or(0, |o| o.0),
+                offence: ban.offence,
                 network: None,
             });
         }
@@ -757,13 +763,15 @@ impl Engine {
             clients: self.clients.len(),
             delivering_networks: self.deliveries.len(),
             bans: self.bans.len(),
-            offenders: self.offences.len(),
+            offenders: self.offences.len() + self.bans.len(),
             retry_exempt_networks: self.retries.len(),
             fingerprints: self.sightings.len(),
             fingerprints_dropped: self.sightings.dropped(),
         }
     }
 }
+
+mod table;
 
 #[cfg(test)]
 mod tests;

@@ -64,6 +64,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         }
     };
     lifecycle::raise_fd_limit();
+    lifecycle::limit_malloc_arenas();
     super::runtime()?.block_on(async move {
         let mut signals = super::Signals::install()?;
         if args.verify_dns && !live_dns_matches(&config, &plan, &args.nameserver).await? {

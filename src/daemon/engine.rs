@@ -4,10 +4,10 @@
 //! time is the wall clock (`crate::clock`): evidence is dated, never later
 //! than now, but never moves it.
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fleet::{FleetStep, Inbound, Node};
 use super::sources::{Evidence, Origin};
-use super::writer::{BanSnapshot, Write, Writer};
+use super::writer::{self, BanSnapshot, Budget, Write, Writer};
 use crate::bans::{Action, Decision, Engine, Passed, Policy};
 use crate::clock::unix_now;
 use crate::smtp::responder::SessionEvent;
@@ -45,6 +45,38 @@ pub(crate) struct Inputs {
     pub snapshots: mpsc::Receiver<BanSnapshot>,
     /// Other fleet nodes' messages (with a fleet).
     pub fleet: Option<mpsc::Receiver<Inbound>>,
+    /// How many batches the writer has committed.
+    pub applied: Arc<AtomicU64>,
+    /// The decisions the writer may have queued.
+    pub budget: Budget,
+}
+
+/// The engine's bans whose batch the writer has not committed yet: a
+/// store snapshot cannot show them, and their absence there is no lift by
+/// hand. Only the unapplied tail is kept (a ban per entry while the writer
+/// is behind, nothing once it caught up), not one entry per ban in force.
+#[derive(Debug, Default)]
+struct Unapplied {
+    /// (batch number, banned address), in batch order.
+    bans: VecDeque<(u64, IpAddr)>,
+}
+
+impl Unapplied {
+    fn sent(&mut self, batch: u64, decisions: &[Decision]) {
+        let bans = decisions.iter().filter(|d| d.action == Action::Ban);
+        self.bans.extend(bans.map(|d| (batch, d.ip)));
+    }
+
+    /// Forgets what batches up to `applied` carried.
+    fn applied(&mut self, applied: u64) {
+        while self.bans.front().is_some_and(|(b, _)| *b <= applied) {
+            self.bans.pop_front();
+        }
+    }
+
+    fn addresses(&self) -> HashSet<IpAddr> {
+        self.bans.iter().map(|(_, ip)| *ip).collect()
+    }
 }
 
 /// Makes `passed` hold the engine's retry-exempt networks.
@@ -169,14 +201,16 @@ pub(crate) async fn run(
         mut policies,
         mut snapshots,
         mut fleet,
+        applied,
+        budget,
     } = inputs;
     let counters = Counters::new();
     let mut dropped_before = engine.sizes().fingerprints_dropped;
     refill(&passed, &engine);
     let mut passed_expired = Instant::now();
-    // Batches sent, and the batch that carried each engine ban.
+    // Batches sent, and the engine bans the writer has yet to commit.
     let mut sent = 0u64;
-    let mut ban_write: HashMap<IpAddr, u64> = HashMap::new();
+    let mut unapplied = Unapplied::default();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -208,6 +242,7 @@ pub(crate) async fn run(
                 let _ = applied.send(());
             }
             _ = ticker.tick() => {
+                unapplied.applied(applied.load(Ordering::Acquire));
                 let now = unix_now();
                 if let Some(node) = node.as_mut() {
                     node.gate(&mut engine, now);
@@ -219,14 +254,14 @@ pub(crate) async fn run(
             Some(snapshot) = snapshots.recv() => {
                 // A ban missing from the store although its write was applied
                 // was lifted by hand: forget it, so the client is judged afresh.
+                unapplied.applied(snapshot.applied);
+                let pending = unapplied.addresses();
                 let lifted: Vec<IpAddr> = engine
                     .banned()
-                    .filter(|ip| !snapshot.banned.contains(ip))
-                    .filter(|ip| ban_write.get(ip).is_none_or(|&w| w <= snapshot.applied))
+                    .filter(|ip| !snapshot.banned.contains(ip) && !pending.contains(ip))
                     .collect();
                 for ip in lifted {
                     engine.forget_ban(ip);
-                    ban_write.remove(&ip);
                     tracing::info!(%ip, "ban lifted by hand; the engine forgets it");
                 }
             }
@@ -273,19 +308,17 @@ pub(crate) async fn run(
             || !step.fleet.is_empty()
         {
             sent += 1;
-            for d in &step.decisions {
-                match d.action {
-                    Action::Ban => ban_write.insert(d.ip, sent),
-                    Action::Unban => ban_write.remove(&d.ip),
-                    Action::RetryExempt => None,
-                };
-            }
+            unapplied.applied(applied.load(Ordering::Acquire));
+            unapplied.sent(sent, &step.decisions);
+            let weight = step.decisions.len() + step.fleet.write.bans.len();
+            let held = writer::reserve(&budget, weight).await;
             let write = Write::Batch {
                 decisions: step.decisions,
                 deliveries: step.deliveries,
                 checkpoint: step.checkpoint,
                 fleet: step.fleet.write,
                 watermark: step.fleet.watermark,
+                held,
             };
             let writer = writer.clone();
             // The queue is bounded; wait off the runtime if the disk is slow.
@@ -308,5 +341,45 @@ fn count_and_log(decisions: &[Decision], counters: &Counters, passed: &Passed) {
             }
         }
         tracing::info!(action = ?d.action, ip = %d.ip, until = ?d.until, hits = d.hits, reason = %d.reason, "decision");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(ip: &str) -> Decision {
+        Decision {
+            action: Action::Ban,
+            ip: ip.parse().unwrap(),
+            at: 0,
+            until: Some(60),
+            reason: String::new(),
+            hits: 3,
+            first_hit: None,
+            last_hit: None,
+            offence: 1,
+            network: None,
+        }
+    }
+
+    #[test]
+    fn only_bans_the_writer_has_not_committed_are_kept() {
+        let mut u = Unapplied::default();
+        u.sent(1, &[ban("192.0.2.1"), ban("192.0.2.2")]);
+        u.sent(2, &[]);
+        u.sent(3, &[ban("192.0.2.3")]);
+        let mut unban = ban("192.0.2.4");
+        unban.action = Action::Unban;
+        u.sent(4, &[unban]);
+        assert_eq!(u.addresses().len(), 3);
+        u.applied(2);
+        assert_eq!(
+            u.addresses(),
+            HashSet::from(["192.0.2.3".parse().unwrap()]),
+            "batches 1 and 2 are in the store: a snapshot shows them"
+        );
+        u.applied(4);
+        assert!(u.bans.is_empty(), "caught up: nothing is held per ban");
     }
 }

@@ -48,6 +48,10 @@ use crate::watch::Kind;
 const PUBLISH_BATCH: usize = 2000;
 /// Log entries per read.
 const READ_BATCH: usize = 2000;
+/// Compacted-state entries per hand-over to the engine task: with its
+/// queue of [`FLEET_BACKLOG`](super::lifecycle) hand-overs, what waits for
+/// the engine during a bootstrap stays a few megabytes.
+const STATE_PART: usize = 2000;
 /// The longest a read waits for the first entry.
 const READ_WAIT: Duration = Duration::from_secs(1);
 /// An MTA node's watermark is published at least this often (it is also
@@ -928,13 +932,16 @@ async fn bootstrap(
         let mut n = 0usize;
         while let Some(chunk) = rx.recv().await {
             let now = unix_now();
-            let items: Vec<Item> = chunk
-                .into_iter()
-                .filter_map(|e| checker.state(e, now))
-                .collect();
-            n += items.len();
-            if inbound.send(Inbound::State(items)).await.is_err() {
-                break;
+            let mut items = chunk.into_iter().filter_map(|e| checker.state(e, now));
+            loop {
+                let part: Vec<Item> = items.by_ref().take(STATE_PART).collect();
+                if part.is_empty() {
+                    break;
+                }
+                n += part.len();
+                if inbound.send(Inbound::State(part)).await.is_err() {
+                    return n;
+                }
             }
         }
         n

@@ -172,6 +172,26 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Keeps glibc's malloc to two arenas. By default each thread that
+/// allocates may get an arena of its own (up to eight per core), and each
+/// keeps the memory its thread freed: a fleet bootstrap passes millions of
+/// bans through the consumer, the engine, the writer and enforcement, and
+/// every one of their arenas then held its own peak (measured with 200,000
+/// bans: 490 bytes of RSS per ban, against 60 for what stays). The daemon's
+/// threads are few and mostly idle, so contention on two arenas is no
+/// cost. A no-op with other C libraries; `MALLOC_ARENA_MAX` in the
+/// environment wins.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a parameter of glibc's own allocator,
+        // before the runtime's threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// Refuse mode binds nothing, so it checks another way that the decoy
 /// addresses exist here: one that does not is reset (and counted) by
 /// whichever host has it, not by this one. A warning, not an error: the
@@ -402,12 +422,15 @@ impl Daemon {
             .map(|_| Arc::new(fleet::Shared::default()));
         // The writer tells enforcement at once when it changed the bans.
         let nudge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // The engine forgets its record of bans the writer has committed.
+        let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (writer, writer_thread) = writer::spawn_writer(
             store,
             snapshots_tx,
             remember.clone(),
             shared.clone(),
             nudge.clone(),
+            progress.clone(),
         );
         let mut swap = None;
         let mut refused = None;
@@ -492,6 +515,8 @@ impl Daemon {
                 policies: policy_rx,
                 snapshots,
                 fleet: fleet_rx,
+                applied: progress,
+                budget: writer::budget(),
             },
             writer,
             passed,

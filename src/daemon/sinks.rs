@@ -40,6 +40,10 @@ const RECHECK_FIREWALL: Duration = Duration::from_secs(300);
 /// The most bans for which [`RECHECK_FIREWALL`] reads the firewall back.
 const RECHECK_MOST: usize = 200_000;
 
+/// A reconcile that read at least this many bans gives the memory freed
+/// since back to the system.
+const RELEASE_AFTER: usize = 10_000;
+
 /// A safety net waits at least this many times as long as its last run
 /// took: with millions of bans a full reconcile takes seconds, and the
 /// nets then cost about one per cent of a core instead of most of it.
@@ -177,7 +181,7 @@ pub(crate) fn spawn_enforcer(
             }
             // Wait for the next tick, taking swaps as they come; the writer
             // committing a change of the bans ends the wait early.
-            let deadline = Instant::now() + every;
+            let deadline = (Instant::now() + every).min(enforcement.rested_at());
             while Instant::now() < deadline && !shutdown.is_cancelled() {
                 let now = nudge.load(Ordering::Acquire);
                 if now != nudged {
@@ -289,6 +293,12 @@ impl Enforcement {
         self.passes_version = None;
     }
 
+    /// When the last reconcile has rested as long as it took (see
+    /// [`reconcile_if_needed`](Enforcement::reconcile_if_needed)).
+    fn rested_at(&self) -> Instant {
+        self.last.map_or_else(Instant::now, |t| t + self.took)
+    }
+
     /// Reconciles when the bans in the store changed (whoever wrote them),
     /// the firewall changed, a timeout makes them disagree, or a safety
     /// net is due ([`RECONCILE_AT_LEAST`], [`RECHECK_FIREWALL`], both
@@ -314,8 +324,13 @@ impl Enforcement {
         }
         let changes = self.store.bans_changes().ok();
         let every = RECONCILE_AT_LEAST.max(self.took * SAFETY_NET_SHARE);
+        // A change waits until the time the last reconcile took has passed
+        // since it ended: with millions of bans one reads them all for
+        // seconds, and a stream of changes (a fleet bootstrap) must not
+        // keep enforcement reading back to back. Milliseconds otherwise.
+        let rested = self.last.is_none_or(|t| t.elapsed() >= self.took);
         let due = changes.is_none()
-            || changes != self.changes
+            || (changes != self.changes && rested)
             || self.last.is_none_or(|t| t.elapsed() >= every)
             || self.recheck_at.is_some_and(|t| Instant::now() >= t)
             || self.backend.cache().is_none_or(|c| c.changed_outside());
@@ -344,6 +359,11 @@ impl Enforcement {
         let name = self.backend.name();
         let result = crate::enforce::reconcile(self.backend.as_mut(), &targets);
         drop(targets);
+        if self.held >= RELEASE_AFTER {
+            // Reading every ban took a hundred bytes or so per ban, for
+            // moments: give them back rather than keep the peak.
+            super::zones::release_freed_memory();
+        }
         let took = began.elapsed();
         let took_ms = took.as_millis();
         match result {

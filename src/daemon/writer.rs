@@ -37,8 +37,43 @@ const COALESCE: u64 = 512;
 /// Writes queued before a sender waits.
 const QUEUE: usize = 256;
 
+/// Decisions and fleet bans queued for the writer at most (the engine task
+/// waits for the rest): a bootstrap adopts bans by the ten thousand, faster
+/// than SQLite stores them, and without a bound millions would wait in the
+/// queue at once (a few hundred bytes each), a peak the heap then keeps.
+pub(crate) const IN_FLIGHT: usize = 20_000;
+
+/// A commit of at least this many decisions and bans gives the memory
+/// freed since back to the system.
+const RELEASE_AFTER: usize = 10_000;
+
+/// What the engine task holds back until the writer committed: a permit
+/// per decision queued (see [`IN_FLIGHT`]).
+pub(crate) type Budget = Arc<tokio::sync::Semaphore>;
+
+/// A fresh budget.
+pub(crate) fn budget() -> Budget {
+    Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT))
+}
+
+/// Takes the budget's share for a batch of `weight` decisions (nothing
+/// for none).
+pub(crate) async fn reserve(
+    budget: &Budget,
+    weight: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let n = u32::try_from(weight.min(IN_FLIGHT))
+        .ok()
+        .filter(|n| *n > 0)?;
+    budget.clone().acquire_many_owned(n).await.ok()
+}
+
 /// One write for the store thread.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every write is a batch: boxing it would add an allocation to the common case to shrink the rare ones"
+)]
 pub(crate) enum Write {
     /// What the engine decided from one piece of evidence (or a tick).
     Batch {
@@ -51,6 +86,8 @@ pub(crate) enum Write {
         fleet: FleetWrite,
         /// A fleet MTA node's watermark once this batch is committed.
         watermark: Option<i64>,
+        /// Its share of the [`Budget`], given back once it is committed.
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// The engine acknowledged this node's messages up to this one.
     Published(u64),
@@ -85,13 +122,14 @@ pub(crate) struct BanSnapshot {
 /// in the store to `snapshots` (only another process lifts a ban by hand:
 /// with millions of bans in force, reading them all is not a periodic
 /// chore); `remember` is the retention of the policy in force (reloads
-/// included).
+/// included); `progress` counts the batches committed.
 pub(crate) fn spawn_writer(
     mut store: Store,
     snapshots: mpsc::Sender<BanSnapshot>,
     remember: Arc<AtomicI64>,
     fleet: Option<Arc<Shared>>,
     nudge: Arc<AtomicU64>,
+    progress: Arc<AtomicU64>,
 ) -> (Writer, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Write>(QUEUE);
     let handle = std::thread::spawn(move || {
@@ -121,6 +159,7 @@ pub(crate) fn spawn_writer(
                         next = rx.try_recv().ok();
                     }
                     applied += merged.commit(&mut store, fleet.as_deref(), &nudge);
+                    progress.store(applied, Ordering::Release);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -158,6 +197,7 @@ struct Merged {
     checkpoints: Vec<(String, String)>,
     fleet: FleetWrite,
     watermark: Option<i64>,
+    held: Vec<tokio::sync::OwnedSemaphorePermit>,
     batches: u64,
 }
 
@@ -170,6 +210,7 @@ impl Merged {
             checkpoint,
             fleet,
             watermark,
+            held,
         } = write
         else {
             return Some(write);
@@ -179,6 +220,7 @@ impl Merged {
         self.checkpoints.extend(checkpoint);
         self.fleet.append(fleet);
         self.watermark = self.watermark.max(watermark);
+        self.held.extend(held);
         self.batches += 1;
         None
     }
@@ -224,7 +266,16 @@ impl Merged {
                 }
             }
         }
-        m.batches
+        let (batches, big) = (
+            m.batches,
+            m.decisions.len() + m.fleet.bans.len() >= RELEASE_AFTER,
+        );
+        drop(m);
+        if big {
+            // A bootstrap's: the heap gives back what it held for it.
+            super::zones::release_freed_memory();
+        }
+        batches
     }
 }
 
@@ -343,6 +394,7 @@ mod tests {
                 ..FleetWrite::default()
             },
             watermark,
+            held: None,
         }
     }
 
@@ -382,5 +434,43 @@ mod tests {
             ]
         );
         assert_eq!(shared.watermark.load(Ordering::Relaxed), 50);
+    }
+
+    #[tokio::test]
+    async fn the_budget_is_held_until_the_batch_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let budget = budget();
+        assert!(reserve(&budget, 0).await.is_none(), "nothing to hold");
+        let big = reserve(&budget, 10 * IN_FLIGHT).await;
+        assert_eq!(budget.available_permits(), 0, "capped at the whole budget");
+        let mut merged = Merged::default();
+        let Write::Batch {
+            decisions,
+            deliveries,
+            checkpoint,
+            fleet,
+            watermark,
+            ..
+        } = batch("a", None)
+        else {
+            unreachable!()
+        };
+        let write = Write::Batch {
+            decisions,
+            deliveries,
+            checkpoint,
+            fleet,
+            watermark,
+            held: big,
+        };
+        assert!(merged.absorb(write).is_none());
+        assert_eq!(budget.available_permits(), 0, "queued: still held");
+        merged.commit(&mut store, None, &AtomicU64::new(0));
+        assert_eq!(
+            budget.available_permits(),
+            IN_FLIGHT,
+            "committed: given back"
+        );
     }
 }

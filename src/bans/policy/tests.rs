@@ -540,7 +540,8 @@ fn a_flood_during_grace_keeps_one_judgement_per_client() {
     assert_eq!(engine.pending(), 2);
     engine.advance(T0 + 11 * MIN, &mut out);
     assert_eq!(bans(&out).len(), 2, "{out:?}");
-    assert_eq!(engine.due.len(), 2, "only the two expiries are left");
+    assert_eq!(engine.due.len(), 0, "judged: nothing left to schedule");
+    assert_eq!(engine.bans.len(), 2, "the two bans hold their own expiries");
 }
 
 /// An engine in which 203.0.113.9 has just earned a judgement (3 hits).
@@ -983,4 +984,57 @@ fn protects_names_every_overlap_with_an_exempt_or_allowed_network() {
             "{target}"
         );
     }
+}
+
+#[test]
+fn escalation_survives_lifts_expiries_and_restores_in_any_order() {
+    // The offence count lives with the ban while it is in force and is
+    // remembered from its end afterwards, however the ban went.
+    let mut engine = Engine::new(policy());
+    let bot = ip("203.0.113.9");
+    engine.restore_offence(bot, 4, T0 - HOUR);
+    engine.restore_ban(bot, T0 + HOUR, 3, 2);
+    assert_eq!(engine.offence(bot), 4, "the larger count wins");
+    engine.restore_offence(bot, 6, T0 - DAY);
+    assert_eq!(engine.offence(bot), 6);
+    assert!(engine.forget_ban(bot));
+    assert_eq!(engine.offences.get(&bot), Some(&(6, T0 + HOUR)));
+    assert_eq!(engine.sizes().offenders, 1);
+    let mut out = Vec::new();
+    for k in 0..3 {
+        engine.hit_at(bot, T0 + k, &mut out);
+    }
+    engine.advance(T0 + 11 * MIN, &mut out);
+    assert_eq!(out[0].offence, 7, "{out:?}");
+    assert!(engine.offences.is_empty(), "held by the ban while in force");
+    assert_eq!(engine.sizes().offenders, 1);
+}
+
+#[test]
+fn a_delivery_lifts_exactly_the_bans_in_its_network() {
+    let mut engine = Engine::new(policy());
+    for (a, until) in [
+        ("198.51.100.1", T0 + HOUR),
+        ("198.51.100.200", T0 + DAY),
+        ("198.51.101.1", T0 + HOUR),
+        ("2001:db8::9", T0 + HOUR),
+        ("2001:db8:1::9", T0 + HOUR),
+    ] {
+        engine.restore_ban(ip(a), until, 5, 1);
+    }
+    let mut out = Vec::new();
+    engine.delivery(ip("198.51.100.77"), T0, &mut out);
+    engine.delivery(ip("2001:db8::1"), T0, &mut out);
+    let lifted: Vec<IpAddr> = out.iter().map(|d| d.ip).collect();
+    assert_eq!(
+        lifted,
+        [ip("198.51.100.1"), ip("198.51.100.200"), ip("2001:db8::9")]
+    );
+    let mut left: Vec<IpAddr> = engine.banned().collect();
+    left.sort();
+    assert_eq!(left, [ip("198.51.101.1"), ip("2001:db8:1::9")]);
+    // The lifted bans' ends are gone too: only the two left expire.
+    engine.advance(T0 + 2 * DAY, &mut out);
+    assert_eq!(out.len(), 5, "{out:?}");
+    assert!(out[3..].iter().all(|d| d.reason == "ban expired"));
 }
