@@ -161,16 +161,16 @@ async fn from_request(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Vec<Vec<u8>> {
-    let edns = response_edns(&request);
+    let edns = response_edns(request);
     match request.metadata.op_code {
         OpCode::Query => {}
         // The zones come from the config, not the wire.
         OpCode::Update | OpCode::Notify => {
-            return error_response(&request, ResponseCode::Refused, edns);
+            return error_response(request, ResponseCode::Refused, edns);
         }
         // IQUERY (obsolete), STATUS, DSO and unassigned ones: we do not
         // know what their sections mean, so none is echoed.
-        _ => return not_implemented(&request, edns),
+        _ => return not_implemented(request, edns),
     }
     // Only class IN is served; CH, HS, ANY and the rest would otherwise
     // get the IN zones' data.
@@ -180,7 +180,7 @@ async fn from_request(
         .iter()
         .any(|q| q.query_class() != DNSClass::IN)
     {
-        return error_response(&request, ResponseCode::Refused, edns);
+        return error_response(request, ResponseCode::Refused, edns);
     }
     let limit = match protocol {
         Protocol::Udp => request.max_payload().min(UDP_PAYLOAD),
@@ -197,7 +197,7 @@ async fn from_request(
     if transfer
         && (protocol != Protocol::Tcp || !snapshot.axfr_allow.iter().any(|n| n.contains(&src.ip())))
     {
-        return error_response(&request, ResponseCode::Refused, edns);
+        return error_response(request, ResponseCode::Refused, edns);
     }
     let capture = Capture::new(usize::from(limit), edns);
     snapshot

@@ -55,10 +55,11 @@ pub fn rbldnsd(bans: &[BanRecord], values: &Values<'_>, now: i64) -> String {
     let default = format!(":{}:", values.answer);
     for (family, kind, test) in [
         (true, "ip4set:nolist-ipv4", ["127.0.0.2", "!127.0.0.1"]),
+        // rbldnsd reads no dotted quad inside an IPv6 address.
         (
             false,
             "ip6trie:nolist-ipv6",
-            ["::ffff:127.0.0.2", "!::ffff:127.0.0.1"],
+            ["::ffff:7f00:2", "!::ffff:7f00:1"],
         ),
     ] {
         let _ = writeln!(out, "$DATASET {kind} @");
@@ -188,8 +189,8 @@ mod tests {
                 "198.51.100.0/24 :127.0.0.3:$ after 5 hits",
                 "$DATASET ip6trie:nolist-ipv6 @",
                 ":127.0.0.3:",
-                "::ffff:127.0.0.2 :127.0.0.3:RFC 5782 test entry",
-                "!::ffff:127.0.0.1",
+                "::ffff:7f00:2 :127.0.0.3:RFC 5782 test entry",
+                "!::ffff:7f00:1",
                 "2001:db8::1 :127.0.0.3:$ after 5 hits",
                 "2001:db8:1::/64 :127.0.0.3:$ after 5 hits",
             ]

@@ -329,6 +329,43 @@ mod tests {
         assert!(list.read().is_empty());
     }
 
+    /// The writer's nudge makes a committed ban answerable within 100 ms,
+    /// though the feed's own poll is a minute away.
+    #[test]
+    fn a_nudge_lists_a_ban_within_100_ms() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Store::open(dir.path()).unwrap();
+        let list = List::new();
+        list.set_publish(super::super::ENGINE | super::super::MANUAL);
+        let nudge = Arc::new(AtomicU64::new(0));
+        let shutdown = CancellationToken::new();
+        let thread = spawn(
+            list.clone(),
+            Access::Open(Store::open(dir.path()).unwrap()),
+            Some(nudge.clone()),
+            Duration::from_secs(60),
+            shutdown.clone(),
+        );
+        let now = unix_now();
+        let listed = |ip: &str| list.read().lookup(ip.parse().unwrap(), now).is_some();
+        for (i, ip) in ["192.0.2.1", "192.0.2.2", "2001:db8::3"].iter().enumerate() {
+            // Past the first sync (which reads everything) and idle.
+            std::thread::sleep(Duration::from_millis(100));
+            writer.add_ban(&ban(ip, now + 600, Source::Engine)).unwrap();
+            let committed = Instant::now();
+            nudge.fetch_add(1, Ordering::Release);
+            while !listed(ip) {
+                assert!(
+                    committed.elapsed() < Duration::from_millis(100),
+                    "ban {i} not listed in time"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        shutdown.cancel();
+        thread.join().unwrap();
+    }
+
     #[test]
     fn a_missing_store_is_an_empty_list_and_a_message() {
         let dir = tempfile::tempdir().unwrap();
