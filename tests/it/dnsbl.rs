@@ -498,3 +498,31 @@ fn the_documented_config_parses() {
     assert_eq!(bl.zone.as_str(), ZONE);
     assert!(bl.engine && bl.manual && bl.txt.is_some());
 }
+
+/// SIGHUP applies `dns.dnsbl`: added, it is served; another `publish`
+/// rereads the bans.
+#[test]
+fn a_reload_adds_the_dnsbl_and_changes_what_it_publishes() {
+    let Some(dig) = util::require_tool("dig", "bind9-dnsutils") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "", "");
+    let full = std::fs::read_to_string(&cfg).unwrap();
+    let without = full.split("  dnsbl:\n").next().unwrap().to_owned();
+    bans(&cfg, &["add", "192.0.2.77"]);
+    std::fs::write(&cfg, &without).unwrap();
+    let server = Server::start_with("serve", &cfg, &[], 2).unwrap_or_else(|log| panic!("{log}"));
+    let udp = server.addr("udp", false);
+    let log = || server.log_text();
+    assert_eq!(
+        ask(&dig, udp, &name("192.0.2.77"), "A", false).status,
+        "REFUSED"
+    );
+    std::fs::write(&cfg, &full).unwrap();
+    server.signal("HUP");
+    wait_listed(&dig, udp, "192.0.2.77", true, &log);
+    std::fs::write(&cfg, format!("{full}    publish: [engine]\n")).unwrap();
+    server.signal("HUP");
+    wait_listed(&dig, udp, "192.0.2.77", false, &log);
+}
