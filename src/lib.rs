@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod dnsbl;
 pub mod enforce;
 pub mod fleet;
 pub mod hash;

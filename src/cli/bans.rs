@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{EXIT_FAILED, Failure, print};
 use crate::clock::unix_now;
 use crate::config::{Config, Name, value};
+use crate::dnsbl::{self, export};
 use crate::fleet::event::{self, BanSource, Body};
 use crate::store::{self, BanRecord, Source, Store};
 use crate::watch::time::rfc3339;
@@ -59,6 +60,28 @@ pub(crate) enum BansAction {
         /// The address or network as listed.
         target: String,
     },
+    /// Write the bans in force for other servers: an rbldnsd data file,
+    /// one target per line, or JSON with each ban's end. With `dns.dnsbl`,
+    /// only the bans it publishes.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write FILE, atomically (readers see the old or the new file,
+        /// never a part); default: standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// rbldnsd's `combined` data file (serve it as ZONE:combined:FILE).
+    Rbldnsd,
+    /// One address or network per line.
+    Plain,
+    /// `nolist.bans/1` JSON, with each ban's end.
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -283,6 +306,23 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             print(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+        BansAction::Export { format, out } => {
+            let config = load(args.config.as_ref(), args.state_dir.as_ref())?;
+            let now = unix_now();
+            let text = export(&config, &open(&config, Access::Read)?, *format, now)?;
+            match out {
+                Some(path) => {
+                    nolist_durable::write_atomically(path, text.as_bytes()).map_err(|source| {
+                        Failure::Io {
+                            context: format!("writing {}", path.display()),
+                            source,
+                        }
+                    })?
+                }
+                None => print(&text)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BansAction::Add {
             target: text,
             duration,
@@ -376,6 +416,38 @@ pub(crate) fn bans(args: &BansArgs) -> Result<ExitCode, Failure> {
             }
         }
     }
+}
+
+/// The bans in force at `now` that `dns.dnsbl` publishes (all without
+/// it), in `format`.
+fn export(
+    config: &Config,
+    store: &Store,
+    format: ExportFormat,
+    now: i64,
+) -> Result<String, Failure> {
+    let mut bans = store.bans(now)?;
+    let publish = match &config.dns.dnsbl {
+        Some(bl) => dnsbl::publish_bits(Some(bl)),
+        None => dnsbl::ENGINE | dnsbl::MANUAL,
+    };
+    bans.retain(|b| dnsbl::List::publishes(publish, b.source));
+    bans.sort_by_key(|b| b.target);
+    Ok(match format {
+        ExportFormat::Plain => export::plain(&bans),
+        ExportFormat::Json => export::json(&bans, now),
+        ExportFormat::Rbldnsd => {
+            let values = config
+                .dns
+                .dnsbl
+                .as_ref()
+                .map_or_else(export::Values::default, |bl| export::Values {
+                    answer: bl.answer,
+                    txt: bl.txt.as_ref(),
+                });
+            export::rbldnsd(&bans, &values, now)
+        }
+    })
 }
 
 pub(crate) fn status(args: &StatusArgs) -> Result<ExitCode, Failure> {

@@ -13,6 +13,7 @@ use super::{EXIT_FAILED, Failure, findings_text};
 use crate::config::{self, Config};
 use crate::daemon::zones;
 use crate::dns::{Authority, Listeners, Snapshot};
+use crate::dnsbl::{List, feed};
 use crate::plan::Plan;
 
 #[derive(Debug, clap::Args)]
@@ -57,19 +58,23 @@ fn load(
     path: &Path,
     state_dir: Option<&Path>,
     previous: Option<&Snapshot>,
+    list: &Arc<List>,
 ) -> Result<(Config, Snapshot), LoadError> {
     let config = super::load_config(path, state_dir).map_err(LoadError::Config)?;
     let plan = Plan::build(&config);
     if plan.has_errors() {
         return Err(LoadError::Lint(findings_text(path, &plan.findings)));
     }
-    let snapshot = zones::snapshot(&config, &plan, previous).map_err(LoadError::Zone)?;
+    let snapshot = zones::snapshot(&config, &plan, previous)
+        .and_then(|s| zones::with_dnsbl(s, &config, list))
+        .map_err(LoadError::Zone)?;
     Ok((config, snapshot))
 }
 
 pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
     let _logging = super::init_logging();
-    let (config, snapshot) = match load(&args.config, args.state_dir.as_deref(), None) {
+    let list = List::new();
+    let (config, snapshot) = match load(&args.config, args.state_dir.as_deref(), None, &list) {
         Ok(loaded) => loaded,
         Err(LoadError::Config(e)) => return Err(e.into()),
         Err(e @ LoadError::Lint(_)) => {
@@ -90,6 +95,8 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
         ));
     }
     let limits = zones::tcp_limits(&config);
+    zones::publish(&list, &config);
+    let state_dir = config.state_dir.clone();
     // Only the snapshot is needed from here on; a reload reads the file again.
     drop(config);
     zones::release_freed_memory();
@@ -109,14 +116,25 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
         for (proto, addr) in listeners.local_addrs() {
             tracing::info!("listening on {proto} {addr}");
         }
+        if let Some(bl) = snapshot.dnsbl() {
+            tracing::info!(zone = %bl.zone.origin(), "serving the DNSBL from the bans in {}", state_dir.display());
+        }
         let authority = Arc::new(Authority::new(snapshot));
         let shutdown = CancellationToken::new();
+        let feed = feed::spawn(
+            list.clone(),
+            feed::Access::Reopen(state_dir),
+            None,
+            zones::DNSBL_POLL,
+            shutdown.clone(),
+        );
         let server =
             tokio::spawn(listeners.serve(authority.clone(), limits, shutdown.clone(), DRAIN));
-        reload_until_stopped(args, &authority, &mut signals).await;
+        reload_until_stopped(args, &authority, &list, &mut signals).await;
         tracing::info!("shutting down");
         shutdown.cancel();
         let _ = server.await;
+        let _ = tokio::task::spawn_blocking(move || feed.join()).await;
         Ok::<(), Failure>(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -126,10 +144,11 @@ pub(crate) fn run(args: &ServeArgs) -> Result<ExitCode, Failure> {
 async fn reload_until_stopped(
     args: &ServeArgs,
     authority: &Authority,
+    list: &Arc<List>,
     signals: &mut super::Signals,
 ) {
     while signals.next().await == super::Signal::Reload {
-        match reload(args, authority) {
+        match reload(args, authority, list) {
             Ok(summary) => tracing::info!("{summary}"),
             Err(e) => tracing::error!("reload failed, still serving the previous zones: {e}"),
         }
@@ -138,12 +157,18 @@ async fn reload_until_stopped(
 
 /// Loads the config again and swaps the new zones in; returns the line that
 /// says so.
-fn reload(args: &ServeArgs, authority: &Authority) -> Result<String, LoadError> {
+fn reload(args: &ServeArgs, authority: &Authority, list: &Arc<List>) -> Result<String, LoadError> {
     let started = Instant::now();
     let previous = authority.current();
-    let (_, snapshot) = load(&args.config, args.state_dir.as_deref(), Some(&previous))?;
+    let (config, snapshot) = load(
+        &args.config,
+        args.state_dir.as_deref(),
+        Some(&previous),
+        list,
+    )?;
     drop(previous);
     let changes = zones::swap_in(authority, snapshot);
+    zones::publish(list, &config);
     Ok(format!(
         "reloaded {changes} in {} ms",
         started.elapsed().as_millis()

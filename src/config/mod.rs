@@ -7,6 +7,7 @@
 //! what spans several keys (duplicate domains, layout vs. tail decoy, SOA vs.
 //! NS, in `raw`). Every error names the file, the line and the column.
 
+pub mod dnsbl;
 mod error;
 pub mod fleet;
 pub mod name;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use dnsbl::Dnsbl;
 pub use error::ConfigError;
 pub use fleet::{Fleet, NodeName, OnSilentMta};
 pub use name::{MxTarget, Name};
@@ -730,6 +732,8 @@ pub struct Dns {
     pub soa: Option<Soa>,
     /// The zone's name servers.
     pub ns: Vec<NameServer>,
+    /// The bans published as a DNS blocklist (`docs/dnsbl.md`).
+    pub dnsbl: Option<Dnsbl>,
 }
 
 /// One entry of `dns.ns`.

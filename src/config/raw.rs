@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::dnsbl::RawDnsbl;
 use super::fleet::RawFleet;
 use super::provider::RawProvider;
 use super::{
@@ -92,6 +93,8 @@ struct RawDns {
     soa: Option<Sp<RawSoa>>,
     #[serde(default)]
     ns: Option<Sp<Vec<Sp<RawNs>>>>,
+    #[serde(default)]
+    dnsbl: Option<Sp<RawDnsbl>>,
 }
 
 /// A name server: a bare name, or `{ host, ipv4, ipv6 }` when the server is
@@ -359,10 +362,18 @@ impl RawDns {
                 ));
             }
         };
+        let dnsbl = self
+            .dnsbl
+            .map(|d| {
+                let at = loc(&d);
+                d.value.validate(path, at, soa.is_some())
+            })
+            .transpose()?;
         Ok(Dns {
             serve: self.serve,
             soa,
             ns,
+            dnsbl,
         })
     }
 }

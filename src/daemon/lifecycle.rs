@@ -22,6 +22,7 @@ use super::{DaemonError, engine, fleet, spf, writer, zones};
 use crate::bans::{Passed, Policy};
 use crate::config::{Backend, Config, Mode};
 use crate::dns::Authority;
+use crate::dnsbl::{List, feed};
 use crate::enforce::Enforcer;
 use crate::plan::Plan;
 use crate::smtp::responder::{self, EventSink, Responder, Settings};
@@ -255,12 +256,13 @@ pub async fn serve_metrics(
     ))))
 }
 
-/// DNS, when the config asks for it: the same zones `nolist serve` serves.
+/// DNS, when the config asks for it: the same zones `nolist serve` serves,
+/// and the blocklist's listings (filled by a feed started later).
 async fn start_dns(
     config: &Config,
     plan: &Plan,
     shutdown: &CancellationToken,
-) -> Result<Option<(Arc<Authority>, JoinHandle<()>)>, DaemonError> {
+) -> Result<Option<(Arc<Authority>, JoinHandle<()>, Arc<List>)>, DaemonError> {
     let listen = config
         .dns
         .serve
@@ -270,7 +272,9 @@ async fn start_dns(
     if listen.is_empty() {
         return Ok(None);
     }
-    let snapshot = zones::snapshot(config, plan, None)?;
+    let list = List::new();
+    let snapshot = zones::with_dnsbl(zones::snapshot(config, plan, None)?, config, &list)?;
+    zones::publish(&list, config);
     let listeners = crate::dns::Listeners::bind(&listen)
         .await
         .map_err(|source| DaemonError::Io {
@@ -280,6 +284,9 @@ async fn start_dns(
     for (proto, addr) in listeners.local_addrs() {
         tracing::info!("listening on {proto} {addr}");
     }
+    if let Some(bl) = snapshot.dnsbl() {
+        tracing::info!(zone = %bl.zone.origin(), "serving the DNSBL");
+    }
     let authority = Arc::new(Authority::new(snapshot));
     let task = tokio::spawn(listeners.serve(
         authority.clone(),
@@ -287,7 +294,7 @@ async fn start_dns(
         shutdown.clone(),
         DRAIN,
     ));
-    Ok(Some((authority, task)))
+    Ok(Some((authority, task, list)))
 }
 
 /// A daemon to start: a config, and sinks beyond the config's own.
@@ -307,7 +314,7 @@ pub struct Running {
     responder: Responder,
     events: EventSink,
     evidence: mpsc::Sender<Evidence>,
-    dns: Option<(Arc<Authority>, JoinHandle<()>)>,
+    dns: Option<(Arc<Authority>, JoinHandle<()>, Arc<List>)>,
     policies: mpsc::Sender<(Policy, tokio::sync::oneshot::Sender<()>)>,
     swap: Option<BackendSwap>,
     /// Whether the firewall's refused connections are read (once needed).
@@ -432,6 +439,15 @@ impl Daemon {
             nudge.clone(),
             progress.clone(),
         );
+        if let Some((_, _, list)) = &dns {
+            threads.push(feed::spawn(
+                list.clone(),
+                feed::Access::Open(Store::open(&config.state_dir)?),
+                Some(nudge.clone()),
+                zones::DNSBL_POLL,
+                shutdown.clone(),
+            ));
+        }
         let mut swap = None;
         let mut refused = None;
         let configured = sinks::backend(&config);
@@ -579,8 +595,9 @@ impl Running {
         let listeners =
             responder::bind(&added, self.responder.threads()).map_err(DaemonError::Bind)?;
         let snapshot = match &self.dns {
-            Some((authority, _)) => {
-                Some(zones::snapshot(&config, plan, Some(&authority.current()))?)
+            Some((authority, _, list)) => {
+                let zones = zones::snapshot(&config, plan, Some(&authority.current()))?;
+                Some(zones::with_dnsbl(zones, &config, list)?)
             }
             None => None,
         };
@@ -615,8 +632,9 @@ impl Running {
         {
             let _ = engine_has_it.await;
         }
-        if let (Some((authority, _)), Some(snapshot)) = (&self.dns, snapshot) {
+        if let (Some((authority, _, list)), Some(snapshot)) = (&self.dns, snapshot) {
             let changes = zones::swap_in(authority, snapshot);
+            zones::publish(list, &config);
             tracing::info!("zones: reloaded {changes}");
         }
         let allow = |c: &Config| (c.bans.allow.spf.clone(), c.bans.allow.refresh);
@@ -694,7 +712,7 @@ impl Running {
     pub async fn shutdown(self) -> Stopped {
         self.shutdown.cancel();
         self.responder.drain(DRAIN).await;
-        if let Some((_, dns)) = self.dns {
+        if let Some((_, dns, _)) = self.dns {
             let _ = dns.await;
         }
         let dropped_events = self.events.dropped();

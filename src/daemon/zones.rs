@@ -4,10 +4,12 @@
 //! running [`Authority`] on reload.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::dns::{Authority, Snapshot, TcpLimits, ZoneData, ZoneError};
+use crate::dnsbl::{self, List, Served};
 use crate::plan::Plan;
 use crate::store::serials;
 
@@ -60,6 +62,34 @@ pub fn snapshot(
     }
     Snapshot::new(zones, axfr_allow)
 }
+
+/// `snapshot` serving the blocklist zone of `dns.dnsbl` too (when
+/// configured), answered from `list`. The list publishes what the config
+/// says once [`publish`] is called, after the swap.
+pub fn with_dnsbl(
+    snapshot: Snapshot,
+    config: &Config,
+    list: &Arc<List>,
+) -> Result<Snapshot, ZoneError> {
+    let (Some(bl), Some(soa)) = (&config.dns.dnsbl, &config.dns.soa) else {
+        return Ok(snapshot);
+    };
+    let zone = dnsbl::Zone::new(bl, soa, &config.dns.ns)?;
+    Ok(snapshot.with_dnsbl(Served {
+        zone,
+        list: list.clone(),
+    }))
+}
+
+/// Makes `list` hold the bans `config` publishes (none without
+/// `dns.dnsbl`): its feed rereads them when that changed.
+pub fn publish(list: &List, config: &Config) {
+    list.set_publish(dnsbl::publish_bits(config.dns.dnsbl.as_ref()));
+}
+
+/// How often the blocklist's feed looks at the state store (the daemon's
+/// writer also nudges it at every change of the bans).
+pub const DNSBL_POLL: Duration = Duration::from_secs(1);
 
 /// The TCP limits of `dns.serve` (defaults without it).
 pub fn tcp_limits(config: &Config) -> TcpLimits {

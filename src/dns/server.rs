@@ -30,7 +30,9 @@ use tokio_util::task::TaskTracker;
 use super::cache::{AnswerCache, CacheKey};
 use super::wire;
 use super::zone::{ZoneData, ZoneError};
+use crate::clock::unix_now;
 use crate::config::Cidr;
+use crate::dnsbl::Served;
 
 /// Largest UDP query read; anything longer is cut and answered FORMERR.
 const MAX_UDP_QUERY: usize = 4096;
@@ -42,6 +44,9 @@ pub struct Snapshot {
     catalog: Catalog,
     zones: Vec<ZoneData>,
     axfr_allow: Vec<Cidr>,
+    /// The blocklist zone, answered before the catalog from its live
+    /// listings (never from the UDP answer cache).
+    dnsbl: Option<Served>,
 }
 
 impl Snapshot {
@@ -58,7 +63,20 @@ impl Snapshot {
             catalog,
             zones,
             axfr_allow,
+            dnsbl: None,
         })
+    }
+
+    /// The snapshot serving the blocklist zone `served` too.
+    #[must_use]
+    pub fn with_dnsbl(mut self, served: Served) -> Snapshot {
+        self.dnsbl = Some(served);
+        self
+    }
+
+    /// The blocklist zone, if one is served.
+    pub fn dnsbl(&self) -> Option<&Served> {
+        self.dnsbl.as_ref()
     }
 
     /// The zones, as built.
@@ -99,35 +117,60 @@ impl Authority {
 
     /// The wire responses to one query packet (none: drop it silently).
     pub async fn answer(&self, packet: &[u8], src: SocketAddr, protocol: Protocol) -> Vec<Vec<u8>> {
-        answer(&self.current(), packet, src, protocol).await
+        answer(&self.current(), packet, src, protocol).await.0
     }
 }
 
-/// The wire responses to one query packet from `snapshot`'s zones.
+/// The wire responses to one query packet from `snapshot`'s zones, and
+/// whether they may be cached for the snapshot's lifetime (not the
+/// blocklist's: its listings change without a new snapshot).
 async fn answer(
     snapshot: &Snapshot,
     packet: &[u8],
     src: SocketAddr,
     protocol: Protocol,
-) -> Vec<Vec<u8>> {
+) -> (Vec<Vec<u8>>, bool) {
     let request = match Request::from_bytes(packet.to_vec(), src, protocol) {
         Ok(request) => request,
-        Err(_) => return unparsable(packet).into_iter().collect(),
+        Err(_) => return (unparsable(packet).into_iter().collect(), true),
     };
     // Never answer a response: that is how reflection loops start.
     if request.metadata.message_type == MessageType::Response {
-        return Vec::new();
+        return (Vec::new(), true);
     }
-    let edns = response_edns(&request);
+    (
+        from_request(snapshot, &request, src, protocol).await,
+        !snapshot.owns(&request),
+    )
+}
+
+impl Snapshot {
+    /// Whether `request` asks the blocklist zone.
+    fn owns(&self, request: &Request) -> bool {
+        match (&self.dnsbl, request.queries.queries()) {
+            (Some(bl), [q]) => bl.zone.owns(q.name()),
+            _ => false,
+        }
+    }
+}
+
+/// The wire responses to a parsed query.
+async fn from_request(
+    snapshot: &Snapshot,
+    request: &Request,
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Vec<Vec<u8>> {
+    let edns = response_edns(request);
     match request.metadata.op_code {
         OpCode::Query => {}
         // The zones come from the config, not the wire.
         OpCode::Update | OpCode::Notify => {
-            return error_response(&request, ResponseCode::Refused, edns);
+            return error_response(request, ResponseCode::Refused, edns);
         }
         // IQUERY (obsolete), STATUS, DSO and unassigned ones: we do not
         // know what their sections mean, so none is echoed.
-        _ => return not_implemented(&request, edns),
+        _ => return not_implemented(request, edns),
     }
     // Only class IN is served; CH, HS, ANY and the rest would otherwise
     // get the IN zones' data.
@@ -137,7 +180,14 @@ async fn answer(
         .iter()
         .any(|q| q.query_class() != DNSClass::IN)
     {
-        return error_response(&request, ResponseCode::Refused, edns);
+        return error_response(request, ResponseCode::Refused, edns);
+    }
+    let limit = match protocol {
+        Protocol::Udp => request.max_payload().min(UDP_PAYLOAD),
+        _ => u16::MAX,
+    };
+    if let (Some(bl), true) = (&snapshot.dnsbl, snapshot.owns(request)) {
+        return dnsbl_response(bl, request, edns, usize::from(limit));
     }
     let transfer = request
         .queries
@@ -147,22 +197,47 @@ async fn answer(
     if transfer
         && (protocol != Protocol::Tcp || !snapshot.axfr_allow.iter().any(|n| n.contains(&src.ip())))
     {
-        return error_response(&request, ResponseCode::Refused, edns);
+        return error_response(request, ResponseCode::Refused, edns);
     }
-    let limit = match protocol {
-        Protocol::Udp => request.max_payload().min(UDP_PAYLOAD),
-        _ => u16::MAX,
-    };
     let capture = Capture::new(usize::from(limit), edns);
     snapshot
         .catalog
-        .handle_request::<_, TokioTime>(&request, capture.clone())
+        .handle_request::<_, TokioTime>(request, capture.clone())
         .await;
     let out = capture.take();
     if out.failed && out.messages.is_empty() {
-        return truncated(&request, edns);
+        return truncated(request, edns);
     }
     out.messages
+}
+
+/// The blocklist zone's answer to `request` (one question, in the zone),
+/// fitted to `limit` bytes like the catalog's.
+fn dnsbl_response(
+    served: &Served,
+    request: &Request,
+    edns: Option<&'static Edns>,
+    limit: usize,
+) -> Vec<Vec<u8>> {
+    let Some(q) = request.queries.queries().first() else {
+        return Vec::new();
+    };
+    let reply = served.answer(q.original().name(), q.query_type(), unix_now());
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.authoritative = reply.code != ResponseCode::Refused;
+    metadata.response_code = reply.code;
+    let builder = MessageResponseBuilder::new(&request.queries, edns);
+    let response = builder.build(
+        metadata,
+        reply.answers.iter(),
+        reply.authority.iter(),
+        std::iter::empty(),
+        std::iter::empty(),
+    );
+    match encode(response).and_then(|(_, bytes)| wire::fit(bytes, limit)) {
+        Some(bytes) => vec![bytes],
+        None => truncated(request, edns),
+    }
 }
 
 /// The largest UDP answer we send to an EDNS client (the DNS flag day 2020
@@ -508,8 +583,8 @@ async fn udp_worker(
             send(&socket, &reply, src).await;
             continue;
         }
-        let replies = answer(&snapshot, packet, src, Protocol::Udp).await;
-        if let (Some(key), [one]) = (key, replies.as_slice()) {
+        let (replies, cacheable) = answer(&snapshot, packet, src, Protocol::Udp).await;
+        if let (Some(key), [one], true) = (key, replies.as_slice(), cacheable) {
             cache.store(key, one);
         }
         for r in &replies {

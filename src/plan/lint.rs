@@ -87,6 +87,12 @@ lints! {
         "a `bans.enforce` table for another backend than the one chosen is ignored: the bans are not enforced the way it says";
     GRACE_TOO_SHORT = "grace-too-short", Error,
         "a `bans.grace` below 30 s can ban a real sender before its fallback to the next MX arrives (OpenSMTPD falls back about 2 s after a RST or a 4xx greeting), and the ban then blocks that fallback";
+    DNSBL_SHADOWS = "dnsbl-shadows-records", Error,
+        "the DNSBL zone is answered before the planned zones, so a mail domain, MX host or name server at or below its apex is never answered (no MX, no address: mail to it is lost)";
+    DNSBL_INSIDE_MAIL_DOMAIN = "dnsbl-inside-mail-domain", Warning,
+        "a DNSBL zone inside a planned mail domain is only found through NS records delegating it in that domain's zone, which `plan` and `apply` do not write: where the domain is served elsewhere, every listing is NXDOMAIN and every address looks clean";
+    DNSBL_TTL_OVER_BANTIME = "dnsbl-ttl-over-bantime", Warning,
+        "a DNSBL TTL longer than `bans.bantime` keeps listings in resolvers' caches after their bans have ended";
 }
 
 /// The shortest `bans.grace` with an enforcing backend: the slowest
@@ -246,6 +252,7 @@ pub fn lint(config: &Config) -> Vec<Finding> {
         }
     }
     lint_host_addresses(config, &mut out);
+    lint_dnsbl(config, &mut out);
     let mut findings = out.0;
     // Stable: errors first, then by position in the config (global findings first).
     findings.sort_by_key(|f| (f.severity, f.at));
@@ -420,6 +427,76 @@ fn lint_families(domain: &Domain, decoys: &[(Role, &MxHost)], out: &mut Findings
                 );
             }
         }
+    }
+}
+
+/// The DNSBL zone against the planned names and the ban length.
+fn lint_dnsbl(config: &Config, out: &mut Findings) {
+    let Some(bl) = &config.dns.dnsbl else {
+        return;
+    };
+    let zone = &bl.zone;
+    for domain in &config.domains {
+        let d = Some(&domain.name);
+        if domain.name.is_within(zone) {
+            out.push(
+                DNSBL_SHADOWS,
+                d,
+                Some(bl.at),
+                format!(
+                    "the DNSBL zone {zone} is the mail domain {} or above it: `serve` and `run` would answer the blocklist's NXDOMAIN for the domain's MX",
+                    domain.name.as_str()
+                ),
+            );
+            continue;
+        }
+        for host in domain.hosts().filter_map(|(_, h)| h.target.host()) {
+            if host.is_within(zone) {
+                out.push(
+                    DNSBL_SHADOWS,
+                    d,
+                    Some(bl.at),
+                    format!(
+                        "MX host {host} is inside the DNSBL zone {zone}: its address records would never be answered"
+                    ),
+                );
+            }
+        }
+        if zone.is_within(&domain.name) {
+            out.push(
+                DNSBL_INSIDE_MAIL_DOMAIN,
+                d,
+                Some(bl.at),
+                format!(
+                    "the DNSBL zone {zone} is inside the mail domain {}: its zone needs NS records for {zone} (plan and apply write none), or resolvers asking the domain's other servers get NXDOMAIN for every listing; a zone outside the mail domains (bl.example.net for mail at example.org) needs no delegation to get right",
+                    domain.name.as_str()
+                ),
+            );
+        }
+    }
+    for ns in config.dns.ns.iter().filter(|ns| ns.host.is_within(zone)) {
+        out.push(
+            DNSBL_SHADOWS,
+            None,
+            Some(ns.at),
+            format!(
+                "name server {} is inside the DNSBL zone {zone}: its address records would never be answered",
+                ns.host
+            ),
+        );
+    }
+    let bantime = config.bans.bantime.as_secs();
+    if u64::from(bl.ttl) > bantime {
+        out.push(
+            DNSBL_TTL_OVER_BANTIME,
+            None,
+            Some(bl.ttl_at),
+            format!(
+                "dns.dnsbl.ttl is {} s, longer than bans.bantime ({bantime} s): resolvers keep a listing up to {} s after its ban ended (answers are never cached past a ban's end, but a ban lifted early stays listed in caches)",
+                bl.ttl,
+                u64::from(bl.ttl) - bantime
+            ),
+        );
     }
 }
 

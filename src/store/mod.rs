@@ -122,6 +122,46 @@ pub struct BanRecord {
     pub source: Source,
 }
 
+/// What a published blocklist needs of a ban (`Store::ban_summaries`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanSummary {
+    /// Until when (Unix seconds).
+    pub until: i64,
+    /// Decoy hits behind it.
+    pub hits: u32,
+    /// The how-manieth ban of this target.
+    pub offence: u32,
+    /// Engine or operator.
+    pub source: Source,
+}
+
+/// A row of `target, until, hits, offence, source`; `None` when the target
+/// does not parse.
+fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(IpNet, BanSummary)>> {
+    let net = match row.get_ref(0)? {
+        rusqlite::types::ValueRef::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<IpNet>().ok()),
+        _ => None,
+    };
+    let Some(net) = net else {
+        return Ok(None);
+    };
+    let source = match row.get_ref(4)? {
+        rusqlite::types::ValueRef::Text(b"manual") => Source::Manual,
+        _ => Source::Engine,
+    };
+    Ok(Some((
+        net,
+        BanSummary {
+            until: row.get(1)?,
+            hits: row.get(2)?,
+            offence: row.get(3)?,
+            source,
+        },
+    )))
+}
+
 /// Counts for `nolist status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Status {
@@ -618,6 +658,94 @@ impl Store {
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    /// What a published blocklist needs of every ban in force at `now`,
+    /// given to `each` row by row (millions are read without holding
+    /// their records). A row this nolist cannot parse is skipped.
+    pub fn ban_summaries(
+        &self,
+        now: i64,
+        mut each: impl FnMut(IpNet, BanSummary),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT target, until, hits, offence, source FROM bans WHERE until > ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![now]).map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            if let Some(ban) = summary(row).map_err(|e| self.err(e))? {
+                each(ban.0, ban.1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The ban on exactly `target`, if there is one (in force or not).
+    pub fn ban_summary(&self, target: &IpNet) -> Result<Option<BanSummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT target, until, hits, offence, source FROM bans WHERE target = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![target.to_string()])
+            .map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(row) => Ok(summary(row).map_err(|e| self.err(e))?.map(|(_, s)| s)),
+            None => Ok(None),
+        }
+    }
+
+    /// The ban and unban decisions recorded after history entry `after`,
+    /// at most `limit`, oldest first: `(entry, target)`. The first entry
+    /// is not `after + 1` when the history was trimmed past it meanwhile.
+    pub fn ban_history_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, action, target FROM history WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, action, target) = row.map_err(|e| self.err(e))?;
+            // Other entries (retry exemptions) keep their place: the ids
+            // show whether the history was trimmed.
+            let target = if action == "ban" || action == "unban" {
+                target
+            } else {
+                String::new()
+            };
+            out.push((id, target));
+        }
+        Ok(out)
+    }
+
+    /// The last history entry (0 when there is none).
+    pub fn history_last(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT coalesce(max(id), 0) FROM history", [], |r| r.get(0))
             .map_err(|e| self.err(e))
     }
 

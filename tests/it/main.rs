@@ -10,6 +10,7 @@ mod apply_zonefile;
 mod bans;
 mod daemon;
 mod dns_conformance;
+mod dnsbl;
 mod docs;
 mod enforce;
 mod exim_log;

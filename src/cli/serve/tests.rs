@@ -19,13 +19,13 @@ fn args(dir: &Path, yaml: &str) -> ServeArgs {
 fn a_reload_frees_the_old_snapshot_and_sums_up_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let args = args(dir.path(), &config(3, 10));
-    let Ok((_, first)) = load(&args.config, args.state_dir.as_deref(), None) else {
+    let Ok((_, first)) = load(&args.config, args.state_dir.as_deref(), None, &List::new()) else {
         panic!("load failed")
     };
     let authority = Authority::new(first);
     let old = Arc::downgrade(&authority.current());
 
-    let summary = reload(&args, &authority).unwrap_or_else(|e| panic!("{e}"));
+    let summary = reload(&args, &authority, &List::new()).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         summary.starts_with("reloaded 3 zones (0 changed) in "),
         "{summary}"
@@ -37,7 +37,7 @@ fn a_reload_frees_the_old_snapshot_and_sums_up_in_one_line() {
         config(2, 10).replace("preference: 10", "preference: 15"),
     )
     .unwrap();
-    let summary = reload(&args, &authority).unwrap_or_else(|e| panic!("{e}"));
+    let summary = reload(&args, &authority, &List::new()).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         summary.starts_with("reloaded 2 zones (2 changed, 1 removed) in "),
         "{summary}"
@@ -49,12 +49,12 @@ fn a_reload_frees_the_old_snapshot_and_sums_up_in_one_line() {
 fn a_failed_reload_keeps_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let args = args(dir.path(), &config(1, 10));
-    let Ok((_, first)) = load(&args.config, args.state_dir.as_deref(), None) else {
+    let Ok((_, first)) = load(&args.config, args.state_dir.as_deref(), None, &List::new()) else {
         panic!("load failed")
     };
     let authority = Authority::new(first);
     let before = authority.current();
     std::fs::write(&args.config, "domains: [oops\n").unwrap();
-    assert!(reload(&args, &authority).is_err());
+    assert!(reload(&args, &authority, &List::new()).is_err());
     assert!(Arc::ptr_eq(&before, &authority.current()));
 }

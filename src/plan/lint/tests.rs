@@ -377,3 +377,82 @@ fn every_lint_is_documented_in_the_readme() {
         );
     }
 }
+
+/// `CLEAN` with a DNSBL zone `zone` (and a TTL).
+fn with_dnsbl(zone: &str, extra: &str) -> String {
+    format!(
+        "{CLEAN}dns:
+  soa: {{ mname: ns1.dns-host.de, rname: h@mail-domain.de }}
+  ns: [ns1.dns-host.de]
+  dnsbl: {{ zone: {zone}{extra} }}
+"
+    )
+}
+
+#[test]
+fn a_dnsbl_outside_the_mail_domains_is_clean() {
+    assert!(ids(&with_dnsbl("bl.dns-host.de", "")).is_empty());
+}
+
+#[test]
+fn dnsbl_shadows_records() {
+    let f = fires(&with_dnsbl("mail-domain.de", ""), DNSBL_SHADOWS);
+    assert!(
+        f.message.contains("would answer the blocklist's NXDOMAIN"),
+        "{}",
+        f.message
+    );
+    assert!(
+        findings(&with_dnsbl("de", ""))
+            .iter()
+            .any(|f| f.id == DNSBL_SHADOWS.id
+                && f.domain.as_ref().map(Name::as_str) == Some("mail-domain.de"))
+    );
+    let f = fires(&with_dnsbl("mx01.mail-domain.de", ""), DNSBL_SHADOWS);
+    assert!(
+        f.message.contains("MX host mx01.mail-domain.de"),
+        "{}",
+        f.message
+    );
+    let f = fires(&with_dnsbl("dns-host.de", ""), DNSBL_SHADOWS);
+    assert!(
+        f.message.contains("name server ns1.dns-host.de"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn dnsbl_inside_mail_domain() {
+    let f = fires(
+        &with_dnsbl("bl.mail-domain.de", ""),
+        DNSBL_INSIDE_MAIL_DOMAIN,
+    );
+    assert_eq!(
+        f.at,
+        Some(Loc {
+            line: 9,
+            column: 10
+        })
+    );
+    assert!(!ids(&with_dnsbl("bl.mail-domain.de", "")).contains(&DNSBL_SHADOWS.id));
+}
+
+#[test]
+fn dnsbl_ttl_over_bantime() {
+    let yaml = |ttl: &str| {
+        format!(
+            "{}bans: {{ bantime: 1h }}\n",
+            with_dnsbl("bl.dns-host.de", ttl)
+        )
+    };
+    let f = fires(&yaml(", ttl: 2h"), DNSBL_TTL_OVER_BANTIME);
+    assert!(
+        f.message
+            .contains("7200 s, longer than bans.bantime (3600 s)"),
+        "{}",
+        f.message
+    );
+    assert!(ids(&yaml(", ttl: 1h")).is_empty());
+    assert!(ids(&yaml("")).is_empty());
+}
