@@ -332,7 +332,9 @@ mod tests {
     /// The writer's nudge makes a committed ban answerable within 100 ms,
     /// though the feed's own poll is a minute away.
     #[test]
-    fn a_nudge_lists_a_ban_within_100_ms() {
+    fn a_nudge_lists_a_ban_without_waiting_for_the_poll() {
+        // The poll is a minute away: only the nudge can list the bans in
+        // this test's (generous) time. How fast it is, bench/dnsbl says.
         let dir = tempfile::tempdir().unwrap();
         let mut writer = Store::open(dir.path()).unwrap();
         let list = List::new();
@@ -356,10 +358,10 @@ mod tests {
             nudge.fetch_add(1, Ordering::Release);
             while !listed(ip) {
                 assert!(
-                    committed.elapsed() < Duration::from_millis(100),
-                    "ban {i} not listed in time"
+                    committed.elapsed() < Duration::from_secs(20),
+                    "ban {i} not listed: the nudge was not taken"
                 );
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
         shutdown.cancel();
