@@ -223,6 +223,7 @@ fn dnsbl_response(
         return Vec::new();
     };
     let reply = served.answer(q.original().name(), q.query_type(), unix_now());
+    dnsbl_counted(&reply);
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.authoritative = reply.code != ResponseCode::Refused;
     metadata.response_code = reply.code;
@@ -238,6 +239,22 @@ fn dnsbl_response(
         Some(bytes) => vec![bytes],
         None => truncated(request, edns),
     }
+}
+
+/// Counts a DNSBL answer by its kind (handles made once: a blocklist takes
+/// many queries per second).
+fn dnsbl_counted(reply: &crate::dnsbl::Reply) {
+    static COUNTERS: LazyLock<[metrics::Counter; 4]> = LazyLock::new(|| {
+        ["records", "nodata", "nxdomain", "refused"]
+            .map(|a| metrics::counter!(crate::metrics::DNSBL_QUERIES, "answer" => a))
+    });
+    let i = match (reply.code, reply.answers.is_empty()) {
+        (ResponseCode::NoError, false) => 0,
+        (ResponseCode::NoError, true) => 1,
+        (ResponseCode::NXDomain, _) => 2,
+        _ => 3,
+    };
+    COUNTERS[i].increment(1);
 }
 
 /// The largest UDP answer we send to an EDNS client (the DNS flag day 2020

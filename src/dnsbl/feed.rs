@@ -168,11 +168,14 @@ pub fn spawn(
         let mut follower = Follower::new();
         let mut logged: Option<String> = None;
         let mut nudged = nudge.as_ref().map(|n| n.load(Ordering::Acquire));
+        let listed = metrics::gauge!(crate::metrics::DNSBL_LISTED);
         while !shutdown.is_cancelled() {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 poll(&mut follower, &access, &list)
             }))
             .unwrap_or_else(|_| Err("the DNSBL feed panicked; it goes on at the next poll".into()));
+            #[allow(clippy::cast_precision_loss)] // a count of listings
+            listed.set(list.read().len() as f64);
             match outcome {
                 Ok(()) => {
                     if logged.take().is_some() {

@@ -56,6 +56,10 @@ pub const PASS_CHANGES: &str = "nolist_pass_changes_total";
 pub const ENFORCEMENT_ERRORS: &str = "nolist_enforcement_errors_total";
 /// DNS messages received, by transport.
 pub const DNS_QUERIES: &str = "nolist_dns_queries_total";
+/// Questions to the DNSBL zone, by how they were answered.
+pub const DNSBL_QUERIES: &str = "nolist_dnsbl_queries_total";
+/// Addresses and networks the DNSBL lists now.
+pub const DNSBL_LISTED: &str = "nolist_dnsbl_listed";
 /// Config reloads, by result.
 pub const RELOADS: &str = "nolist_reloads_total";
 /// Fleet messages, by direction (published, received).
@@ -149,6 +153,10 @@ fn describe() {
             DNS_QUERIES,
             "DNS messages answered, by transport (udp, tcp).",
         ),
+        (
+            DNSBL_QUERIES,
+            "Questions to the DNSBL zone, by answer (records: a listing, or the apex's SOA/NS; nodata; nxdomain: not listed; refused: a transfer).",
+        ),
         (RELOADS, "SIGHUP reloads, by result (ok, failed)."),
         (
             FLEET_MESSAGES,
@@ -171,6 +179,10 @@ fn describe() {
         (
             FLEET_OUTBOX,
             "This node's fleet messages not yet published.",
+        ),
+        (
+            DNSBL_LISTED,
+            "Addresses and networks in the DNSBL's list (an ended ban until the feed's next sweep, never answered; test entries aside).",
         ),
         (
             FLEET_CONSUMER_LAG,

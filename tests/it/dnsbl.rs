@@ -280,12 +280,13 @@ fn run_lists_a_decided_ban_at_once_and_unlists_a_removed_one() {
             "responder: {{ mode: refuse }}
 mta: {{ logs: [{}], format: postfix }}
 bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend: none }} }}
+metrics: {{ listen: \"127.0.0.1:0\" }}
 ",
             log.display()
         ),
     );
     let state = dir.path().join("state");
-    let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 2)
+    let server = Server::start_with("run", &cfg, &["--state-dir", state.to_str().unwrap()], 3)
         .unwrap_or_else(|l| panic!("{l}"));
     let udp = server.addr("udp", false);
     let text = || server.log_text();
@@ -302,6 +303,21 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
         &ask(&dig, udp, &name("198.51.100.1"), "A", false),
         "NXDOMAIN",
         "manual",
+    );
+    // What /metrics says of it, before the removal.
+    let (_, body) = util::http_get(server.addr("metrics", false), "/metrics");
+    let count = |answer: &str| {
+        util::sample(
+            &body,
+            &format!("nolist_dnsbl_queries_total{{answer=\"{answer}\"}}"),
+        )
+    };
+    assert!(count("records").is_some_and(|n| n >= 2.0), "{body}");
+    assert!(count("nxdomain").is_some_and(|n| n >= 1.0), "{body}");
+    assert_eq!(
+        util::sample(&body, "nolist_dnsbl_listed"),
+        Some(1.0),
+        "{body}"
     );
     bans(&cfg, &["remove", "203.0.113.9"]);
     wait_listed(&dig, udp, "203.0.113.9", false, &text);

@@ -72,28 +72,6 @@ fn rcpt_reply(addr: SocketAddr) -> String {
     unreachable!()
 }
 
-/// `GET path` from the metrics endpoint: (status line, body).
-fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-    )
-}
-
-/// The value of the sample `name{labels}` (or `name` alone) in a scrape.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn dig_soa_and_ttl(dig: &Path, server: SocketAddr) -> String {
     util::dig(dig, server, &["+noall", "+answer", "example.org", "MX"])
 }
@@ -224,30 +202,30 @@ fn sighup_reloads_what_it_can_and_keeps_the_old_config_when_the_new_one_is_bad()
     );
 
     // The metrics saw all of it.
-    let (status, body) = http_get(metrics, "/metrics");
+    let (status, body) = util::http_get(metrics, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
-    let sessions = sample(
+    let sessions = util::sample(
         &body,
         "nolist_smtp_sessions_total{stage=\"rcpt\",end=\"quit\"}",
     )
     .unwrap_or_else(|| panic!("no session count:\n{body}"));
     assert!(sessions >= 6.0, "{body}");
     assert_eq!(
-        sample(&body, "nolist_reloads_total{result=\"ok\"}"),
+        util::sample(&body, "nolist_reloads_total{result=\"ok\"}"),
         Some(2.0),
         "{body}"
     );
     assert_eq!(
-        sample(&body, "nolist_reloads_total{result=\"failed\"}"),
+        util::sample(&body, "nolist_reloads_total{result=\"failed\"}"),
         Some(2.0),
         "{body}"
     );
     assert!(
-        sample(&body, "nolist_dns_queries_total{proto=\"udp\"}").unwrap_or(0.0) >= 3.0,
+        util::sample(&body, "nolist_dns_queries_total{proto=\"udp\"}").unwrap_or(0.0) >= 3.0,
         "{body}"
     );
     assert!(body.contains("# HELP nolist_smtp_sessions_total"), "{body}");
-    assert_eq!(http_get(metrics, "/").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(util::http_get(metrics, "/").0, "HTTP/1.1 404 Not Found");
     // Junk and an oversized request get an answer or a close, never a hang.
     let mut junk = TcpStream::connect(metrics).unwrap();
     junk.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
@@ -258,7 +236,7 @@ fn sighup_reloads_what_it_can_and_keeps_the_old_config_when_the_new_one_is_bad()
         reply.is_empty() || reply.starts_with("HTTP/1.1 4"),
         "{reply}"
     );
-    assert_eq!(http_get(metrics, "/metrics").0, "HTTP/1.1 200 OK");
+    assert_eq!(util::http_get(metrics, "/metrics").0, "HTTP/1.1 200 OK");
 
     server.signal("TERM");
     assert_eq!(
