@@ -431,13 +431,16 @@ impl Daemon {
         let nudge = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // The engine forgets its record of bans the writer has committed.
         let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let configured = sinks::backend(&config);
+        // Without enforcement, the writer keeps nolist_bans_active.
+        let counts = configured.is_none() && extra.is_empty();
         let (writer, writer_thread) = writer::spawn_writer(
             store,
             snapshots_tx,
             remember.clone(),
             shared.clone(),
-            nudge.clone(),
-            progress.clone(),
+            (nudge.clone(), progress.clone()),
+            counts,
         );
         if let Some((_, _, list)) = &dns {
             threads.push(feed::spawn(
@@ -450,7 +453,6 @@ impl Daemon {
         }
         let mut swap = None;
         let mut refused = None;
-        let configured = sinks::backend(&config);
         if configured.is_none() {
             tracing::info!(
                 "bans.enforce.backend none: decisions are recorded and logged, not enforced"

@@ -122,14 +122,16 @@ pub(crate) struct BanSnapshot {
 /// in the store to `snapshots` (only another process lifts a ban by hand:
 /// with millions of bans in force, reading them all is not a periodic
 /// chore); `remember` is the retention of the policy in force (reloads
-/// included); `progress` counts the batches committed.
+/// included); `nudge` moves when a commit changed the bans, `progress`
+/// counts the batches committed. With `count_bans` (no enforcement, which
+/// would), it keeps `nolist_bans_active` at the store's count.
 pub(crate) fn spawn_writer(
     mut store: Store,
     snapshots: mpsc::Sender<BanSnapshot>,
     remember: Arc<AtomicI64>,
     fleet: Option<Arc<Shared>>,
-    nudge: Arc<AtomicU64>,
-    progress: Arc<AtomicU64>,
+    (nudge, progress): (Arc<AtomicU64>, Arc<AtomicU64>),
+    count_bans: bool,
 ) -> (Writer, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Write>(QUEUE);
     let handle = std::thread::spawn(move || {
@@ -139,6 +141,10 @@ pub(crate) fn spawn_writer(
         // The `data_version` of the last report: it moves only with
         // another connection's commits, never with this thread's.
         let mut reported = store.data_version().ok();
+        let mut gauge = count_bans.then(BansGauge::default);
+        if let Some(g) = gauge.as_mut() {
+            g.update(&store);
+        }
         loop {
             match rx.recv_timeout(SYNC) {
                 Ok(write) => {
@@ -170,6 +176,9 @@ pub(crate) fn spawn_writer(
             }
             if last_sync.elapsed() >= SYNC {
                 last_sync = Instant::now();
+                if let Some(g) = gauge.as_mut() {
+                    g.update(&store);
+                }
                 let version = store.data_version().ok();
                 if version.is_some() && version == reported {
                     continue;
@@ -187,6 +196,38 @@ pub(crate) fn spawn_writer(
         }
     });
     (tx, handle)
+}
+
+/// `nolist_bans_active` from the store: counted after a change of the
+/// bans, and at least every [`RECOUNT`] (bans end without a change until
+/// pruned).
+#[derive(Default)]
+struct BansGauge {
+    changes: Option<i64>,
+    counted: Option<Instant>,
+}
+
+/// The longest `nolist_bans_active` goes uncounted without a change.
+const RECOUNT: Duration = Duration::from_secs(60);
+
+impl BansGauge {
+    fn update(&mut self, store: &Store) {
+        let changes = store.bans_changes().ok();
+        if changes.is_some()
+            && changes == self.changes
+            && self.counted.is_some_and(|t| t.elapsed() < RECOUNT)
+        {
+            return;
+        }
+        match store.count_bans(unix_now()) {
+            Ok(n) => {
+                #[allow(clippy::cast_precision_loss)] // a count of bans
+                metrics::gauge!(crate::metrics::BANS_ACTIVE).set(n as f64);
+                (self.changes, self.counted) = (changes, Some(Instant::now()));
+            }
+            Err(e) => tracing::warn!(error = %e, "counting the bans failed"),
+        }
+    }
 }
 
 /// Engine batches merged into one transaction, in the order they came.

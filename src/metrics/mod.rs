@@ -93,7 +93,72 @@ pub fn install() -> Result<Registry, AlreadyInstalled> {
     let registry = Registry::default();
     metrics::set_global_recorder(registry.clone()).map_err(|_| AlreadyInstalled)?;
     describe();
+    register();
     Ok(registry)
+}
+
+/// The metrics `/metrics` shows from its first answer whatever the config
+/// (those of the fleet and the DNSBL, and per-log series, appear when
+/// configured).
+pub const ALWAYS: [&str; 15] = [
+    SESSIONS,
+    SESSIONS_OPEN,
+    EVENTS_DROPPED,
+    HITS,
+    DELIVERIES,
+    BANS_ADDED,
+    BANS_REMOVED,
+    RETRIES,
+    RETRY_TABLE_FULL,
+    BANS_ACTIVE,
+    FIREWALL_CHANGES,
+    PASS_CHANGES,
+    ENFORCEMENT_ERRORS,
+    DNS_QUERIES,
+    RELOADS,
+];
+
+/// Creates at 0 every series whose labels are known before anything
+/// happens, whatever the config: a dashboard or an alert never meets a
+/// missing series (`rate()` over an absent counter is no data, not 0).
+/// Series labelled by what only the config or the traffic names (a log's
+/// path, a fleet node) appear with it; the fleet's and the DNSBL's when
+/// configured.
+fn register() {
+    use crate::smtp::dialogue::{End, Stage};
+    for stage in Stage::ALL {
+        for end in End::ALL {
+            metrics::counter!(SESSIONS, "stage" => stage.as_str(), "end" => end.as_str())
+                .increment(0);
+        }
+    }
+    for name in [
+        EVENTS_DROPPED,
+        DELIVERIES,
+        BANS_ADDED,
+        BANS_REMOVED,
+        RETRIES,
+        RETRY_TABLE_FULL,
+        ENFORCEMENT_ERRORS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for source in ["responder", "log", "firewall"] {
+        metrics::counter!(HITS, "source" => source).increment(0);
+    }
+    for op in ["add", "remove"] {
+        metrics::counter!(FIREWALL_CHANGES, "op" => op).increment(0);
+        metrics::counter!(PASS_CHANGES, "op" => op).increment(0);
+    }
+    for proto in ["udp", "tcp"] {
+        metrics::counter!(DNS_QUERIES, "proto" => proto).increment(0);
+    }
+    for result in ["ok", "failed"] {
+        metrics::counter!(RELOADS, "result" => result).increment(0);
+    }
+    metrics::gauge!(SESSIONS_OPEN).increment(0.0);
+    // Set at its value by enforcement, or by the writer without one.
+    metrics::gauge!(BANS_ACTIVE).increment(0.0);
 }
 
 /// Describes every metric to the current recorder: the `# HELP` lines.

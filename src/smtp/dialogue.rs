@@ -27,6 +27,9 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 4] = [Stage::Connect, Stage::Helo, Stage::Mail, Stage::Rcpt];
+
     /// The stage as written in logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +75,23 @@ pub enum End {
 }
 
 impl End {
+    /// Every reason.
+    pub const ALL: [End; 13] = [
+        End::Quit,
+        End::ClientClosed,
+        End::Greeted,
+        End::IdleTimeout,
+        End::SessionTimeout,
+        End::TooManyCommands,
+        End::LineTooLong,
+        End::Bdat,
+        End::Shutdown,
+        End::WriteFailed,
+        End::ReadFailed,
+        End::Overloaded,
+        End::Passed,
+    ];
+
     /// The reason as in the JSON event and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {

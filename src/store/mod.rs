@@ -749,6 +749,14 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// How many bans are in force at `now` (engine and manual).
+    pub fn count_bans(&self, now: i64) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached("SELECT count(*) FROM bans WHERE until > ?1")
+            .and_then(|mut stmt| stmt.query_row([now], |r| r.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
     /// A number that changes whenever a ban is added, changed or removed,
     /// by this connection or another (see the `bans_changes` migration).
     pub fn bans_changes(&self) -> Result<i64, StoreError> {

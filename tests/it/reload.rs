@@ -303,3 +303,42 @@ fn verify_dns_refuses_to_start_against_live_dns_that_disagrees() {
         "no state touched before the check"
     );
 }
+
+#[test]
+fn every_metric_is_exported_from_the_first_scrape_without_enforcement() {
+    // Backend none, nothing happened yet: every series a dashboard reads
+    // is there, counters at 0 and the bans in force counted from the store.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("nolist.yaml");
+    std::fs::write(&cfg, config("450 4.7.1 try later", &["127.0.0.1:0"], 300)).unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let added = util::nolist()
+        .args(["bans", "-c", cfg.to_str().unwrap(), "--state-dir", state, "add", "192.0.2.77"])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let server = Server::start_with("run", &cfg, &["--state-dir", state], 4)
+        .unwrap_or_else(|log| panic!("{log}"));
+    let (_, body) = util::http_get(server.addr("metrics", false), "/metrics");
+    for name in nolist::metrics::ALWAYS {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{'])),
+            "{name} missing from the first scrape:\n{body}"
+        );
+    }
+    for series in [
+        "nolist_firewall_changes_total{op=\"add\"}",
+        "nolist_enforcement_errors_total",
+        "nolist_smtp_events_dropped_total",
+        "nolist_decoy_hits_total{source=\"log\"}",
+    ] {
+        assert_eq!(util::sample(&body, series), Some(0.0), "{series}:\n{body}");
+    }
+    assert_eq!(
+        util::sample(&body, "nolist_bans_active"),
+        Some(1.0),
+        "the ban added before the start:\n{body}"
+    );
+}
