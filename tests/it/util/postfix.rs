@@ -84,11 +84,11 @@ impl Postfix {
 
     /// Starts the real MX of [`Postfix::start_real_mx`] with `main_cf`
     /// (the `postscreen_*` lines) added to its main.cf and `master_cf`
-    /// (`postscreen` on `addr` in front of `smtpd`, `dnsblog`, ...) in
-    /// place of its smtpd line (chroot must be off). Its
-    /// DNSBL lookups (`dnsblog`, unchrooted) ask the resolvers of
-    /// `/etc/resolv.conf`: the caller gives the test its own first
-    /// (`util::mountns`). `None` after a loud skip as for the real MX.
+    /// (`postscreen` on `addr` in front of `smtpd`, `dnsblog`, ...; no
+    /// chroot) in place of its smtpd line. Its DNSBL lookups (`dnsblog`)
+    /// ask the nameservers of `/etc/resolv.conf`: the caller gives the
+    /// test its own first (`util::mountns`). `None` after a loud skip as
+    /// for the real MX.
     pub fn start_postscreen(
         addr: SocketAddr,
         domain: &str,
