@@ -302,6 +302,10 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
 /// A small message; what rspamd's `rbl` module looks at is the `--ip`.
 const MESSAGE: &str = "From: someone@sender.example\r\nTo: user@example.org\r\nSubject: hello\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <1@sender.example>\r\n\r\nHello.\r\n";
 
+/// rspamd's `rbl` module, configured as the docs say, scores a message
+/// from a listed address, network member or IPv6 address with the
+/// symbol, one from an address never listed not, and stops once the ban
+/// is lifted.
 #[test]
 fn rspamd_scores_a_banned_client_with_the_configured_symbol() {
     let (Some(dig), Some(_)) = (
@@ -315,7 +319,7 @@ fn rspamd_scores_a_banned_client_with_the_configured_symbol() {
     }
     util::enter_private_netns();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 2, "127.0.0.1:0", "");
+    let cfg = config(dir.path(), SOA_MINIMUM, "127.0.0.1:0", "");
     for target in ["198.51.100.7", "203.0.113.0/24", "2001:db8::7"] {
         bans(&cfg, &["add", target]);
     }
