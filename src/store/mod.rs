@@ -309,6 +309,25 @@ const MIGRATIONS: &[&str] = &[
 ",
 ];
 
+/// Puts the database in WAL mode. The switch of a new store takes an
+/// exclusive lock, and SQLite answers BUSY at once, without the busy
+/// timeout, when another connection reads at that moment (processes
+/// opening a new store together): retried for up to 5 s.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// The schema version of the store at `path`, refused when it is newer
 /// than this build knows.
 fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
@@ -348,20 +367,22 @@ impl Store {
         };
         let mut conn = Connection::open(&path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
+        set_wal(&conn).map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
-        let version = schema_version(&conn, &path)?;
-        for (i, migration) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(version).unwrap_or(0))
-        {
-            let tx = conn.transaction().map_err(sql)?;
-            tx.execute_batch(migration).map_err(sql)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
+        // Each step reads the version under the write lock (an immediate
+        // transaction): another process opening the new store at the same
+        // moment has either applied a migration or not begun it.
+        while schema_version(&conn, &path)? < MIGRATIONS.len() as i64 {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(sql)?;
+            let version = schema_version(&tx, &path)?;
+            if let Some(migration) = MIGRATIONS.get(usize::try_from(version).unwrap_or(0)) {
+                tx.execute_batch(migration).map_err(sql)?;
+                tx.pragma_update(None, "user_version", version + 1)
+                    .map_err(sql)?;
+            }
             tx.commit().map_err(sql)?;
         }
         Ok(Store { conn, path })

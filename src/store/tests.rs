@@ -572,3 +572,28 @@ fn the_bans_changes_migration_upgrades_a_store_of_the_previous_version() {
         .unwrap();
     assert_ne!(store.bans_changes().unwrap(), before);
 }
+
+/// Processes that open a new store at the same moment (`nolist run`
+/// starting while `nolist bans add` runs) each migrate it or find it
+/// migrated: none fails on a table another one just created.
+#[test]
+fn concurrent_first_opens_all_succeed() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        Store::open(&state).map(|_| ())
+                    })
+                })
+                .collect();
+            for open in opens {
+                open.join().unwrap().unwrap();
+            }
+        });
+    }
+}

@@ -11,6 +11,7 @@ mod bans;
 mod daemon;
 mod dns_conformance;
 mod dnsbl;
+mod dnsbl_consumers;
 mod docs;
 mod enforce;
 mod exim_log;

@@ -4,6 +4,7 @@
 pub mod exim;
 pub mod fail2ban;
 pub mod hosts;
+pub mod mountns;
 #[cfg(feature = "providers")]
 pub mod named;
 pub mod nsd;
@@ -11,6 +12,7 @@ pub mod nsd;
 pub mod pdns;
 pub mod postfix;
 pub mod redis;
+pub mod rspamd;
 pub mod senders;
 pub mod serve;
 pub mod sink;

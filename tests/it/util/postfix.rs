@@ -77,6 +77,34 @@ impl Postfix {
         }
         let role = Role::RealMx {
             domain: domain.to_owned(),
+            postscreen: None,
+        };
+        Some(Postfix::start_at(&postfix, addr, &role).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Starts the real MX of [`Postfix::start_real_mx`] with `main_cf`
+    /// (the `postscreen_*` lines) added to its main.cf and `master_cf`
+    /// (`postscreen` on `addr` in front of `smtpd`, `dnsblog`, ...; no
+    /// chroot) in place of its smtpd line. Its DNSBL lookups (`dnsblog`)
+    /// ask the nameservers of `/etc/resolv.conf`: the caller gives the
+    /// test its own first (`util::mountns`). `None` after a loud skip as
+    /// for the real MX.
+    pub fn start_postscreen(
+        addr: SocketAddr,
+        domain: &str,
+        main_cf: &str,
+        master_cf: &str,
+    ) -> Option<Postfix> {
+        let postfix = require_tool("postfix", "postfix")?;
+        if !super::require_root("a private Postfix instance runs as user postfix") {
+            return None;
+        }
+        let role = Role::RealMx {
+            domain: domain.to_owned(),
+            postscreen: Some(Postscreen {
+                main_cf: main_cf.to_owned(),
+                master_cf: master_cf.to_owned(),
+            }),
         };
         Some(Postfix::start_at(&postfix, addr, &role).unwrap_or_else(|e| panic!("{e}")))
     }
@@ -153,7 +181,8 @@ impl Postfix {
                     self.log()
                 ));
             }
-            if banner(self.addr).is_some_and(|b| b.starts_with("220 ")) {
+            // postscreen's teaser banner is `220-`.
+            if banner(self.addr).is_some_and(|b| b.starts_with("220")) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -230,8 +259,18 @@ impl Drop for Postfix {
 enum Role {
     /// The classic decoy: `450` at every RCPT.
     Decoy,
-    /// A real MX for `domain` that accepts and then discards.
-    RealMx { domain: String },
+    /// A real MX for `domain` that accepts and then discards, with
+    /// `postscreen` in front of it when its main.cf lines are given.
+    RealMx {
+        domain: String,
+        postscreen: Option<Postscreen>,
+    },
+}
+
+/// The lines that put `postscreen` in front of a real MX's `smtpd`.
+struct Postscreen {
+    main_cf: String,
+    master_cf: String,
 }
 
 fn main_cf(root: &Path, role: &Role) -> String {
@@ -246,7 +285,7 @@ default_transport = error:decoy never delivers
 local_transport = error:decoy never delivers
 "
         .to_owned(),
-        Role::RealMx { domain } => format!(
+        Role::RealMx { domain, postscreen } => format!(
             "\
 # A real MX for {domain} that accepts from anyone and discards after the queue.
 myhostname = mx02.{domain}
@@ -254,7 +293,8 @@ relay_domains = {domain}
 default_transport = discard:accepted by the test MX
 relay_transport = discard:accepted by the test MX
 local_transport = discard:accepted by the test MX
-"
+{}",
+            postscreen.as_ref().map_or("", |p| p.main_cf.as_str())
         ),
     };
     format!(
@@ -293,7 +333,13 @@ fn master_cf(root: &Path, addr: SocketAddr, role: &Role) -> String {
         Role::Decoy => format!(
             "{addr} inet n - n - - smtpd\n  -o smtpd_client_restrictions=pcre:{r}/etc/decoy.pcre\n"
         ),
-        Role::RealMx { .. } => format!("{addr} inet n - n - - smtpd\n"),
+        Role::RealMx {
+            postscreen: None, ..
+        } => format!("{addr} inet n - n - - smtpd\n"),
+        Role::RealMx {
+            postscreen: Some(p),
+            ..
+        } => p.master_cf.clone(),
     };
     format!(
         "# service type private unpriv chroot wakeup maxproc command
