@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{BanRecord, Store, StoreError, commit_tx, history, in_tx, upsert_ban};
+use super::{BanRecord, Store, StoreError, cached, commit_tx, history, in_tx, upsert_ban};
 use crate::bans::Decision;
 
 /// One unpublished message of this node.
@@ -82,7 +82,8 @@ impl FleetWrite {
 }
 
 fn set(tx: &rusqlite::Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(
+        tx,
         "INSERT INTO fleet_state (key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         params![key, value],
@@ -91,7 +92,8 @@ fn set(tx: &rusqlite::Transaction<'_>, key: &str, value: &str) -> rusqlite::Resu
 }
 
 fn enqueue(tx: &rusqlite::Transaction<'_>, kind: &str, body: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(
+        tx,
         "INSERT INTO outbox (kind, body) VALUES (?1, ?2)",
         params![kind, body],
     )?;
@@ -124,7 +126,7 @@ impl Store {
             }
             for (target, reason) in &fleet.unbans {
                 let target = target.to_string();
-                if tx.execute("DELETE FROM bans WHERE target = ?1", params![target])? > 0 {
+                if cached(tx, "DELETE FROM bans WHERE target = ?1", params![target])? > 0 {
                     history(tx, now, "unban", &target, None, reason)?;
                 }
             }

@@ -889,6 +889,7 @@ fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> ru
         let target = IpNet::from(d.ip);
         match d.action {
             Action::Ban => {
+                let text = target.to_string();
                 let ban = BanRecord {
                     target,
                     since: d.at,
@@ -899,16 +900,18 @@ fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> ru
                     source: Source::Engine,
                 };
                 upsert_ban(tx, &ban)?;
-                tx.execute(
+                cached(
+                    tx,
                     "INSERT INTO offences (target, offence, until) VALUES (?1, ?2, ?3)
                      ON CONFLICT(target) DO UPDATE SET offence = max(offence, excluded.offence),
                          until = max(until, excluded.until)",
-                    params![target.to_string(), ban.offence, ban.until],
+                    params![text, ban.offence, ban.until],
                 )?;
-                history(tx, d.at, "ban", &target.to_string(), d.until, &d.reason)?;
+                history(tx, d.at, "ban", &text, d.until, &d.reason)?;
             }
             Action::Unban => {
-                tx.execute(
+                cached(
+                    tx,
                     "DELETE FROM bans WHERE target = ?1 AND source = 'engine'",
                     params![target.to_string()],
                 )?;
@@ -916,7 +919,8 @@ fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> ru
             }
             Action::RetryExempt => {
                 let network = d.network.unwrap_or(target).to_string();
-                tx.execute(
+                cached(tx,
+
                     "INSERT INTO retries (network, at, client) VALUES (?1, ?2, ?3)
                      ON CONFLICT(network) DO UPDATE SET at = max(at, excluded.at), client = excluded.client",
                     params![network, d.at, d.ip.to_string()],
@@ -940,14 +944,16 @@ fn commit_tx(
 ) -> rusqlite::Result<()> {
     apply_decisions(tx, decisions)?;
     for (net, at) in deliveries {
-        tx.execute(
+        cached(
+            tx,
             "INSERT INTO deliveries (network, last) VALUES (?1, ?2)
              ON CONFLICT(network) DO UPDATE SET last = max(last, excluded.last)",
             params![net.to_string(), at],
         )?;
     }
     if let Some((path, state)) = checkpoint {
-        tx.execute(
+        cached(
+            tx,
             "INSERT INTO checkpoints (path, state, updated) VALUES (?1, ?2, ?3)
              ON CONFLICT(path) DO UPDATE SET state = excluded.state, updated = excluded.updated",
             params![path, state, now],
@@ -967,7 +973,8 @@ fn in_tx<T>(
 }
 
 fn upsert_ban(tx: &rusqlite::Transaction<'_>, ban: &BanRecord) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(tx,
+
         "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(target) DO UPDATE SET since = excluded.since, until = excluded.until, reason = excluded.reason,
              hits = excluded.hits, offence = excluded.offence, source = excluded.source
@@ -993,11 +1000,23 @@ fn history(
     until: Option<i64>,
     reason: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(
+        tx,
         "INSERT INTO history (at, action, target, until, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![at, action, target, until, reason],
     )
     .map(drop)
+}
+
+/// Runs `sql` through the connection's statement cache: the writer runs
+/// the same few statements for every ban, and preparing one costs more than
+/// running it (a bootstrap stores millions).
+fn cached(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
 }
 
 /// Keeps the history bounded.

@@ -314,7 +314,15 @@ fn every_metric_is_exported_from_the_first_scrape_without_enforcement() {
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
     let added = util::nolist()
-        .args(["bans", "-c", cfg.to_str().unwrap(), "--state-dir", state, "add", "192.0.2.77"])
+        .args([
+            "bans",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--state-dir",
+            state,
+            "add",
+            "192.0.2.77",
+        ])
         .output()
         .unwrap();
     assert!(added.status.success(), "{added:?}");
