@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
-use super::{BanSet, List, Listing};
+use super::set::Builder;
+use super::{List, Listing};
 use crate::clock::unix_now;
 use crate::store::{BanSummary, Store, StoreError};
 
@@ -70,7 +71,12 @@ impl Follower {
         }
         if self.swept.is_none_or(|t| t.elapsed() >= SWEEP) {
             self.swept = Some(Instant::now());
-            list.write().sweep(now);
+            let freed = {
+                let mut set = list.write();
+                set.sweep(now);
+                set.take_freed()
+            };
+            give_back(freed);
         }
         let changes = store.bans_changes()?;
         if Some(changes) == self.changes {
@@ -81,14 +87,18 @@ impl Follower {
             return Ok(());
         }
         let last = store.history_last()?;
-        let mut bans = Vec::new();
+        let mut builder = Builder::new();
         store.ban_summaries(now, |net, ban| {
             if List::publishes(publish, ban.source) {
-                bans.push((net, listing(ban)));
+                builder.push(net, listing(ban));
             }
         })?;
-        let set = BanSet::build(bans);
-        *list.write() = set;
+        let mut set = builder.finish();
+        let freed = set.take_freed();
+        let old = std::mem::replace(&mut *list.write(), set);
+        let freed = freed + old.bytes();
+        drop(old);
+        give_back(freed);
         self.history = last;
         self.changes = Some(changes);
         Ok(())
@@ -128,6 +138,9 @@ impl Follower {
                 None => set.remove(target),
             }
         }
+        let freed = set.take_freed();
+        drop(set);
+        give_back(freed);
         self.history = rows.last().map_or(self.history, |r| r.0);
         Ok(true)
     }
@@ -135,9 +148,27 @@ impl Follower {
     /// Empties `list` and forgets what was read.
     fn clear(&mut self, list: &List) {
         if !list.read().is_empty() {
-            *list.write() = BanSet::new();
+            let old = std::mem::take(&mut *list.write());
+            let freed = old.bytes();
+            drop(old);
+            give_back(freed);
         }
         self.changes = None;
+    }
+}
+
+/// Freed set memory worth handing back to the system.
+const GIVE_BACK: usize = 1 << 20;
+
+/// Hands the heap's free pages back to the system after the set freed
+/// `freed` bytes, if that is [`GIVE_BACK`] or more. glibc keeps large freed
+/// blocks for reuse, so a set rebuilt or merged would otherwise leave the
+/// process at its peak: `bench/dnsbl` measured 19.4 MiB of RSS per million
+/// entries after the first read of 1,010,000 bans without this (and
+/// without the [`Builder`]), 13.7 MiB with it, for a set of 11.9 MiB.
+fn give_back(freed: usize) {
+    if freed >= GIVE_BACK {
+        crate::daemon::zones::release_freed_memory();
     }
 }
 
