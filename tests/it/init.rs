@@ -375,3 +375,53 @@ fn live_dns_fills_the_layout_and_disagreements_are_reported() {
     assert!(!stderr.contains("disagrees"), "{stderr}");
     assert_plans(&stdout);
 }
+
+/// The fenced blocks of `docs/init.md` whose info string starts with
+/// `kind`, each with the word after it (`cf main.cf`) or "".
+fn doc_blocks(kind: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("docs/init.md")).unwrap();
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```") else {
+            continue;
+        };
+        let mut words = info.split_whitespace();
+        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        if words.next() == Some(kind) {
+            let name = words.next().unwrap_or("").to_owned();
+            out.push((name, body.join("\n") + "\n"));
+        }
+    }
+    out
+}
+
+/// docs/init.md's example is real: its Postfix files, written to a
+/// directory, give the config and the next steps it shows.
+#[test]
+fn the_documented_example_is_real_output() {
+    let files = doc_blocks("cf");
+    assert_eq!(
+        files.len(),
+        3,
+        "docs/init.md shows main.cf, master.cf and a table"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in &files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let docs = std::fs::read_to_string(root().join("docs/init.md")).unwrap();
+    assert!(docs.contains("`nolist init --from-postfix /etc/postfix --no-dns`"));
+    let (code, stdout, stderr) =
+        init(&["--from-postfix", dir.path().to_str().unwrap(), "--no-dns"]);
+    assert_eq!(code, 0, "{stderr}");
+    let stdout = stdout.replace(dir.path().to_str().unwrap(), "/etc/postfix");
+    let yaml = doc_blocks("yaml");
+    assert_eq!(yaml[0].1, stdout, "docs/init.md shows another config");
+    assert_plans(&stdout);
+    let steps = doc_blocks("text");
+    assert!(
+        steps.iter().any(|(_, t)| *t == stderr),
+        "docs/init.md shows other next steps than:\n{stderr}"
+    );
+}
