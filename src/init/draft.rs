@@ -45,6 +45,9 @@ pub struct Domain {
     pub decoy: Host,
     /// The real MX hosts.
     pub real: Vec<Host>,
+    /// The tail decoy (the sandwich layout), when live DNS has a second
+    /// decoy MX above every real one.
+    pub tail: Option<Host>,
 }
 
 /// The whole config to write.
@@ -105,14 +108,17 @@ fn same_addresses_everywhere(domains: &mut [Domain], live: &BTreeMap<String, Liv
         }
     }
     for d in domains.iter() {
-        for h in std::iter::once(&d.decoy).chain(&d.real) {
+        for h in std::iter::once(&d.decoy).chain(&d.real).chain(&d.tail) {
             known
                 .entry(h.host.clone())
                 .or_insert_with(|| h.addresses.clone());
         }
     }
     for d in domains.iter_mut() {
-        for h in std::iter::once(&mut d.decoy).chain(d.real.iter_mut()) {
+        for h in std::iter::once(&mut d.decoy)
+            .chain(d.real.iter_mut())
+            .chain(d.tail.iter_mut())
+        {
             if let Some(addresses) = known.get(&h.host).filter(|a| **a != h.addresses) {
                 h.addresses = addresses.clone();
                 h.notes.push(
@@ -162,6 +168,7 @@ fn guessed(detected: &Detected, name: &str) -> Domain {
             addresses: detected.real_addresses.clone(),
             notes,
         }],
+        tail: None,
     }
 }
 
@@ -263,6 +270,31 @@ fn from_live(
             );
         }
     }
+    // More MX hosts on decoy addresses: the highest, above every real MX,
+    // is the sandwich's tail decoy; one between real MX hosts is left out
+    // (as a real MX it would share the decoy's address).
+    let (decoys, mx): (Vec<_>, Vec<_>) = mx.into_iter().partition(|(_, h)| is_decoy(h));
+    let top_real = mx.iter().map(|(p, _)| *p).max();
+    let mut tail = None;
+    for (pref, host) in decoys {
+        if tail.is_none() && top_real.is_some_and(|top| pref > top) {
+            tail = Some(Host {
+                addresses: addresses(&host),
+                notes: vec![format!(
+                    "live DNS: MX {pref} {host}, on a decoy address above every real MX"
+                )],
+                host,
+                preference: pref,
+            });
+        } else {
+            say(
+                format!(
+                    "MX {pref} {host} is on a decoy address but not the lowest or highest MX: left out"
+                ),
+                &mut notes,
+            );
+        }
+    }
     let mut real = Vec::new();
     for (pref, host) in mx {
         let mut host_notes = vec![format!("live DNS: MX {pref} {host}")];
@@ -313,7 +345,7 @@ fn from_live(
         // The lowest preference that stays below every real MX: 0, the
         // real ones moved up by one when one of them is at 0.
         if lowest_real == 0 {
-            for h in &mut real {
+            for h in real.iter_mut().chain(tail.iter_mut()) {
                 h.preference = h.preference.saturating_add(1);
             }
         }
@@ -324,6 +356,7 @@ fn from_live(
         notes,
         decoy,
         real,
+        tail,
     }
 }
 
@@ -374,12 +407,21 @@ pub fn render(header: &Header<'_>, detected: &Detected, draft: &Draft) -> String
         for note in &d.notes {
             let _ = writeln!(out, "    # {note}");
         }
-        out.push_str("    layout: classic\n");
+        let layout = if d.tail.is_some() {
+            "sandwich"
+        } else {
+            "classic"
+        };
+        let _ = writeln!(out, "    layout: {layout}");
         out.push_str("    decoy:\n");
         host(&mut out, "      ", &d.decoy);
         out.push_str("    real:\n");
         for h in &d.real {
             host(&mut out, "      - ", h);
+        }
+        if let Some(tail) = &d.tail {
+            out.push_str("    tail_decoy:\n");
+            host(&mut out, "      ", tail);
         }
     }
     out.push_str(
@@ -469,5 +511,145 @@ fn quote(s: &str) -> String {
         s.to_owned()
     } else {
         serde_json::to_string(s).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::detect::Decoy;
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Postfix with the classic decoy on 192.0.2.10, the real MTA
+    /// mx2.example.org on 192.0.2.20.
+    fn detected() -> Detected {
+        Detected {
+            myhostname: Some("mx2.example.org".into()),
+            domains: vec!["example.org".into()],
+            real_addresses: vec![ip("192.0.2.20")],
+            decoys: vec![Decoy {
+                address: ip("192.0.2.10"),
+                line: 2,
+                syslog_name: Some("postfix/decoy".into()),
+                answer: "pcre:/etc/postfix/d.pcre".into(),
+                reply: "450 later".into(),
+            }],
+            maillog: "/var/log/mail.log".into(),
+            checks: Vec::new(),
+        }
+    }
+
+    fn live(mx: &[(u16, &str, &str)]) -> BTreeMap<String, LiveDomain> {
+        let mut addresses = BTreeMap::new();
+        for (_, host, a) in mx {
+            addresses.insert((*host).to_owned(), vec![ip(a)]);
+        }
+        let mx = Ok(mx.iter().map(|(p, h, _)| (*p, (*h).to_owned())).collect());
+        BTreeMap::from([("example.org".to_owned(), LiveDomain { mx, addresses })])
+    }
+
+    fn domains() -> Vec<String> {
+        vec!["example.org".into()]
+    }
+
+    #[test]
+    fn without_dns_the_layout_is_guessed_and_marked() {
+        let d = draft(&detected(), &domains(), &BTreeMap::new());
+        let domain = &d.domains[0];
+        assert_eq!(domain.decoy.host, "mx-decoy.example.org");
+        assert_eq!(domain.decoy.preference, 10);
+        assert_eq!(domain.decoy.addresses, vec![ip("192.0.2.10")]);
+        assert!(domain.decoy.notes.iter().any(|n| n.starts_with("CHECK:")));
+        assert_eq!(domain.real[0].host, "mx2.example.org");
+        assert!(d.disagreements.is_empty());
+    }
+
+    #[test]
+    fn a_decoy_above_a_real_mx_is_moved_down_and_reported() {
+        let live = live(&[
+            (10, "mx2.example.org", "192.0.2.20"),
+            (20, "mx1.example.org", "192.0.2.10"),
+        ]);
+        let d = draft(&detected(), &domains(), &live);
+        let domain = &d.domains[0];
+        assert_eq!(domain.decoy.host, "mx1.example.org");
+        assert_eq!(domain.decoy.preference, 0);
+        assert_eq!(domain.real[0].preference, 10);
+        assert_eq!(d.disagreements.len(), 1, "{:?}", d.disagreements);
+        assert!(d.disagreements[0].contains("not below every real MX"));
+    }
+
+    #[test]
+    fn a_second_decoy_mx_above_every_real_one_is_the_tail_decoy() {
+        let live = live(&[
+            (10, "mx1.example.org", "192.0.2.10"),
+            (20, "mx2.example.org", "192.0.2.20"),
+            (90, "mx9.example.org", "192.0.2.10"),
+        ]);
+        let d = draft(&detected(), &domains(), &live);
+        let domain = &d.domains[0];
+        assert_eq!(domain.tail.as_ref().unwrap().host, "mx9.example.org");
+        assert_eq!(domain.real.len(), 1);
+        assert!(d.disagreements.is_empty(), "{:?}", d.disagreements);
+        let text = render(
+            &Header {
+                source: None,
+                dns: true,
+            },
+            &detected(),
+            &d,
+        );
+        assert!(text.contains("layout: sandwich\n"), "{text}");
+        assert!(text.contains("    tail_decoy:\n"), "{text}");
+    }
+
+    #[test]
+    fn a_backup_mx_and_a_missing_decoy_record_are_disagreements() {
+        let live = live(&[
+            (10, "mx2.example.org", "192.0.2.20"),
+            (30, "backup.example.net", "198.51.100.1"),
+        ]);
+        let d = draft(&detected(), &domains(), &live);
+        let text = d.disagreements.join("\n");
+        assert!(
+            text.contains("no MX record points at the decoy's address (192.0.2.10)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backup.example.net is not served by this Postfix"),
+            "{text}"
+        );
+        assert_eq!(d.domains[0].decoy.preference, 0);
+        assert_eq!(d.domains[0].real.len(), 2);
+    }
+
+    #[test]
+    fn a_host_keeps_the_live_addresses_in_every_domain() {
+        let mut live = live(&[
+            (10, "mx1.example.org", "192.0.2.10"),
+            (20, "mx2.example.org", "192.0.2.21"),
+        ]);
+        live.insert(
+            "shop.example".into(),
+            LiveDomain {
+                mx: Err("timeout".into()),
+                addresses: BTreeMap::new(),
+            },
+        );
+        let names = vec!["example.org".to_owned(), "shop.example".to_owned()];
+        let d = draft(&detected(), &names, &live);
+        assert_eq!(d.domains[1].real[0].host, "mx2.example.org");
+        assert_eq!(d.domains[1].real[0].addresses, vec![ip("192.0.2.21")]);
+    }
+
+    #[test]
+    fn odd_strings_are_quoted() {
+        assert_eq!(quote("postfix/decoy"), "postfix/decoy");
+        assert_eq!(quote("450 4.7.1 x: y"), "\"450 4.7.1 x: y\"");
+        assert_eq!(quote("-x"), "\"-x\"");
+        assert_eq!(quote(""), "\"\"");
     }
 }

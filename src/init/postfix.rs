@@ -31,6 +31,10 @@ pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// The most `$name` references one expansion follows: `a = $b$b$b…`
+/// nested 20 deep would otherwise take forever.
+const MAX_REFERENCES: usize = 10_000;
+
 /// `main.cf`: the parameters as written (later assignments win, as in
 /// Postfix), with [`MainCf::get`] expanding `$name` references.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,13 +90,17 @@ impl MainCf {
     /// Postfix. At most 20 levels deep, so a loop (`a = $b`, `b = $a`)
     /// ends.
     pub fn expand(&self, value: &str) -> String {
-        self.expand_depth(value, 20)
+        self.expand_depth(value, 20, &mut { MAX_REFERENCES })
     }
 
-    fn expand_depth(&self, value: &str, depth: u8) -> String {
+    fn expand_depth(&self, value: &str, depth: u8, budget: &mut usize) -> String {
         let mut out = String::new();
         let mut rest = value;
         while let Some(at) = rest.find('$') {
+            if *budget == 0 {
+                return out;
+            }
+            *budget -= 1;
             out.push_str(&rest[..at]);
             let after = &rest[at + 1..];
             let (name, tail) = match after.chars().next() {
@@ -118,7 +126,7 @@ impl MainCf {
                     .map(str::to_owned)
                     .or_else(|| self.default(name))
                     .unwrap_or_default();
-                out.push_str(&self.expand_depth(&inner, depth - 1));
+                out.push_str(&self.expand_depth(&inner, depth - 1, budget));
             }
             rest = tail;
         }
@@ -383,6 +391,10 @@ mod tests {
     fn main_cf_reference_loops_end() {
         let cf = MainCf::parse("a = x$b\nb = $a\n");
         assert!(cf.get("a").unwrap().starts_with("xx"));
+        let bomb = MainCf::parse("a = $b$b$b$b$b$b$b$b\nb = $a$a$a$a$a$a$a$a\n");
+        assert_eq!(bomb.get("a").unwrap(), "");
+        let wide = MainCf::parse(&format!("b = x\na = {}\n", "$b".repeat(20_000)));
+        assert_eq!(wide.get("a").unwrap().len(), MAX_REFERENCES);
     }
 
     #[test]
