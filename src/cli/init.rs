@@ -142,8 +142,13 @@ fn domains(args: &InitArgs, detected: &Detected) -> Result<Vec<String>, Failure>
     };
     let mut out: Vec<String> = Vec::new();
     for name in names {
-        let parsed =
-            Name::parse(name).map_err(|e| Failure::Usage(format!("--domain {name:?}: {e}")))?;
+        let parsed = Name::parse(name).map_err(|e| {
+            Failure::Usage(if given {
+                format!("--domain {name:?}: {e}")
+            } else {
+                format!("the domain {name:?} of main.cf: {e}; name the domains with --domain")
+            })
+        })?;
         let name = parsed.as_str().trim_end_matches('.').to_owned();
         if !out.contains(&name) {
             out.push(name);

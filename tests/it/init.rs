@@ -271,6 +271,9 @@ fn domains_come_from_the_flags_or_are_asked_for() {
     let (code, _, stderr) = init(&["--no-dns"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--domain"), "{stderr}");
+    let (code, stdout, stderr) = init(&["--no-dns", "--domain", "bad..example"]);
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.contains("--domain \"bad..example\""), "{stderr}");
 }
 
 #[test]
