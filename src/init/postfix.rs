@@ -223,8 +223,10 @@ impl Service {
 
 /// Parses `master.cf`: each logical line's eight fields (service, type,
 /// private, unpriv, chroot, wakeup, maxproc, command) and the command's
-/// `-o` arguments (`-o key=value`, `-o key = value` and `-o { key = value
-/// with spaces }`). Lines with fewer than eight fields are skipped.
+/// `-o` arguments (`-o key=value`, `-okey=value` and `-o { key = value
+/// with spaces }`). As in Postfix, `-o key = value` without braces sets
+/// nothing (the `=` and the value are separate arguments). Lines with
+/// fewer than eight fields are skipped.
 pub fn parse_master(text: &str) -> Vec<Service> {
     let mut out = Vec::new();
     for (line, text) in logical_lines(text) {
@@ -261,18 +263,6 @@ fn overrides(args: &[String]) -> Vec<(String, String)> {
         };
         if let Some(inner) = setting.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             setting = inner.trim().to_owned();
-        }
-        // `-o key = value`: the `=` and the value as separate words.
-        if !setting.contains('=') && args.get(i).is_some_and(|a| a.starts_with('=')) {
-            let eq = &args[i];
-            i += 1;
-            setting.push_str(eq);
-            if eq == "="
-                && let Some(value) = args.get(i)
-            {
-                setting.push_str(value);
-                i += 1;
-            }
         }
         if let Some((k, v)) = setting.split_once('=') {
             let v = v.trim();
@@ -427,7 +417,7 @@ short line
             decoy.option("smtpd_client_restrictions"),
             Some("pcre:/etc/postfix/d.pcre, permit")
         );
-        assert_eq!(decoy.option("smtpd_helo_restrictions"), Some("defer"));
+        assert_eq!(decoy.option("smtpd_helo_restrictions"), None);
         assert_eq!(decoy.option("smtpd_delay_reject"), Some("no"));
         assert_eq!(services[0].address(), None);
         assert_eq!(services[2].address(), Some("2001:db8::10"));

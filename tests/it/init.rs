@@ -39,15 +39,16 @@ virtual_alias_domains = shop.example
 ";
 const PLAIN_MASTER: &str = "smtp inet n - y - - smtpd\nsubmission inet n - y - - smtpd\n  -o syslog_name=postfix/submission\n";
 
-/// Tabs, runs of spaces, a `{ }` override, `-o key = value` and
-/// continuation lines of tabs; the decoy on IPv6, its map a regexp one
+/// Tabs, runs of spaces, `{ }` overrides, a `-o key = value` (which
+/// Postfix does not take as a setting) and continuation lines of tabs; the decoy on IPv6, its map a regexp one
 /// answering 451, its syslog name built from a `$variable`.
 const SPACING_MAIN: &str = "myhostname=mx2.example.com\nmydestination =\n\texample.com,\n    $myhostname\ninet_interfaces = 192.0.2.20\n  [2001:db8::20]\ndecoy_name = postfix/trap\n";
 const SPACING_MASTER: &str = "\
 # decoy on IPv6
 [2001:db8::10]:25\tinet\tn\t-\tn\t-\t-\tsmtpd
 \t-o { syslog_name = $decoy_name }
-        -o smtpd_recipient_restrictions = regexp:decoy.regexp
+        -o {smtpd_recipient_restrictions = regexp:decoy.regexp}
+  -o smtpd_helo_restrictions = defer
 smtp\t\tinet   n -   y   -   -   smtpd
 ";
 const DECOY_REGEXP: &str = "# everyone\n/^/ 451 4.3.0 Try again later\n";
@@ -427,4 +428,37 @@ fn the_documented_example_is_real_output() {
         steps.iter().any(|(_, t)| *t == stderr),
         "docs/init.md shows other next steps than:\n{stderr}"
     );
+}
+
+/// The parsers read `main.cf` and `master.cf` as Postfix does: the values
+/// `postconf -x -h` expands and the `-o` overrides `postconf -P` lists.
+#[test]
+fn parsers_agree_with_postconf() {
+    let Some(postconf) = crate::util::require_tool("postconf", "postfix") else {
+        return;
+    };
+    // inet_interfaces left out: postconf insists on local addresses.
+    let main = SPACING_MAIN.replace("inet_interfaces = 192.0.2.20\n  [2001:db8::20]\n", "")
+        + "mydomain = example.com\nrelay_domains = $mydomain, ${decoy_name}x\n";
+    let master = format!("{SPACING_MASTER}{CLASSIC_MASTER}");
+    let dir = postfix_dir(&[("main.cf", &main), ("master.cf", &master)]);
+    let conf = dir.path().to_str().unwrap();
+    let parsed = nolist::init::postfix::MainCf::parse(&main);
+    for key in ["mydestination", "relay_domains", "myhostname"] {
+        let want = crate::util::run_ok(postconf.to_str().unwrap(), &["-c", conf, "-x", "-h", key]);
+        assert_eq!(parsed.get(key).unwrap(), want.trim_end(), "{key}");
+    }
+    let want = crate::util::run_ok(postconf.to_str().unwrap(), &["-c", conf, "-P"]);
+    let mut want: Vec<String> = want.lines().map(str::to_owned).collect();
+    let mut got: Vec<String> = nolist::init::postfix::parse_master(&master)
+        .iter()
+        .flat_map(|s| {
+            s.overrides
+                .iter()
+                .map(move |(k, v)| format!("{}/{}/{k} = {v}", s.service, s.kind))
+        })
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
 }
