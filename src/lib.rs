@@ -13,6 +13,7 @@ pub mod dnsbl;
 pub mod enforce;
 pub mod fleet;
 pub mod hash;
+pub mod init;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

@@ -14,6 +14,7 @@ use crate::plan::Finding;
 
 mod bans;
 mod diff;
+mod init;
 mod log;
 mod plan;
 mod probe;
@@ -52,6 +53,8 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Push the plan's records to the DNS provider, then read back and confirm.
     Apply(diff::ApplyArgs),
+    /// Write a first config from a Postfix setup (and live DNS), and print the next steps.
+    Init(init::InitArgs),
 }
 
 /// What went wrong; [`Failure::exit_code`] maps it to the exit code.
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => bans::status(&args),
         Command::Diff(args) => diff::diff(&args),
         Command::Apply(args) => diff::apply(&args),
+        Command::Init(args) => init::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -18,6 +18,7 @@ mod exim_log;
 mod fleet;
 mod fleet_redis;
 mod hostile_config;
+mod init;
 mod netns_e2e;
 mod netns_fleet;
 mod notify;
