@@ -44,22 +44,6 @@ dns:
     path
 }
 
-/// `nolist bans -c CFG ARGS`, which must succeed.
-fn bans(cfg: &Path, args: &[&str]) {
-    let out = nolist()
-        .arg("bans")
-        .arg("-c")
-        .arg(cfg)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bans {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The query name of `ip` in the zone.
 fn name(ip: &str) -> String {
     format!(
@@ -177,10 +161,10 @@ fn serve_answers_rfc_5782_from_the_state_store() {
         &ask(&dig, udp, &name("127.0.0.2"), "A", false),
         "test entry",
     );
-    bans(&cfg, &["add", "192.0.2.77"]);
-    bans(&cfg, &["add", "198.51.100.0/24"]);
-    bans(&cfg, &["add", "2001:db8::7"]);
-    bans(&cfg, &["add", "2001:db8:5:6::/64"]);
+    util::bans_ok(&cfg, &["add", "192.0.2.77"]);
+    util::bans_ok(&cfg, &["add", "198.51.100.0/24"]);
+    util::bans_ok(&cfg, &["add", "2001:db8::7"]);
+    util::bans_ok(&cfg, &["add", "2001:db8:5:6::/64"]);
     let log = || server.log_text();
     wait_listed(&dig, udp, "2001:db8:5:6::1", true, &log);
     for tcp_too in [false, true] {
@@ -250,7 +234,7 @@ fn serve_answers_rfc_5782_from_the_state_store() {
     // Lifted by hand: gone within a poll, though the same question was
     // just answered (blocklist answers never come from the answer cache).
     assert_eq!(listed_as(&dig, udp, "192.0.2.77"), ["127.0.0.5"]);
-    bans(&cfg, &["remove", "192.0.2.77"]);
+    util::bans_ok(&cfg, &["remove", "192.0.2.77"]);
     wait_listed(&dig, udp, "192.0.2.77", false, &log);
     assert_listed(
         &ask(&dig, udp, &name("198.51.100.9"), "A", false),
@@ -291,7 +275,7 @@ metrics: {{ listen: \"127.0.0.1:0\" }}
     let udp = server.addr("udp", false);
     let text = || server.log_text();
     // Manual bans are not published here.
-    bans(&cfg, &["add", "198.51.100.1"]);
+    util::bans_ok(&cfg, &["add", "198.51.100.1"]);
     std::fs::write(&log, reject("203.0.113.9").repeat(3)).unwrap();
     wait_listed(&dig, udp, "203.0.113.9", true, &text);
     let txt = ask(&dig, udp, &name("203.0.113.9"), "TXT", false);
@@ -319,7 +303,7 @@ metrics: {{ listen: \"127.0.0.1:0\" }}
         Some(1.0),
         "{body}"
     );
-    bans(&cfg, &["remove", "203.0.113.9"]);
+    util::bans_ok(&cfg, &["remove", "203.0.113.9"]);
     wait_listed(&dig, udp, "203.0.113.9", false, &text);
 }
 
@@ -380,10 +364,10 @@ fn rbldnsd_serves_the_export_like_nolist() {
         "2001:db8::7",
         "2001:db8:5:6::/64",
     ] {
-        bans(&cfg, &["add", target, "--force"]);
+        util::bans_ok(&cfg, &["add", target, "--force"]);
     }
     let file = dir.path().join("bl.rbl");
-    bans(
+    util::bans_ok(
         &cfg,
         &[
             "export",
@@ -435,10 +419,10 @@ fn rbldnsd_serves_the_export_like_nolist() {
 fn export_plain_and_json_and_the_documented_example() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "    publish: [manual]\n", "");
-    bans(&cfg, &["add", "192.0.2.77", "--for", "2h"]);
-    bans(&cfg, &["add", "2001:db8:5:6::/64"]);
+    util::bans_ok(&cfg, &["add", "192.0.2.77", "--for", "2h"]);
+    util::bans_ok(&cfg, &["add", "2001:db8:5:6::/64"]);
     let out = dir.path().join("bans.txt");
-    bans(
+    util::bans_ok(
         &cfg,
         &[
             "export",
@@ -526,7 +510,7 @@ fn a_reload_adds_the_dnsbl_and_changes_what_it_publishes() {
     let cfg = config(dir.path(), "", "");
     let full = std::fs::read_to_string(&cfg).unwrap();
     let without = full.split("  dnsbl:\n").next().unwrap().to_owned();
-    bans(&cfg, &["add", "192.0.2.77"]);
+    util::bans_ok(&cfg, &["add", "192.0.2.77"]);
     std::fs::write(&cfg, &without).unwrap();
     let server = Server::start_with("serve", &cfg, &[], 2).unwrap_or_else(|log| panic!("{log}"));
     let udp = server.addr("udp", false);

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::util;
@@ -16,7 +15,7 @@ use crate::util::mountns::PrivateResolvConf;
 use crate::util::postfix::Postfix;
 use crate::util::rspamd::Rspamd;
 use crate::util::serve::Server;
-use crate::util::{nolist, require_root, require_tool, wait_until};
+use crate::util::{require_root, require_tool, wait_until};
 
 const ZONE: &str = "bl.example.net";
 /// The address of nolist's DNS server in the docs' snippets.
@@ -48,22 +47,6 @@ fn doc_inline(start: &str) -> String {
         .1;
     let end = code.find('`').expect("the closing backtick");
     format!("{}{}\n", &start[1..], &code[..end])
-}
-
-/// `nolist bans -c CFG ARGS`, which must succeed.
-fn bans(cfg: &Path, args: &[&str]) {
-    let out = nolist()
-        .arg("bans")
-        .arg("-c")
-        .arg(cfg)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bans {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Whether nolist at `server` lists `ip` (an A record for its name).
@@ -124,29 +107,6 @@ const POSTSCREEN_TIMINGS: &str = "\
 postscreen_greet_wait = 1s
 postscreen_dnsbl_min_ttl = 1s
 ";
-
-/// One swaks dialogue from `source` to `server` (`ADDR:25`): up to RCPT,
-/// or a whole message. Its transcript.
-fn swaks(source: &str, server: &str, whole_message: bool) -> String {
-    let mut cmd = Command::new("swaks");
-    cmd.args([
-        "--server",
-        server,
-        "--local-interface",
-        source,
-        "--to",
-        "user@example.org",
-        "--from",
-        "someone@sender.example",
-        "--timeout",
-        "10",
-    ]);
-    if !whole_message {
-        cmd.args(["--quit-after", "RCPT"]);
-    }
-    let out = cmd.output().expect("run swaks");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Waits (at most 5 s) for `needle` in the mail log: postscreen's lines
 /// reach it through `postlogd`, a moment after the client saw the reply.
@@ -223,7 +183,7 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
     // The bot: three dialogues with the decoy, each answered 450, no
     // delivery; nolist bans it and lists it.
     for _ in 0..3 {
-        let t = swaks(BOT, &decoy, false);
+        let t = util::swaks(BOT, &decoy, false, 10);
         assert!(t.contains("<** 450"), "{t}\n{}", log());
     }
     wait_until(
@@ -232,7 +192,7 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
         || listed(&dig, dns, BOT),
         &log,
     );
-    let refused = swaks(BOT, &mx_at, true);
+    let refused = util::swaks(BOT, &mx_at, true, 10);
     assert!(
         refused.contains(&format!(
             "<** 550 5.7.1 Service unavailable; client [{BOT}] blocked using {ZONE}"
@@ -243,7 +203,7 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
     logged(&mx, &format!("DNSBL rank 3 for [{BOT}]:"), &log);
 
     // A sender never banned: postscreen passes it and the message is queued.
-    let sent = swaks(SENDER, &mx_at, true);
+    let sent = util::swaks(SENDER, &mx_at, true, 10);
     assert!(
         sent.contains("<-  250 2.0.0 Ok: queued"),
         "{sent}\n{}",
@@ -260,14 +220,14 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
     // The ban lifted: postscreen remembers no refusal, so it asks again
     // at the bot's next connection, gets the NXDOMAIN and lets it through
     // (no caching resolver sits between them here).
-    bans(&cfg, &["remove", BOT]);
+    util::bans_ok(&cfg, &["remove", BOT]);
     wait_until(
         "the bot unlisted",
         Duration::from_secs(10),
         || !listed(&dig, dns, BOT),
         &log,
     );
-    let sent = swaks(BOT, &mx_at, true);
+    let sent = util::swaks(BOT, &mx_at, true, 10);
     assert!(
         sent.contains("<-  250 2.0.0 Ok: queued"),
         "{sent}\n{}",
@@ -278,7 +238,7 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
     // The sender banned after its pass: postscreen keeps the pass for the
     // NXDOMAIN's TTL (SOA_MINIMUM; postscreen_dnsbl_max_ttl is 1 h), then
     // asks again and refuses it.
-    bans(&cfg, &["add", SENDER]);
+    util::bans_ok(&cfg, &["add", SENDER]);
     wait_until(
         "the sender listed",
         Duration::from_secs(10),
@@ -288,7 +248,7 @@ bans: {{ maxretry: 3, findtime: 1h, grace: 1s, bantime: 1h, enforce: {{ backend:
     std::thread::sleep(
         Duration::from_secs(u64::from(SOA_MINIMUM) + 1).saturating_sub(passed.elapsed()),
     );
-    let refused = swaks(SENDER, &mx_at, true);
+    let refused = util::swaks(SENDER, &mx_at, true, 10);
     assert!(
         refused.contains("<** 550 5.7.1 Service unavailable"),
         "{refused}\n{}",
@@ -321,7 +281,7 @@ fn rspamd_scores_a_banned_client_with_the_configured_symbol() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), SOA_MINIMUM, "127.0.0.1:0", "");
     for target in ["198.51.100.7", "203.0.113.0/24", "2001:db8::7"] {
-        bans(&cfg, &["add", target]);
+        util::bans_ok(&cfg, &["add", target]);
     }
     let server = Server::start_with("serve", &cfg, &[], 2).unwrap_or_else(|log| panic!("{log}"));
     let dns = server.addr("udp", false);
@@ -354,7 +314,7 @@ fn rspamd_scores_a_banned_client_with_the_configured_symbol() {
         assert!(!out.contains("NOLIST_DNSBL"), "{ip}: {out}\n{}", log());
     }
     // Lifted: no longer scored (rspamd keeps no answers of its own).
-    bans(&cfg, &["remove", "198.51.100.7"]);
+    util::bans_ok(&cfg, &["remove", "198.51.100.7"]);
     wait_until(
         "198.51.100.7 unlisted",
         Duration::from_secs(10),

@@ -77,29 +77,6 @@ fn banned() -> Vec<String> {
         .collect()
 }
 
-/// One swaks dialogue from `source`: to the decoy up to RCPT, or a whole
-/// message through the real MX. Returns swaks's transcript.
-fn swaks(source: &str, server: &str, whole_message: bool) -> String {
-    let mut cmd = Command::new("swaks");
-    cmd.args([
-        "--server",
-        server,
-        "--local-interface",
-        source,
-        "--to",
-        "user@example.org",
-        "--from",
-        "someone@sender.example",
-        "--timeout",
-        "5",
-    ]);
-    if !whole_message {
-        cmd.args(["--quit-after", "RCPT"]);
-    }
-    let out = cmd.output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -134,12 +111,12 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
     // message goes through the real MX within grace.
     for _ in 0..3 {
         assert!(
-            swaks("198.18.1.7", DECOY, false).contains("<** 450"),
+            util::swaks("198.18.1.7", DECOY, false, 5).contains("<** 450"),
             "{}",
             log()
         );
     }
-    let sent = swaks("198.18.1.7", "198.18.0.2:25", true);
+    let sent = util::swaks("198.18.1.7", "198.18.0.2:25", true, 5);
     assert!(
         sent.contains("<-  250 2.0.0 Ok: queued"),
         "{sent}\n{}",
@@ -147,7 +124,7 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
     );
     // A bot: three dialogues up to RCPT, each answered 450, no delivery.
     for _ in 0..3 {
-        assert!(swaks("198.18.0.9", DECOY, false).contains("<** 450"));
+        assert!(util::swaks("198.18.0.9", DECOY, false, 5).contains("<** 450"));
     }
     wait_until(
         "the bot's ban",
@@ -172,10 +149,10 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
     // new file still clears its sender, banned only if the rotation were missed.
     mx.logrotate();
     for _ in 0..3 {
-        swaks("198.18.2.7", DECOY, false);
-        swaks("198.18.3.9", DECOY, false);
+        util::swaks("198.18.2.7", DECOY, false, 5);
+        util::swaks("198.18.3.9", DECOY, false, 5);
     }
-    let sent = swaks("198.18.2.7", "198.18.0.2:25", true);
+    let sent = util::swaks("198.18.2.7", "198.18.0.2:25", true, 5);
     assert!(sent.contains("queued"), "{sent}");
     wait_until(
         "the second bot's ban",

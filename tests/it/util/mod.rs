@@ -359,3 +359,43 @@ pub fn sample(body: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// `nolist bans -c CFG ARGS`, which must succeed.
+pub fn bans_ok(cfg: &Path, args: &[&str]) {
+    let out = nolist()
+        .arg("bans")
+        .arg("-c")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bans {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One swaks dialogue from `source` to `server` (`ADDR:PORT`): up to RCPT,
+/// or a whole message; at most `timeout` seconds per step. Its transcript.
+pub fn swaks(source: &str, server: &str, whole_message: bool, timeout: u32) -> String {
+    let mut cmd = Command::new("swaks");
+    let timeout = timeout.to_string();
+    cmd.args([
+        "--server",
+        server,
+        "--local-interface",
+        source,
+        "--to",
+        "user@example.org",
+        "--from",
+        "someone@sender.example",
+        "--timeout",
+        &timeout,
+    ]);
+    if !whole_message {
+        cmd.args(["--quit-after", "RCPT"]);
+    }
+    let out = cmd.output().expect("run swaks");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
