@@ -93,8 +93,8 @@ impl Table {
         }
     }
 
-    /// A mutable reference to the ban of `ip` (its end must not change:
-    /// that is [`insert`](Table::insert)'s).
+    /// The offence count of `ip`'s ban, to raise in place (the end cannot
+    /// change here: [`insert`](Table::insert) keeps the expiry order).
     pub fn offence_mut(&mut self, ip: IpAddr) -> Option<&mut u32> {
         let ban = match ip {
             IpAddr::V4(a) => self.v4.by_addr.get_mut(&a.to_bits()),

@@ -399,3 +399,25 @@ pub fn swaks(source: &str, server: &str, whole_message: bool, timeout: u32) -> S
     let out = cmd.output().expect("run swaks");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Waits up to 5 s for the processes `pids` lists to leave (a daemon's
+/// children outlive its main process by a moment), then kills what is left.
+pub fn reap(pids: impl Fn() -> Vec<u32>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = pids();
+        if left.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            for pid in left {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -235,23 +235,7 @@ impl Drop for Postfix {
         let _ = self.child.wait();
         // Daemons outlive master by a moment; anything still there after
         // a grace period is killed.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = self.pids();
-            if left.is_empty() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                for pid in left {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::reap(|| self.pids());
     }
 }
 

@@ -176,23 +176,7 @@ impl Drop for Rspamd {
         super::stop_child(&mut self.child);
         // Workers leave after the main process; kill what is still there
         // after a grace period.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = self.pids();
-            if left.is_empty() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                for pid in left {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::reap(|| self.pids());
     }
 }
 
