@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
+use self::follow::{Networks, Trail};
 use super::writer::{Write, Writer};
 use crate::bans::Passed;
 use crate::clock::unix_now;
 use crate::config::{Backend, Config, Mode};
-use crate::enforce::{EnforceError, Enforcer, Target, command, fail2ban, ipset, nft};
+use crate::enforce::{EnforceError, Enforcer, Report, Target, command, fail2ban, ipset, nft};
 use crate::store::{Store, StoreError};
+
+mod follow;
 
 /// A full reconcile at least this often, even when neither the bans in the
 /// store nor the firewall seem to have changed and no timeout says so: a
@@ -181,7 +184,10 @@ pub(crate) fn spawn_enforcer(
             }
             // Wait for the next tick, taking swaps as they come; the writer
             // committing a change of the bans ends the wait early.
-            let deadline = (Instant::now() + every).min(enforcement.rested_at());
+            // A change waiting for the last reconcile's rest is taken when
+            // that ends.
+            let next = Instant::now() + every;
+            let deadline = enforcement.rested_at().map_or(next, |t| t.min(next));
             while Instant::now() < deadline && !shutdown.is_cancelled() {
                 let now = nudge.load(Ordering::Acquire);
                 if now != nudged {
@@ -232,6 +238,10 @@ struct Enforcement {
     recheck_took: Duration,
     /// Bans at the last reconcile.
     held: usize,
+    /// The last history entry the firewall follows (`None`: no full
+    /// reconcile yet), and the network bans it found.
+    history: Option<i64>,
+    networks: Networks,
     /// The retry-exempt networks, for the let-through.
     passed: Passed,
     /// The version of `passed` the let-through holds (`None`: not yet, or
@@ -271,6 +281,8 @@ impl Enforcement {
             rechecked: Instant::now(),
             recheck_took: Duration::ZERO,
             held: 0,
+            history: None,
+            networks: Networks::default(),
             passed,
             passes_version: None,
             passes_failing: false,
@@ -293,19 +305,24 @@ impl Enforcement {
         self.passes_version = None;
     }
 
-    /// When the last reconcile has rested as long as it took (see
-    /// [`reconcile_if_needed`](Enforcement::reconcile_if_needed)).
-    fn rested_at(&self) -> Instant {
-        self.last.map_or_else(Instant::now, |t| t + self.took)
+    /// When the last full reconcile will have rested as long as it took
+    /// (see [`reconcile_if_needed`](Enforcement::reconcile_if_needed)),
+    /// if that is still to come.
+    fn rested_at(&self) -> Option<Instant> {
+        self.last
+            .map(|t| t + self.took)
+            .filter(|t| *t > Instant::now())
     }
 
     /// Reconciles when the bans in the store changed (whoever wrote them),
     /// the firewall changed, a timeout makes them disagree, or a safety
     /// net is due ([`RECONCILE_AT_LEAST`], [`RECHECK_FIREWALL`], both
-    /// stretched by [`SAFETY_NET_SHARE`]). A reconcile reads every ban from
-    /// the store (seconds with millions), so nothing else makes one due:
-    /// the decoy's traffic, committed by the writer all the time, does not.
-    /// Says whether it reconciled (or tried to).
+    /// stretched by [`SAFETY_NET_SHARE`]). A change of the bans alone is
+    /// followed ([`follow`](Enforcement::follow)): only the bans it names
+    /// are read and applied. A full reconcile reads every ban from the
+    /// store (seconds with millions), so nothing else makes one due: the
+    /// decoy's traffic, committed by the writer all the time, does not.
+    /// Says whether it reconciled in full (or tried to).
     fn reconcile_if_needed(&mut self) -> bool {
         let mut rechecking = false;
         if self.rechecked.elapsed() >= RECHECK_FIREWALL.max(self.recheck_took * SAFETY_NET_SHARE) {
@@ -324,29 +341,38 @@ impl Enforcement {
         }
         let changes = self.store.bans_changes().ok();
         let every = RECONCILE_AT_LEAST.max(self.took * SAFETY_NET_SHARE);
-        // A change waits until the time the last reconcile took has passed
-        // since it ended: with millions of bans one reads them all for
-        // seconds, and a stream of changes (a fleet bootstrap) must not
-        // keep enforcement reading back to back. Milliseconds otherwise.
-        let rested = self.last.is_none_or(|t| t.elapsed() >= self.took);
-        let due = changes.is_none()
-            || (changes != self.changes && rested)
+        let full = changes.is_none()
             || self.last.is_none_or(|t| t.elapsed() >= every)
             || self.recheck_at.is_some_and(|t| Instant::now() >= t)
             || self.backend.cache().is_none_or(|c| c.changed_outside());
-        if !due {
-            return false;
+        if !full {
+            if changes == self.changes || self.follow(changes) {
+                return false;
+            }
+            // A change that cannot be followed waits until the time the
+            // last full reconcile took has passed since it ended: with
+            // millions of bans one reads them all for seconds, and a stream
+            // of such changes must not keep enforcement reading back to
+            // back. Milliseconds otherwise.
+            if self.last.is_some_and(|t| t.elapsed() < self.took) {
+                return false;
+            }
         }
         let began = Instant::now();
         let now = unix_now();
+        // Read before the bans: what is recorded meanwhile is followed
+        // again, which changes nothing.
+        let history = self.store.history_last().ok();
         let targets: Vec<Target> = match self.store.ban_targets(now) {
-            Ok(bans) => bans
-                .into_iter()
-                .map(|(net, until)| Target {
-                    net,
-                    remaining: u64::try_from(until - now).unwrap_or(1).max(1),
-                })
-                .collect(),
+            Ok(bans) => {
+                self.networks = Networks::of(&bans);
+                bans.into_iter()
+                    .map(|(net, until)| Target {
+                        net,
+                        remaining: u64::try_from(until - now).unwrap_or(1).max(1),
+                    })
+                    .collect()
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "reading bans for enforcement failed");
                 self.errors.increment(1);
@@ -370,6 +396,7 @@ impl Enforcement {
             Ok(r) => {
                 self.failing = false;
                 self.changes = changes;
+                self.history = history;
                 self.last = Some(Instant::now());
                 self.took = took;
                 if rechecking {
@@ -392,13 +419,7 @@ impl Enforcement {
                     );
                 }
             }
-            Err(e) => {
-                self.errors.increment(1);
-                if !self.failing {
-                    self.failing = true;
-                    tracing::error!(backend = name, error = %e, "enforcement failed; retrying");
-                }
-            }
+            Err(e) => self.failed(&e),
         }
         let applied = applied(self.backend.as_mut());
         if applied != self.saved {
@@ -416,6 +437,89 @@ impl Enforcement {
             self.saved = applied;
         }
         true
+    }
+
+    /// Applies the bans the store's history names since the last
+    /// reconcile, page by page, and records `changes` as seen. False when
+    /// it cannot (see [`follow`]): then a full reconcile is due.
+    fn follow(&mut self, changes: Option<i64>) -> bool {
+        let Some(mut after) = self.history else {
+            return false;
+        };
+        let now = unix_now();
+        let mut total = Report::default();
+        let mut hosts_read = 0;
+        let began = Instant::now();
+        loop {
+            let (hosts, last) = match follow::trail(&self.store, after) {
+                Ok(Trail::Hosts { hosts, last }) => (hosts, last),
+                Ok(Trail::Unchanged) => break,
+                Ok(Trail::Broken) => return false,
+                Err(e) => return self.unread(&e),
+            };
+            let desired = match follow::desired(&self.store, &hosts, &self.networks, now) {
+                Ok(desired) => desired,
+                Err(e) => return self.unread(&e),
+            };
+            match crate::enforce::reconcile_some(self.backend.as_mut(), &hosts, &desired) {
+                Ok(Some(r)) => {
+                    self.failing = false;
+                    total.added += r.added;
+                    total.removed += r.removed;
+                    total.renewed += r.renewed;
+                    if let Some(secs) = r.recheck_in {
+                        let at = Instant::now() + Duration::from_secs(secs);
+                        self.recheck_at = Some(self.recheck_at.map_or(at, |t| t.min(at)));
+                    }
+                    hosts_read += hosts.len();
+                    self.history = Some(last);
+                    after = last;
+                }
+                Ok(None) => return false,
+                Err(e) => {
+                    self.failed(&e);
+                    return true;
+                }
+            }
+        }
+        self.changes = changes;
+        self.added.increment(total.added as u64);
+        self.removed.increment(total.removed as u64);
+        // Elements stand for bans here; the next full reconcile counts the
+        // bans themselves again (hosts inside a network ban among them).
+        self.held = (self.held + total.added).saturating_sub(total.removed);
+        #[allow(clippy::cast_precision_loss)] // a count of bans
+        self.active.set(self.held as f64);
+        if total.added + total.removed + total.renewed > 0 {
+            tracing::info!(
+                backend = self.backend.name(),
+                added = total.added,
+                removed = total.removed,
+                renewed = total.renewed,
+                followed = hosts_read,
+                took_ms = began.elapsed().as_millis(),
+                "firewall reconciled"
+            );
+        }
+        true
+    }
+
+    /// Counts a failed read of the changed bans, which the next tick tries
+    /// again (the change is not recorded as seen); true, as for a change
+    /// followed: a full reconcile would read the same store.
+    fn unread(&mut self, e: &StoreError) -> bool {
+        tracing::warn!(error = %e, "reading changed bans for enforcement failed");
+        self.errors.increment(1);
+        true
+    }
+
+    /// Counts a failed change of the firewall; logs the first of a series.
+    fn failed(&mut self, e: &EnforceError) {
+        self.errors.increment(1);
+        if !self.failing {
+            self.failing = true;
+            tracing::error!(backend = self.backend.name(), error = %e, "enforcement failed; retrying");
+        }
     }
 
     /// Makes the let-through hold the retry-exempt networks, when they
@@ -483,6 +587,8 @@ mod tests {
         held: Arc<Mutex<BTreeSet<IpNet>>>,
         reads: Arc<Mutex<usize>>,
         forgets: Arc<Mutex<usize>>,
+        /// Calls of `changed_outside`: one per tick.
+        looks: Arc<Mutex<usize>>,
     }
 
     impl Enforcer for Counting {
@@ -519,20 +625,33 @@ mod tests {
         }
 
         fn changed_outside(&mut self) -> bool {
+            *self.looks.lock().unwrap() += 1;
             false
         }
+
+        fn holds(&self, nets: &[IpNet]) -> Option<Vec<IpNet>> {
+            let held = self.held.lock().unwrap();
+            Some(nets.iter().filter(|n| held.contains(n)).copied().collect())
+        }
+    }
+
+    /// A store, another connection to it (the writer's, or `nolist bans`
+    /// in another process), and enforcement into a [`Counting`] backend.
+    fn enforcing() -> (tempfile::TempDir, Store, Counting, Enforcement) {
+        let dir = tempfile::tempdir().unwrap();
+        let other = Store::open(dir.path()).unwrap();
+        let backend = Counting::default();
+        // The writer's end is gone: nothing here saves what was applied.
+        let (writer, _) = std::sync::mpsc::sync_channel(4);
+        let store = Store::open(dir.path()).unwrap();
+        let enforcement =
+            Enforcement::new(Box::new(backend.clone()), store, writer, Passed::default());
+        (dir, other, backend, enforcement)
     }
 
     #[test]
     fn only_a_change_of_the_bans_makes_a_reconcile_due() {
-        let dir = tempfile::tempdir().unwrap();
-        // The writer's connection, or `nolist bans` in another process.
-        let mut other = Store::open(dir.path()).unwrap();
-        let backend = Counting::default();
-        let (writer, _writes) = std::sync::mpsc::sync_channel(4);
-        let store = Store::open(dir.path()).unwrap();
-        let mut enforcement =
-            Enforcement::new(Box::new(backend.clone()), store, writer, Passed::default());
+        let (_dir, mut other, backend, mut enforcement) = enforcing();
         assert!(
             enforcement.reconcile_if_needed(),
             "the first tick reconciles"
@@ -554,35 +673,106 @@ mod tests {
         assert!(!enforcement.reconcile_if_needed(), "no ban changed");
 
         let target: IpNet = "192.0.2.7/32".parse().unwrap();
-        other
-            .add_ban(&BanRecord {
-                target,
-                since: now,
-                until: now + 3600,
-                reason: "by hand".into(),
-                hits: 0,
-                offence: 1,
-                source: Source::Manual,
-            })
-            .unwrap();
-        assert!(enforcement.reconcile_if_needed(), "a ban was added");
+        other.add_ban(&manual(target, now)).unwrap();
+        assert!(
+            !enforcement.reconcile_if_needed(),
+            "a ban added is followed, not reconciled in full"
+        );
         assert!(backend.held.lock().unwrap().contains(&target));
         assert!(!enforcement.reconcile_if_needed());
 
         other.remove_ban(&target, now, "by hand").unwrap();
-        assert!(enforcement.reconcile_if_needed(), "a ban was removed");
+        assert!(
+            !enforcement.reconcile_if_needed(),
+            "a ban removed, followed"
+        );
         assert!(backend.held.lock().unwrap().is_empty());
+        assert_eq!(
+            *backend.reads.lock().unwrap(),
+            1,
+            "neither the firewall nor every ban was read again"
+        );
+    }
+
+    fn manual(target: IpNet, now: i64) -> BanRecord {
+        BanRecord {
+            target,
+            since: now,
+            until: now + 3600,
+            reason: "by hand".into(),
+            hits: 0,
+            offence: 1,
+            source: Source::Manual,
+        }
+    }
+
+    #[test]
+    fn a_network_ban_is_reconciled_in_full_and_covers_the_hosts_followed_inside_it() {
+        let (_dir, mut other, backend, mut enforcement) = enforcing();
+        assert!(enforcement.reconcile_if_needed());
+        let now = unix_now();
+        let network: IpNet = "198.51.100.0/24".parse().unwrap();
+        let inside: IpNet = "198.51.100.9/32".parse().unwrap();
+        let held = |b: &Counting| b.held.lock().unwrap().clone();
+
+        other.add_ban(&manual(network, now)).unwrap();
+        assert!(enforcement.reconcile_if_needed(), "a network: in full");
+        assert_eq!(held(&backend), BTreeSet::from([network]));
+
+        other.add_ban(&manual(inside, now)).unwrap();
+        assert!(!enforcement.reconcile_if_needed(), "a host: followed");
+        assert_eq!(held(&backend), BTreeSet::from([network]), "covered");
+
+        other.remove_ban(&network, now, "by hand").unwrap();
+        assert!(enforcement.reconcile_if_needed(), "a network: in full");
+        assert_eq!(held(&backend), BTreeSet::from([inside]));
         assert_eq!(*backend.reads.lock().unwrap(), 3);
     }
 
     #[test]
-    fn the_periodic_firewall_recheck_reads_back_only_sets_nft_can_read_in_time() {
+    fn a_broken_trail_is_reconciled_in_full() {
+        let (_dir, mut other, backend, mut enforcement) = enforcing();
+        assert!(enforcement.reconcile_if_needed());
+        // As if the history had been trimmed past what was followed.
+        enforcement.history = Some(-5);
+        let target: IpNet = "192.0.2.7/32".parse().unwrap();
+        other.add_ban(&manual(target, unix_now())).unwrap();
+        assert!(enforcement.reconcile_if_needed(), "in full");
+        assert!(backend.held.lock().unwrap().contains(&target));
+        assert_eq!(
+            enforcement.history,
+            Some(1),
+            "followed from the store's last entry"
+        );
+    }
+
+    #[test]
+    fn an_idle_enforcement_thread_waits_for_its_tick() {
         let dir = tempfile::tempdir().unwrap();
         let backend = Counting::default();
         let (writer, _writes) = std::sync::mpsc::sync_channel(4);
-        let store = Store::open(dir.path()).unwrap();
-        let mut enforcement =
-            Enforcement::new(Box::new(backend.clone()), store, writer, Passed::default());
+        let shutdown = CancellationToken::new();
+        let (_swap, thread) = spawn_enforcer(
+            Box::new(backend.clone()),
+            Store::open(dir.path()).unwrap(),
+            writer,
+            Passed::default(),
+            Duration::from_millis(100),
+            Arc::new(AtomicU64::new(0)),
+            shutdown.clone(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        shutdown.cancel();
+        thread.join().unwrap();
+        // About five ticks; a loop that does not wait looks thousands of times.
+        let looks = *backend.looks.lock().unwrap();
+        assert!((1..=10).contains(&looks), "{looks} ticks in 500 ms");
+    }
+
+    #[test]
+    fn the_periodic_firewall_recheck_reads_back_only_sets_nft_can_read_in_time() {
+        let (_dir, _, backend, mut enforcement) = enforcing();
         assert!(enforcement.reconcile_if_needed());
         let long_ago = |e: &mut Enforcement| {
             e.rechecked = Instant::now()

@@ -80,6 +80,15 @@ impl Cache for Recorder {
     fn changed_outside(&mut self) -> bool {
         false
     }
+
+    fn holds(&self, nets: &[IpNet]) -> Option<Vec<IpNet>> {
+        Some(
+            nets.iter()
+                .filter(|n| self.held.contains(n))
+                .copied()
+                .collect(),
+        )
+    }
 }
 
 /// Refuse mode (nothing to bind), no firewall: the recorder is the sink.

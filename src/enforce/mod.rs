@@ -308,6 +308,11 @@ pub trait Cache {
     /// Whether the firewall may have changed since the last reconcile
     /// (someone else's change, a flush, an element reaching its expiry).
     fn changed_outside(&mut self) -> bool;
+
+    /// Which of `nets` the firewall holds, as far as the backend knows
+    /// without reading it (elements the kernel has dropped by now are not
+    /// held); `None` when it knows nothing.
+    fn holds(&self, nets: &[IpNet]) -> Option<Vec<IpNet>>;
 }
 
 /// A backend that cannot read the firewall back: it reports the targets
@@ -399,15 +404,49 @@ pub fn next_disagreement(
 /// makes a reconcile due ([`Report::recheck_in`]).
 pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Report, EnforceError> {
     let actual = backend.read()?;
-    let want = fold(desired);
+    converge(backend, &fold(desired), actual)
+}
+
+/// Makes `backend` hold exactly `desired` among the targets `changed`, and
+/// leaves every other element as it is: what a change of a few bans needs,
+/// without reading millions of them or the firewall. `desired` is what is
+/// to be enforced of `changed` (each ban in force, minus the hosts a wider
+/// ban covers). `Ok(None)` when the backend cannot tell what it holds
+/// without reading the firewall (it keeps no [`Cache`], or someone else
+/// changed the firewall since): then a full [`reconcile`] is due.
+pub fn reconcile_some(
+    backend: &mut dyn Enforcer,
+    changed: &[IpNet],
+    desired: &[Target],
+) -> Result<Option<Report>, EnforceError> {
+    let Some(cache) = backend.cache() else {
+        return Ok(None);
+    };
+    if cache.changed_outside() {
+        return Ok(None);
+    }
+    let Some(actual) = cache.holds(changed) else {
+        return Ok(None);
+    };
+    converge(backend, &fold(desired), Some(actual)).map(Some)
+}
+
+/// Applies the change from `actual` to the folded targets `want` (renewing
+/// what the backend's timeouts say ends too early) and says when time
+/// alone makes the two disagree.
+fn converge(
+    backend: &mut dyn Enforcer,
+    want: &[(IpNet, u64)],
+    actual: Option<Vec<IpNet>>,
+) -> Result<Report, EnforceError> {
     let change = match backend.timeouts() {
         Some(t) => Change::renewing_folded(
-            &want,
+            want,
             actual.as_deref(),
             &|net| t.remaining(net),
             t.max_timeout(),
         ),
-        None => Change::between_folded(&want, actual.as_deref(), &|_, _| None),
+        None => Change::between_folded(want, actual.as_deref(), &|_, _| None),
     };
     drop(actual);
     let mut report = if change.is_empty() {
@@ -417,7 +456,7 @@ pub fn reconcile(backend: &mut dyn Enforcer, desired: &[Target]) -> Result<Repor
     };
     report.recheck_in = backend
         .timeouts()
-        .and_then(|t| next_disagreement(&want, &|net| t.remaining(net), t.max_timeout()));
+        .and_then(|t| next_disagreement(want, &|net| t.remaining(net), t.max_timeout()));
     Ok(report)
 }
 

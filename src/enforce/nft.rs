@@ -648,6 +648,20 @@ impl Cache for Nft {
         };
         netlink::generation().ok() != Some(known.generation)
     }
+
+    /// As `read` counts them: an element is held until a second after its
+    /// kernel expiry.
+    fn holds(&self, nets: &[IpNet]) -> Option<Vec<IpNet>> {
+        let known = self.known.as_ref()?;
+        let now = Instant::now();
+        let held = |net: &&IpNet| {
+            known
+                .expires
+                .get(net)
+                .is_some_and(|at| at + Duration::from_secs(1) > now)
+        };
+        Some(nets.iter().filter(held).copied().collect())
+    }
 }
 
 impl Nft {

@@ -192,6 +192,22 @@ fn only_a_backend_that_lets_through_is_given_passes() {
 }
 
 #[test]
+fn only_a_backend_that_knows_what_it_holds_is_changed_without_a_read() {
+    // Tools that do not exist: any attempt to read or write would fail.
+    let mut ipset = ipset::Ipset::new(vec![25]);
+    ipset.ipset = "/nonexistent/ipset".into();
+    let mut fresh = nft::Nft::new(vec![25]);
+    fresh.binary = "/nonexistent/nft".into();
+    let desired = [t("192.0.2.7/32", 3600)];
+    let changed = nets(&["192.0.2.7/32"]);
+    // No cache (ipset), and a cache that knows nothing yet (nft before its
+    // first read): a full reconcile is needed.
+    for backend in [&mut ipset as &mut dyn Enforcer, &mut fresh] {
+        assert_eq!(reconcile_some(backend, &changed, &desired).unwrap(), None);
+    }
+}
+
+#[test]
 fn syn_counts_become_hits_once() {
     let a: IpAddr = "198.18.0.9".parse().unwrap();
     let b: IpAddr = "2001:db8::9".parse().unwrap();

@@ -144,6 +144,16 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
         "the decision is logged: {}",
         log()
     );
+    // The ban reached nftables by following the store's history (only the
+    // changed ban read), not by reading every ban and the whole set back.
+    assert!(
+        server
+            .log_text()
+            .lines()
+            .any(|l| l.contains("firewall reconciled") && l.contains("followed=1")),
+        "{}",
+        log()
+    );
 
     // The real MX's log is rotated while nolist runs: a delivery in the
     // new file still clears its sender, banned only if the rotation were missed.

@@ -1,0 +1,223 @@
+//! Incremental enforcement: after a full reconcile, the decisions the
+//! store's history records name the targets whose bans changed, and only
+//! those are read again and put into the firewall (or taken out). A fleet
+//! bootstrap of millions of bans, or a burst of decisions, then costs what
+//! it changes, not a read of every ban per change.
+//!
+//! The history is trimmed ([`crate::store::HISTORY_ROWS`]): when it was
+//! trimmed past the last entry read (a broken trail), when the store went
+//! back in time, when a network's ban changed (hosts inside it are covered
+//! or uncovered: what [`crate::enforce::fold`] decides for the whole set),
+//! or when the backend cannot tell what it holds, the caller makes a full
+//! reconcile instead.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+
+use crate::enforce::Target;
+use crate::store::{Store, StoreError};
+
+/// History entries read and applied at once.
+pub(super) const PAGE: usize = 20_000;
+
+/// The network bans in force at the last full reconcile and when each
+/// ends: a host inside one of them is left to it, as in a full reconcile.
+#[derive(Debug, Default)]
+pub(super) struct Networks {
+    until: HashMap<IpNet, i64>,
+    /// The prefix lengths among them, IPv4 and IPv6 (few: /24, /64, ...).
+    lengths: Vec<(bool, u8)>,
+}
+
+impl Networks {
+    /// The networks among the bans `targets` (`(target, until)`).
+    pub(super) fn of(targets: &[(IpNet, i64)]) -> Networks {
+        let mut nets = Networks::default();
+        for &(net, until) in targets.iter().filter(|(n, _)| !is_host(n)) {
+            let net = net.trunc();
+            let end = nets.until.entry(net).or_insert(until);
+            *end = (*end).max(until);
+            let length = (net.addr().is_ipv4(), net.prefix_len());
+            if !nets.lengths.contains(&length) {
+                nets.lengths.push(length);
+            }
+        }
+        nets
+    }
+
+    /// Whether a network ban still in force at `now` covers `host`.
+    pub(super) fn cover(&self, host: &IpNet, now: i64) -> bool {
+        let v4 = host.addr().is_ipv4();
+        self.lengths
+            .iter()
+            .filter(|(family, _)| *family == v4)
+            .filter_map(|(_, len)| IpNet::new(host.addr(), *len).ok())
+            .any(|net| self.until.get(&net.trunc()).is_some_and(|u| *u > now))
+    }
+}
+
+/// A single address.
+fn is_host(net: &IpNet) -> bool {
+    net.prefix_len() == net.max_prefix_len()
+}
+
+/// What changed since history entry `after`: at most [`PAGE`] entries.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Trail {
+    /// Nothing was recorded since.
+    Unchanged,
+    /// The hosts whose bans changed (sorted, once each), up to entry `last`.
+    Hosts { hosts: Vec<IpNet>, last: i64 },
+    /// Follow no further: read every ban (see the module comment).
+    Broken,
+}
+
+/// Reads the history after entry `after`.
+pub(super) fn trail(store: &Store, after: i64) -> Result<Trail, StoreError> {
+    let rows = store.ban_history_after(after, PAGE)?;
+    let Some(&(first, _)) = rows.first() else {
+        return Ok(if store.history_last()? < after {
+            Trail::Broken
+        } else {
+            Trail::Unchanged
+        });
+    };
+    if first != after + 1 {
+        return Ok(Trail::Broken);
+    }
+    let last = rows.last().map_or(after, |r| r.0);
+    let mut hosts = Vec::with_capacity(rows.len());
+    // Entries of no ban (retry exemptions) name no target here.
+    for target in rows.iter().map(|r| &r.1).filter(|t| !t.is_empty()) {
+        let Ok(net) = target.parse::<IpNet>() else {
+            continue;
+        };
+        if !is_host(&net) {
+            return Ok(Trail::Broken);
+        }
+        hosts.push(net);
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    Ok(Trail::Hosts { hosts, last })
+}
+
+/// What to enforce of `hosts` at `now`: each one's ban in force, unless a
+/// network ban covers it.
+pub(super) fn desired(
+    store: &Store,
+    hosts: &[IpNet],
+    networks: &Networks,
+    now: i64,
+) -> Result<Vec<Target>, StoreError> {
+    let mut out = Vec::new();
+    for host in hosts.iter().filter(|h| !networks.cover(h, now)) {
+        if let Some(ban) = store.ban_summary(host)?.filter(|b| b.until > now) {
+            out.push(Target {
+                net: *host,
+                remaining: u64::try_from(ban.until - now).unwrap_or(1).max(1),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BanRecord, Source};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn ban(store: &mut Store, target: &str, until: i64) {
+        store
+            .add_ban(&BanRecord {
+                target: net(target),
+                since: NOW,
+                until,
+                reason: "test".into(),
+                hits: 3,
+                offence: 1,
+                source: Source::Manual,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_host_inside_a_network_ban_in_force_is_covered() {
+        let nets = Networks::of(&[
+            (net("198.51.100.0/24"), NOW + 60),
+            (net("2001:db8:1::/48"), NOW + 60),
+            (net("203.0.113.0/24"), NOW - 1),
+            (net("192.0.2.7/32"), NOW + 60),
+        ]);
+        assert!(nets.cover(&net("198.51.100.9/32"), NOW));
+        assert!(nets.cover(&net("2001:db8:1:2::9/128"), NOW));
+        assert!(!nets.cover(&net("198.51.101.9/32"), NOW));
+        assert!(!nets.cover(&net("2001:db8:2::9/128"), NOW));
+        // Ended: it covers nothing any more.
+        assert!(!nets.cover(&net("203.0.113.9/32"), NOW));
+        // A host ban is not a network.
+        assert!(!nets.cover(&net("192.0.2.7/32"), NOW));
+        assert!(!nets.cover(&net("198.51.100.9/32"), NOW + 60));
+    }
+
+    #[test]
+    fn the_trail_names_the_hosts_changed_since_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(trail(&store, 0).unwrap(), Trail::Unchanged);
+        ban(&mut store, "192.0.2.7/32", NOW + 60);
+        ban(&mut store, "192.0.2.8/32", NOW + 60);
+        store.remove_ban(&net("192.0.2.7/32"), NOW, "test").unwrap();
+        assert_eq!(
+            trail(&store, 0).unwrap(),
+            Trail::Hosts {
+                hosts: vec![net("192.0.2.7/32"), net("192.0.2.8/32")],
+                last: 3
+            }
+        );
+        assert_eq!(
+            trail(&store, 2).unwrap(),
+            Trail::Hosts {
+                hosts: vec![net("192.0.2.7/32")],
+                last: 3
+            }
+        );
+        assert_eq!(trail(&store, 3).unwrap(), Trail::Unchanged);
+        // Entries before the first one kept: trimmed past what was read.
+        assert_eq!(trail(&store, -5).unwrap(), Trail::Broken);
+        // A store behind the last entry read: another store in its place.
+        assert_eq!(trail(&store, 9).unwrap(), Trail::Broken);
+        ban(&mut store, "198.51.100.0/24", NOW + 60);
+        assert_eq!(trail(&store, 3).unwrap(), Trail::Broken, "a network");
+    }
+
+    #[test]
+    fn the_desired_state_of_changed_hosts_is_their_ban_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        ban(&mut store, "192.0.2.7/32", NOW + 60);
+        ban(&mut store, "192.0.2.8/32", NOW - 1);
+        ban(&mut store, "198.51.100.9/32", NOW + 600);
+        let nets = Networks::of(&[(net("198.51.100.0/24"), NOW + 60)]);
+        let hosts = [
+            net("192.0.2.7/32"),
+            net("192.0.2.8/32"),
+            net("192.0.2.9/32"),
+            net("198.51.100.9/32"),
+        ];
+        assert_eq!(
+            desired(&store, &hosts, &nets, NOW).unwrap(),
+            [Target {
+                net: net("192.0.2.7/32"),
+                remaining: 60
+            }]
+        );
+    }
+}
