@@ -89,9 +89,9 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// The exit code (README, "Exit codes"): 1 when the user declined; 2
+    /// The exit code (docs/exit-codes.md): 1 when the user declined; 2
     /// for usage and config errors, and for the runtime failures that stop
-    /// a command before it did anything (the README lists them with 2).
+    /// a command before it did anything (docs/exit-codes.md lists them with 2).
     fn exit_code(&self) -> u8 {
         match self {
             Failure::Declined => EXIT_FAILED,

@@ -1,7 +1,7 @@
 //! The layout linter: pure checks of a config against what nolisting needs
 //! to work without losing mail. Each lint has a stable id, a severity and a
 //! one-line explanation (see [`LINTS`]); errors make `plan` exit 1. The
-//! README's lint table lists every id, and a unit test checks that it does.
+//! docs/plan.md's lint table lists every id, and a unit test checks that it does.
 
 use std::collections::BTreeMap;
 use std::fmt;

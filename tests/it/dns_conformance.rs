@@ -5,7 +5,7 @@
 //! (a stray byte after the counted records is a failure) and holds both to
 //! what the RFCs require. nolist must pass every check. NSD must pass too,
 //! except where it is known to depart from an RFC ([`NSD_DEPARTURES`], also
-//! listed in the README): there the RFC wins. The differences between the
+//! listed in docs/serve.md): there the RFC wins. The differences between the
 //! two replies are printed either way.
 
 use std::collections::BTreeSet;
@@ -480,7 +480,7 @@ fn check(name: &'static str, query: Query, expect: Expect) -> Check {
 
 /// Where NSD (4.x, as in Debian) answers differently, and why: it departs
 /// from an RFC (nolist follows the RFC), or both answers are allowed and
-/// nolist's is its documented policy. Each is in the README's list.
+/// nolist's is its documented policy. Each is in docs/serve.md's list.
 const NSD_DEPARTURES: &[(&str, &str)] = &[
     (
         "opcode-edns",
@@ -759,7 +759,7 @@ fn nolist_and_nsd_against_the_rfcs() {
         match (judge(&check, &theirs), departure) {
             (Ok(()), None) => {}
             (Ok(()), Some(_)) => report.push(format!(
-                "{}: NSD now follows the RFC; drop it from NSD_DEPARTURES and the README",
+                "{}: NSD now follows the RFC; drop it from NSD_DEPARTURES and docs/serve.md",
                 check.name
             )),
             (Err(e), Some((_, why))) => report.push(format!("{}: NSD {e} ({why})", check.name)),

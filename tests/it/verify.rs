@@ -689,17 +689,22 @@ fn verify_json_doc_example_is_real_output() {
     }
 }
 
-/// The README's text example is this run's output (port swapped back).
+/// docs/verify.md's text example is this run's output (port swapped back),
+/// of the command it shows.
 #[test]
-fn readme_verify_text_example_is_real_output() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let start = readme
+fn docs_verify_text_example_is_real_output() {
+    let docs = std::fs::read_to_string(root().join("docs/verify.md")).unwrap();
+    let start = docs
         .find("Example, with the classic example's preferences swapped")
-        .expect("README verify example");
-    let block = &readme[start..];
-    let body_start = block.find("```text\n").unwrap() + "```text\n".len();
+        .expect("docs/verify.md's text example");
+    let block = &docs[start..];
+    let body_start = block.find("```console\n").unwrap() + "```console\n".len();
     let body_end = body_start + block[body_start..].find("```\n").unwrap();
-    let shown = &block[body_start..body_end];
+    let (command, shown) = block[body_start..body_end].split_once('\n').unwrap();
+    assert_eq!(
+        command,
+        "$ nolist verify -c examples/classic.yaml --dns-only --nameserver 127.0.0.1:5353    # exits 1"
+    );
 
     let zone = swapped(&planned_zone(CLASSIC, "example.org"));
     let Some(nsd) = Nsd::start(&[("example.org", &zone)]) else {

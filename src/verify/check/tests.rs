@@ -793,8 +793,8 @@ fn unplanned_ns_set_fails_ns_records_and_failed_ns_lookup_stops_there() {
 }
 
 #[test]
-fn every_check_id_is_documented_in_readme_and_json_schema() {
-    for path in ["README.md", "docs/verify-json.md"] {
+fn every_check_id_is_documented_in_docs_verify_and_json_schema() {
+    for path in ["docs/verify.md", "docs/verify-json.md"] {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
             .expect("doc file");
         for check in CHECKS {
