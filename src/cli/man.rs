@@ -62,8 +62,32 @@ pub(crate) fn completion_script(shell: Shell) -> String {
         Shell::Fish => clap_complete::Shell::Fish,
     };
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "nolist", &mut out);
+    clap_complete::generate(shell, &mut visible_command(), "nolist", &mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The clap tree without its hidden subcommands: clap_complete offers
+/// hidden ones too (`manpages`), and clap has no way to remove one, so the
+/// top command is rebuilt from the visible ones (it has no arguments of
+/// its own but `--help` and `--version`).
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let visible: Vec<clap::Command> = full
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    let mut top = clap::Command::new("nolist")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .subcommands(visible);
+    if let Some(about) = full.get_about() {
+        top = top.about(about.clone());
+    }
+    if let Some(long_about) = full.get_long_about() {
+        top = top.long_about(long_about.clone());
+    }
+    top
 }
 
 /// `nolist manpages --out DIR`: writes every page and lists them.

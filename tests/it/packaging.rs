@@ -92,6 +92,10 @@ fn completion_scripts_parse_in_their_shells() {
         for sub in ["plan", "run", "bans", "export", "completions"] {
             assert!(script.contains(sub), "{shell} script lacks {sub}");
         }
+        assert!(
+            !script.contains("manpages"),
+            "{shell} offers the hidden manpages"
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(format!("nolist.{shell}"));
         std::fs::write(&file, &script).unwrap();
