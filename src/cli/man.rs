@@ -55,7 +55,7 @@ pub(crate) fn completions(args: &CompletionsArgs) -> Result<ExitCode, Failure> {
 }
 
 /// The completion script for `shell`.
-pub(crate) fn completion_script(shell: Shell) -> String {
+fn completion_script(shell: Shell) -> String {
     let shell = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
@@ -111,7 +111,7 @@ pub(crate) fn manpages(args: &ManpagesArgs) -> Result<ExitCode, Failure> {
 
 /// Every page as `(file name, roff text)`: `nolist.1`, the subcommands'
 /// pages, `nolist.yaml.5`. Hidden subcommands (this generator) get none.
-pub(crate) fn pages() -> Vec<(String, String)> {
+fn pages() -> Vec<(String, String)> {
     let mut cmd = Cli::command().disable_help_subcommand(true);
     cmd.build();
     let mut pages = Vec::new();
@@ -122,9 +122,7 @@ pub(crate) fn pages() -> Vec<(String, String)> {
 
 /// The page of `cmd` and of each of its visible subcommands, depth first.
 fn command_pages(cmd: &clap::Command, pages: &mut Vec<(String, String)>) {
-    let man = clap_mangen::Man::new(cmd.clone())
-        .source(SOURCE)
-        .manual("nolist manual");
+    let man = clap_mangen::Man::new(cmd.clone());
     let mut out = Vec::new();
     // Rendering into a Vec cannot fail.
     let _ = man.render(&mut out);
