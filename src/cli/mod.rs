@@ -16,6 +16,7 @@ mod bans;
 mod diff;
 mod init;
 mod log;
+mod man;
 mod plan;
 mod probe;
 mod replay;
@@ -24,8 +25,21 @@ mod serve;
 mod verify;
 
 /// Runs a mail domain's nolisting defence end to end.
+///
+/// Nolisting: the lowest-preference MX of a mail domain (the decoy) never
+/// accepts mail. Real MTAs retry at the next MX; many spam bots try only
+/// one and give up. nolist plans the MX records from one config file
+/// (nolist.yaml(5)), serves or pushes them, verifies live DNS and the MX
+/// hosts, and runs the decoy, the log watcher, the ban engine and firewall
+/// enforcement.
+///
+/// A first setup: `nolist init` (from a Postfix configuration), then `nolist
+/// plan`, `nolist verify` and `nolist run`. Exit status: 0 ok, 1 checks
+/// failed or lint errors, 2 usage, config or startup errors. The
+/// environment variable NOLIST_LOG (tracing's env-filter syntax) sets what
+/// the daemons log.
 #[derive(Debug, Parser)]
-#[command(name = "nolist", version, about, long_about = None)]
+#[command(name = "nolist", version)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,10 +50,22 @@ enum Command {
     /// Compute and lint the MX layout; print it as zone records, JSON or an nsupdate script.
     Plan(plan::PlanArgs),
     /// Serve the planned zones authoritatively over UDP and TCP.
+    ///
+    /// Answers for the planned zones (and `domains[].base_zone`) on
+    /// `dns.serve.listen` or `--listen`, transfers them to `dns.serve.axfr_allow`,
+    /// and answers the `dns.dnsbl` zone from the state store. SIGHUP reloads
+    /// the config and bumps the changed zones' serials; SIGTERM or SIGINT
+    /// drains.
     Serve(serve::ServeArgs),
     /// Check live DNS and the MX hosts' SMTP answers against the plan.
     Verify(verify::VerifyArgs),
     /// Run the daemon: decoy responder, log watcher, ban engine and nftables enforcement.
+    ///
+    /// Plans the zones (lint errors refuse to start), serves the decoy
+    /// addresses (`responder.mode`), follows the MTA logs (`mta.logs`),
+    /// decides bans (`bans`) and enforces them (`bans.enforce.backend`),
+    /// keeping its state in `state_dir`. It tells systemd when it is ready,
+    /// reloads its config on SIGHUP and drains on SIGTERM or SIGINT.
     Run(run::RunArgs),
     /// One SMTP dialogue up to RCPT (never DATA), like `swaks --quit-after RCPT`.
     Probe(probe::ProbeArgs),
@@ -48,6 +74,9 @@ enum Command {
     /// List, add or remove bans in the state store.
     Bans(bans::BansArgs),
     /// Counts, latest decisions and log checkpoints from the state store.
+    ///
+    /// Reads the store in the config's `state_dir` (or `--state-dir`), also
+    /// while `nolist run` writes it.
     Status(bans::StatusArgs),
     /// Compare the records nolist owns at the DNS provider with the plan (exit 1 on drift).
     Diff(diff::DiffArgs),
@@ -55,6 +84,17 @@ enum Command {
     Apply(diff::ApplyArgs),
     /// Write a first config from a Postfix setup (and live DNS), and print the next steps.
     Init(init::InitArgs),
+    /// Print a shell completion script (bash, zsh or fish) on standard output.
+    ///
+    /// Bash: save it as /usr/share/bash-completion/completions/nolist (or
+    /// source it from ~/.bashrc). Zsh: save it as `_nolist` in a directory of
+    /// `$fpath`. Fish: save it as ~/.config/fish/completions/nolist.fish.
+    /// The Debian package installs all three.
+    Completions(man::CompletionsArgs),
+    /// Write the manual pages (nolist(1), one page per subcommand,
+    /// nolist.yaml(5)) into a directory; used by the package build.
+    #[command(hide = true)]
+    Manpages(man::ManpagesArgs),
 }
 
 /// What went wrong; [`Failure::exit_code`] maps it to the exit code.
@@ -132,6 +172,8 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => diff::diff(&args),
         Command::Apply(args) => diff::apply(&args),
         Command::Init(args) => init::run(&args),
+        Command::Completions(args) => man::completions(&args),
+        Command::Manpages(args) => man::manpages(&args),
     };
     match result {
         Ok(code) => code,

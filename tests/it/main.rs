@@ -22,6 +22,7 @@ mod init;
 mod netns_e2e;
 mod netns_fleet;
 mod notify;
+mod packaging;
 mod plan;
 mod postfix_decoy;
 mod reload;
