@@ -18,7 +18,7 @@ use super::{Cli, Failure, print, write_all_atomically};
 /// The config reference: the section under the heading named
 /// `Configuration` (at any level) of this markdown file. Switching the
 /// source file is this one line.
-const CONFIG_REFERENCE: &str = include_str!("../../README.md");
+const CONFIG_REFERENCE: &str = include_str!("../../docs/config.md");
 
 /// The version in every page's footer.
 const SOURCE: &str = concat!("nolist ", env!("CARGO_PKG_VERSION"));
