@@ -435,6 +435,7 @@ impl Daemon {
         let configured = sinks::backend(&config);
         // Without enforcement, the writer keeps nolist_bans_active.
         let counts = configured.is_none() && extra.is_empty();
+        store.cache(writer::CACHE)?;
         let (writer, writer_thread) = writer::spawn_writer(
             store,
             snapshots_tx,
@@ -471,9 +472,11 @@ impl Daemon {
                     );
                 }
             }
+            let enforcer_store = Store::open(&config.state_dir)?;
+            enforcer_store.cache(sinks::CACHE)?;
             let (tx, thread) = sinks::spawn_enforcer(
                 sink,
-                Store::open(&config.state_dir)?,
+                enforcer_store,
                 writer.clone(),
                 passed.clone(),
                 timing.enforce,

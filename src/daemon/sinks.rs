@@ -26,6 +26,10 @@ use crate::store::{Store, StoreError};
 
 mod follow;
 
+/// Enforcement's page cache ([`Store::cache`]): following a bootstrap, it
+/// looks up each new ban among millions.
+pub(crate) const CACHE: usize = 16 << 20;
+
 /// A full reconcile at least this often, even when neither the bans in the
 /// store nor the firewall seem to have changed and no timeout says so: a
 /// safety net.

@@ -47,6 +47,10 @@ pub(crate) const IN_FLIGHT: usize = 20_000;
 /// freed since back to the system.
 const RELEASE_AFTER: usize = 10_000;
 
+/// The writer's page cache ([`Store::cache`]): with millions of bans its
+/// inserts touch pages all over the tables' B-trees.
+pub(crate) const CACHE: usize = 64 << 20;
+
 /// What the engine task holds back until the writer committed: a permit
 /// per decision queued (see [`IN_FLIGHT`]).
 pub(crate) type Budget = Arc<tokio::sync::Semaphore>;

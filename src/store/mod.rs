@@ -631,6 +631,19 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Lets this connection keep up to `bytes` of the database in memory
+    /// (SQLite's page cache, 2 MB by default; it grows only as pages are
+    /// read). A connection that writes or looks up single bans among
+    /// millions (a fleet bootstrap) otherwise reads most B-tree pages from
+    /// the kernel again for each: three times slower at a million bans.
+    pub fn cache(&self, bytes: usize) -> Result<(), StoreError> {
+        let kib = i64::try_from(bytes / 1024).unwrap_or(i64::MAX);
+        // Negative: a size in KiB rather than in pages.
+        self.conn
+            .pragma_update(None, "cache_size", -kib)
+            .map_err(|e| self.err(e))
+    }
+
     /// The targets of the bans in force at `now` and when each ends: what
     /// enforcement needs, without the rest of the record.
     pub fn ban_targets(&self, now: i64) -> Result<Vec<(IpNet, i64)>, StoreError> {

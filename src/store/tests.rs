@@ -597,3 +597,17 @@ fn concurrent_first_opens_all_succeed() {
         });
     }
 }
+
+#[test]
+fn a_connection_keeps_as_much_of_the_store_in_memory_as_it_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let size = |s: &Store| -> i64 {
+        s.conn
+            .pragma_query_value(None, "cache_size", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(size(&store), -2000, "SQLite's default: about 2 MB");
+    store.cache(64 << 20).unwrap();
+    assert_eq!(size(&store), -65_536, "64 MiB, in KiB");
+}
