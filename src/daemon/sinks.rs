@@ -445,11 +445,14 @@ impl Enforcement {
 
     /// Applies the bans the store's history names since the last
     /// reconcile, page by page, and records `changes` as seen. False when
-    /// it cannot (see [`follow`]): then a full reconcile is due.
+    /// it cannot (see [`follow`]), or the history names nothing (bans
+    /// pruned, or written without a decision): then a full reconcile is
+    /// due.
     fn follow(&mut self, changes: Option<i64>) -> bool {
-        let Some(mut after) = self.history else {
+        let Some(start) = self.history else {
             return false;
         };
+        let mut after = start;
         let now = unix_now();
         let mut total = Report::default();
         let mut hosts_read = 0;
@@ -457,6 +460,9 @@ impl Enforcement {
         loop {
             let (hosts, last) = match follow::trail(&self.store, after) {
                 Ok(Trail::Hosts { hosts, last }) => (hosts, last),
+                // The bans changed and the history says nothing of it:
+                // ended bans pruned, or a write that recorded no decision.
+                Ok(Trail::Unchanged) if after == start => return false,
                 Ok(Trail::Unchanged) => break,
                 Ok(Trail::Broken) => return false,
                 Err(e) => return self.unread(&e),
@@ -731,6 +737,21 @@ mod tests {
         assert!(enforcement.reconcile_if_needed(), "a network: in full");
         assert_eq!(held(&backend), BTreeSet::from([inside]));
         assert_eq!(*backend.reads.lock().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_change_the_history_does_not_explain_is_reconciled_in_full() {
+        let (_dir, mut other, backend, mut enforcement) = enforcing();
+        assert!(enforcement.reconcile_if_needed());
+        let now = unix_now();
+        let mut ended = manual("192.0.2.7/32".parse().unwrap(), now);
+        ended.until = now - 10;
+        other.add_ban(&ended).unwrap();
+        assert!(!enforcement.reconcile_if_needed(), "followed");
+        // Pruned: the bans change with no decision recorded.
+        assert_eq!(other.expire(now).unwrap(), 1);
+        assert!(enforcement.reconcile_if_needed(), "in full");
+        assert_eq!(*backend.reads.lock().unwrap(), 2);
     }
 
     #[test]
