@@ -5,6 +5,7 @@
 //! crate's RFC 2136 backend.
 
 pub mod cache;
+pub mod fast;
 pub mod records;
 pub mod server;
 pub mod wire;

@@ -1,6 +1,8 @@
 //! The authoritative server: bounded UDP and TCP loops in front of hickory's
 //! catalog, with nolist's policy (AXFR allow list, UPDATE/NOTIFY refused,
 //! responses never answered) applied before a query reaches the catalog.
+//! A plain UDP query into the blocklist zone is answered before any of
+//! that, straight from its bytes ([`super::fast`]).
 //!
 //! The zones live in an immutable [`Snapshot`]; a reload builds a new one
 //! and swaps it in atomically, so a query sees either the old or the new
@@ -28,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::cache::{AnswerCache, CacheKey};
-use super::wire;
 use super::zone::{ZoneData, ZoneError};
+use super::{fast, wire};
 use crate::clock::unix_now;
 use crate::config::Cidr;
 use crate::dnsbl::Served;
@@ -241,20 +243,41 @@ fn dnsbl_response(
     }
 }
 
-/// Counts a DNSBL answer by its kind (handles made once: a blocklist takes
-/// many queries per second).
+/// Counts a DNSBL answer of the hickory path by its kind.
 fn dnsbl_counted(reply: &crate::dnsbl::Reply) {
+    let i = match (reply.code, reply.answers.is_empty()) {
+        (ResponseCode::NoError, false) => fast::Kind::Records as usize,
+        (ResponseCode::NoError, true) => fast::Kind::NoData as usize,
+        (ResponseCode::NXDomain, _) => fast::Kind::NxDomain as usize,
+        _ => 3,
+    };
+    dnsbl_count(i);
+}
+
+/// Counts a DNSBL answer: `i` indexes records, nodata, nxdomain, refused
+/// (handles made once: a blocklist takes many queries per second).
+fn dnsbl_count(i: usize) {
     static COUNTERS: LazyLock<[metrics::Counter; 4]> = LazyLock::new(|| {
         ["records", "nodata", "nxdomain", "refused"]
             .map(|a| metrics::counter!(crate::metrics::DNSBL_QUERIES, "answer" => a))
     });
-    let i = match (reply.code, reply.answers.is_empty()) {
-        (ResponseCode::NoError, false) => 0,
-        (ResponseCode::NoError, true) => 1,
-        (ResponseCode::NXDomain, _) => 2,
-        _ => 3,
-    };
     COUNTERS[i].increment(1);
+}
+
+/// The blocklist's answer to `packet` written by the wire fast path into
+/// `out`, counted; `false` when the packet is not of its shape (see
+/// [`fast`]) and takes the hickory path.
+fn dnsbl_fast(snapshot: &Snapshot, packet: &[u8], out: &mut Vec<u8>) -> bool {
+    let Some(served) = &snapshot.dnsbl else {
+        return false;
+    };
+    match fast::answer(served, packet, unix_now(), UDP_PAYLOAD, out) {
+        Some(kind) => {
+            dnsbl_count(kind as usize);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The largest UDP answer we send to an EDNS client (the DNS flag day 2020
@@ -592,6 +615,10 @@ async fn udp_worker(
         if !std::ptr::eq(cached_for.as_ptr(), Arc::as_ptr(&snapshot)) {
             cache.clear();
             cached_for = Arc::downgrade(&snapshot);
+        }
+        if dnsbl_fast(&snapshot, packet, &mut reply) {
+            send(&socket, &reply, src).await;
+            continue;
         }
         let key = CacheKey::of(packet);
         if let Some(key) = &key

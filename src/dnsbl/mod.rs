@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use set::{BanSet, Listing};
-pub use zone::{Reply, Zone};
+pub use zone::{Reply, Verdict, Zone};
 
 use crate::store::Source;
 
@@ -52,6 +52,14 @@ impl List {
 
     fn write(&self) -> RwLockWriteGuard<'_, BanSet> {
         self.set.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A list holding `set` (for tests that answer from a known set).
+    #[cfg(test)]
+    pub(crate) fn holding(set: BanSet) -> Arc<List> {
+        let list = List::new();
+        *list.write() = set;
+        list
     }
 
     /// Publishes the bans of the sources in `bits` ([`ENGINE`], [`MANUAL`]);

@@ -25,23 +25,34 @@ pub enum Query {
 /// Reads `labels`, the labels in front of the zone, leftmost first (as in
 /// `2.0.0.127.bl.example.org`: `["2", "0", "0", "127"]`).
 pub fn parse<L: AsRef<[u8]>>(labels: &[L]) -> Query {
-    if labels.is_empty() {
+    // Without allocating: the DNS server reads one name per query.
+    let n = labels.len();
+    if n == 0 {
         return Query::Apex;
     }
-    let octets: Option<Vec<u8>> = labels.iter().map(|l| octet(l.as_ref())).collect();
-    let nibbles: Option<Vec<u8>> = labels.iter().map(|l| nibble(l.as_ref())).collect();
-    match (labels.len(), octets, nibbles) {
-        (4, Some(o), _) => Query::Address(Ipv4Addr::new(o[3], o[2], o[1], o[0]).into()),
-        (32, _, Some(n)) => {
-            let value = n
-                .iter()
-                .rev()
-                .fold(0u128, |acc, &d| (acc << 4) | u128::from(d));
-            Query::Address(Ipv6Addr::from(value).into())
-        }
-        (1..=3, Some(_), _) | (1..=31, _, Some(_)) => Query::Partial,
-        _ => Query::Invalid,
+    let mut o = [0u8; 4];
+    if n <= 4
+        && labels
+            .iter()
+            .zip(&mut o)
+            .all(|(label, slot)| octet(label.as_ref()).map(|v| *slot = v).is_some())
+    {
+        return match n {
+            4 => Query::Address(Ipv4Addr::new(o[3], o[2], o[1], o[0]).into()),
+            _ => Query::Partial,
+        };
     }
+    if n <= 32 {
+        let value = labels.iter().rev().try_fold(0u128, |acc, label| {
+            nibble(label.as_ref()).map(|d| (acc << 4) | u128::from(d))
+        });
+        match (n, value) {
+            (32, Some(v)) => return Query::Address(Ipv6Addr::from(v).into()),
+            (_, Some(_)) => return Query::Partial,
+            (_, None) => {}
+        }
+    }
+    Query::Invalid
 }
 
 /// A decimal octet as written in a reversed IPv4 name: `0` to `255`, no

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name as DnsName, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use super::name::{self, Query};
 use super::set::{self, BanSet, Listing};
@@ -36,7 +37,36 @@ pub struct Zone {
     soa: Record,
     /// The SOA of negative answers: its TTL is the SOA MINIMUM.
     negative: Record,
+    /// `negative` in wire form after its owner name (RDATA names written
+    /// out in full), for answers written without hickory (`dns::fast`).
+    negative_wire: Vec<u8>,
     ns: Vec<Record>,
+}
+
+/// What one question gets, decided before any record is built: the
+/// hickory path turns it into a [`Reply`], the wire fast path of the DNS
+/// server into bytes, so both answer alike.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A transfer: REFUSED.
+    Refused,
+    /// The apex: its SOA and NS records, or NODATA ([`Zone::answer`]).
+    Apex,
+    /// NOERROR, no records, the negative SOA.
+    NoData,
+    /// NXDOMAIN with the negative SOA.
+    NxDomain,
+    /// A listed address: its A record and TXT text (at least one of them),
+    /// with their TTL.
+    Listed {
+        /// Both records' TTL.
+        ttl: u32,
+        /// The A record's address, if the type asks for it.
+        a: Option<Ipv4Addr>,
+        /// The TXT record's text, if the type asks for it and a template
+        /// is configured.
+        txt: Option<String>,
+    },
 }
 
 /// What to answer to one question.
@@ -69,6 +99,9 @@ impl Zone {
         let soa_record = Record::from_rdata(origin.clone(), APEX_TTL, RData::SOA(rdata));
         let mut negative = soa_record.clone();
         negative.ttl = soa.minimum;
+        // The owner is the apex: the fast path points it into the question.
+        let owner = origin.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+        let negative_wire = uncompressed(&negative)?.split_off(owner);
         let ns = ns
             .iter()
             .map(|n| {
@@ -88,6 +121,7 @@ impl Zone {
             txt: dnsbl.txt.clone(),
             soa: soa_record,
             negative,
+            negative_wire,
             ns,
         })
     }
@@ -102,26 +136,72 @@ impl Zone {
         self.origin.zone_of(name)
     }
 
+    /// The labels of `name` (leftmost first) in front of the apex, when
+    /// the zone owns it (compared without regard to ASCII case).
+    pub fn below<'n, L: AsRef<[u8]>>(&self, name: &'n [L]) -> Option<&'n [L]> {
+        let below = name.len().checked_sub(self.labels)?;
+        let ours = name[below..]
+            .iter()
+            .zip(self.origin.iter())
+            .all(|(label, origin)| label.as_ref().eq_ignore_ascii_case(origin));
+        ours.then_some(&name[..below])
+    }
+
+    /// The negative answers' SOA record in wire form from its type on:
+    /// the writer puts the owner name (the apex) in front, and the RDATA's
+    /// names are written out in full.
+    pub fn negative_wire(&self) -> &[u8] {
+        &self.negative_wire
+    }
+
     /// The answer to `qtype` at `name` (owned by the zone; the answer
     /// records are named as asked, `name`'s spelling), from `set` at `now`.
     pub fn answer(&self, set: &BanSet, name: &DnsName, qtype: RecordType, now: i64) -> Reply {
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-            // Not (yet) transferable: its content moves with every ban.
-            return Reply {
+        let labels: Vec<&[u8]> = name.iter().collect();
+        let below = labels.len().saturating_sub(self.labels);
+        match self.verdict(set, &labels[..below], qtype, now) {
+            Verdict::Refused => Reply {
                 code: ResponseCode::Refused,
                 answers: Vec::new(),
                 authority: Vec::new(),
-            };
+            },
+            Verdict::Apex => self.apex(qtype),
+            Verdict::NoData => self.nodata(),
+            Verdict::NxDomain => self.nxdomain(),
+            Verdict::Listed { ttl, a, txt } => {
+                let a = a.map(|a| Record::from_rdata(name.clone(), ttl, RData::A(A(a))));
+                let txt = txt.map(|text| {
+                    Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![text])))
+                });
+                Reply {
+                    code: ResponseCode::NoError,
+                    answers: a.into_iter().chain(txt).collect(),
+                    authority: Vec::new(),
+                }
+            }
         }
-        let labels: Vec<&[u8]> = name.iter().collect();
-        let below = labels.len().saturating_sub(self.labels);
-        match name::parse(&labels[..below]) {
-            Query::Apex => self.apex(qtype),
-            Query::Partial => self.nodata(),
-            Query::Invalid => self.nxdomain(),
+    }
+
+    /// What `qtype` at the name whose labels in front of the apex are
+    /// `below` gets, from `set` at `now`.
+    pub fn verdict<L: AsRef<[u8]>>(
+        &self,
+        set: &BanSet,
+        below: &[L],
+        qtype: RecordType,
+        now: i64,
+    ) -> Verdict {
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            // Not (yet) transferable: its content moves with every ban.
+            return Verdict::Refused;
+        }
+        match name::parse(below) {
+            Query::Apex => Verdict::Apex,
+            Query::Partial => Verdict::NoData,
+            Query::Invalid => Verdict::NxDomain,
             Query::Address(ip) => match self.listing(set, ip, now) {
-                None => self.nxdomain(),
-                Some(listing) => self.listed(name, ip, listing, qtype, now),
+                None => Verdict::NxDomain,
+                Some(listing) => self.listed(ip, listing, qtype, now),
             },
         }
     }
@@ -138,23 +218,15 @@ impl Zone {
         set.lookup(ip, now).map(Some)
     }
 
-    fn listed(
-        &self,
-        name: &DnsName,
-        ip: IpAddr,
-        listing: Option<Listing>,
-        qtype: RecordType,
-        now: i64,
-    ) -> Reply {
+    fn listed(&self, ip: IpAddr, listing: Option<Listing>, qtype: RecordType, now: i64) -> Verdict {
         // Never cached past the ban's end.
         let ttl = listing.map_or(self.ttl, |l| {
             let left = u32::try_from(l.until() - now).unwrap_or(u32::MAX);
             self.ttl.min(left).max(1)
         });
-        let a = || Record::from_rdata(name.clone(), ttl, RData::A(A(self.answer)));
         let txt = || {
             let template = self.txt.as_ref()?;
-            let text = match listing {
+            Some(match listing {
                 None => TEST_ENTRY_TXT.to_owned(),
                 Some(l) => template.render(|field| match field {
                     "ip" => ip.to_canonical().to_string(),
@@ -162,27 +234,18 @@ impl Zone {
                     "offence" => l.offence().to_string(),
                     _ => rfc3339(l.until()),
                 }),
-            };
-            Some(Record::from_rdata(
-                name.clone(),
-                ttl,
-                RData::TXT(TXT::new(vec![text])),
-            ))
+            })
         };
-        let answers: Vec<Record> = match qtype {
-            RecordType::A => vec![a()],
-            RecordType::TXT => txt().into_iter().collect(),
-            RecordType::ANY => std::iter::once(a()).chain(txt()).collect(),
-            _ => Vec::new(),
+        let (a, txt) = match qtype {
+            RecordType::A => (Some(self.answer), None),
+            RecordType::TXT => (None, txt()),
+            RecordType::ANY => (Some(self.answer), txt()),
+            _ => (None, None),
         };
-        if answers.is_empty() {
-            return self.nodata();
+        if a.is_none() && txt.is_none() {
+            return Verdict::NoData;
         }
-        Reply {
-            code: ResponseCode::NoError,
-            answers,
-            authority: Vec::new(),
-        }
+        Verdict::Listed { ttl, a, txt }
     }
 
     fn apex(&self, qtype: RecordType) -> Reply {
@@ -216,6 +279,18 @@ impl Zone {
             authority: vec![self.negative.clone()],
         }
     }
+}
+
+/// `record` in wire form with its names written out in full, so the
+/// bytes can be placed anywhere in a message.
+fn uncompressed(record: &Record) -> Result<Vec<u8>, RecordError> {
+    let mut bytes = Vec::with_capacity(128);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_name_encoding(NameEncoding::Uncompressed);
+    record
+        .emit(&mut encoder)
+        .map_err(|e| RecordError::Name(record.name.to_string(), e.to_string()))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

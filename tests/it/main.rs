@@ -9,6 +9,7 @@ mod apply_rfc2136;
 mod apply_zonefile;
 mod bans;
 mod daemon;
+mod dashboard;
 mod dns_conformance;
 mod dnsbl;
 mod dnsbl_consumers;
