@@ -258,6 +258,8 @@ struct Enforcement {
     passes_removed: metrics::Counter,
     errors: metrics::Counter,
     active: metrics::Gauge,
+    /// Reconciles and how long the last one took: full, followed.
+    reconciles: [(metrics::Counter, metrics::Gauge); 2],
 }
 
 /// What a write-only backend applied; `None` for one that reads back.
@@ -296,6 +298,12 @@ impl Enforcement {
             passes_removed: metrics::counter!(crate::metrics::PASS_CHANGES, "op" => "remove"),
             errors: metrics::counter!(crate::metrics::ENFORCEMENT_ERRORS),
             active: metrics::gauge!(crate::metrics::BANS_ACTIVE),
+            reconciles: ["full", "followed"].map(|kind| {
+                (
+                    metrics::counter!(crate::metrics::RECONCILES, "kind" => kind),
+                    metrics::gauge!(crate::metrics::RECONCILE_SECONDS, "kind" => kind),
+                )
+            }),
         }
     }
 
@@ -396,6 +404,7 @@ impl Enforcement {
         }
         let took = began.elapsed();
         let took_ms = took.as_millis();
+        self.timed(0, took);
         match result {
             Ok(r) => {
                 self.failing = false;
@@ -492,6 +501,9 @@ impl Enforcement {
                 }
             }
         }
+        if after != start {
+            self.timed(1, began.elapsed());
+        }
         self.changes = changes;
         self.added.increment(total.added as u64);
         self.removed.increment(total.removed as u64);
@@ -512,6 +524,14 @@ impl Enforcement {
             );
         }
         true
+    }
+
+    /// Counts a reconcile of kind `kind` ([`Enforcement::reconciles`]) that
+    /// took `took`.
+    fn timed(&self, kind: usize, took: Duration) {
+        let (count, seconds) = &self.reconciles[kind];
+        count.increment(1);
+        seconds.set(took.as_secs_f64());
     }
 
     /// Counts a failed read of the changed bans, which the next tick tries

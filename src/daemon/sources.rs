@@ -156,6 +156,7 @@ fn tail_loop(
     let lines = metrics::counter!(crate::metrics::LOG_LINES, "log" => key.to_owned());
     let errors = metrics::counter!(crate::metrics::LOG_PARSE_ERRORS, "log" => key.to_owned());
     let future = metrics::counter!(crate::metrics::LOG_FUTURE_LINES, "log" => key.to_owned());
+    let lag = metrics::gauge!(crate::metrics::LOG_LAG, "log" => key.to_owned());
     let mut unstamped = 0;
     let mut warned = false;
     while !shutdown.is_cancelled() {
@@ -203,6 +204,10 @@ fn tail_loop(
             .filter(|c| saved.as_ref() != Some(c));
         if checkpoint.is_some() {
             saved.clone_from(&checkpoint);
+        }
+        if let Some(newest) = events.iter().map(|e| e.at).max() {
+            #[allow(clippy::cast_precision_loss)] // seconds
+            lag.set((now - newest).max(0) as f64);
         }
         if (!events.is_empty() || checkpoint.is_some() || read_to.is_some())
             && !send_log(key, events, checkpoint, read_to, tx)

@@ -593,6 +593,7 @@ async fn udp_worker(
     let mut reply = Vec::with_capacity(512);
     // Fetched once: counting is then one atomic add per query.
     let queries = metrics::counter!(crate::metrics::DNS_QUERIES, "proto" => "udp");
+    let responses = Responses::new("udp");
     loop {
         let received = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
@@ -617,14 +618,14 @@ async fn udp_worker(
             cached_for = Arc::downgrade(&snapshot);
         }
         if dnsbl_fast(&snapshot, packet, &mut reply) {
-            send(&socket, &reply, src).await;
+            send(&socket, &reply, src, &responses).await;
             continue;
         }
         let key = CacheKey::of(packet);
         if let Some(key) = &key
             && cache.answer(key, packet, &mut reply)
         {
-            send(&socket, &reply, src).await;
+            send(&socket, &reply, src, &responses).await;
             continue;
         }
         let (replies, cacheable) = answer(&snapshot, packet, src, Protocol::Udp).await;
@@ -632,14 +633,34 @@ async fn udp_worker(
             cache.store(key, one);
         }
         for r in &replies {
-            send(&socket, r, src).await;
+            send(&socket, r, src, &responses).await;
         }
     }
 }
 
-async fn send(socket: &UdpSocket, reply: &[u8], src: SocketAddr) {
-    if let Err(e) = socket.send_to(reply, src).await {
-        tracing::debug!(error = %e, %src, "udp send failed");
+async fn send(socket: &UdpSocket, reply: &[u8], src: SocketAddr, responses: &Responses) {
+    match socket.send_to(reply, src).await {
+        Ok(_) => responses.count(reply),
+        Err(e) => tracing::debug!(error = %e, %src, "udp send failed"),
+    }
+}
+
+/// `nolist_dns_responses_total` of one transport, one counter per RCODE
+/// label, fetched once: counting a response is one atomic add.
+struct Responses([metrics::Counter; crate::metrics::RCODES.len()]);
+
+impl Responses {
+    fn new(proto: &'static str) -> Responses {
+        Responses(crate::metrics::RCODES.map(|rcode| {
+            metrics::counter!(crate::metrics::DNS_RESPONSES, "proto" => proto, "rcode" => rcode)
+        }))
+    }
+
+    /// Counts `reply` under its header's RCODE (an extended RCODE, in
+    /// the OPT record, is counted by its low four bits).
+    fn count(&self, reply: &[u8]) {
+        let rcode = reply.get(3).map_or(usize::MAX, |b| usize::from(b & 0x0f));
+        self.0[rcode.min(self.0.len() - 1)].increment(1);
     }
 }
 
@@ -691,6 +712,7 @@ async fn tcp_connection(
     shutdown: &CancellationToken,
 ) {
     let mut message = Vec::new();
+    let responses = Responses::new("tcp");
     loop {
         let mut len = [0u8; 2];
         let read = tokio::select! {
@@ -721,6 +743,36 @@ async fn tcp_connection(
             ) {
                 return;
             }
+            responses.count(&reply);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Responses;
+    use crate::metrics::Registry;
+
+    #[test]
+    fn responses_are_counted_by_their_rcode() {
+        let registry = Registry::default();
+        metrics::with_local_recorder(&registry, || {
+            let responses = Responses::new("udp");
+            // Header bytes 2-3: QR, then the RCODE in the low four bits.
+            for byte3 in [0x80, 0x83, 0x83, 0x85, 0x89] {
+                responses.count(&[0, 1, 0x84, byte3]);
+            }
+            responses.count(&[0, 1]);
+        });
+        let text = registry.render();
+        for (rcode, n) in [
+            ("noerror", 1),
+            ("nxdomain", 2),
+            ("refused", 1),
+            ("other", 2),
+        ] {
+            let line = format!("nolist_dns_responses_total{{proto=\"udp\",rcode=\"{rcode}\"}} {n}");
+            assert!(text.contains(&line), "{line}\n{text}");
         }
     }
 }

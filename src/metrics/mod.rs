@@ -56,6 +56,14 @@ pub const PASS_CHANGES: &str = "nolist_pass_changes_total";
 pub const ENFORCEMENT_ERRORS: &str = "nolist_enforcement_errors_total";
 /// DNS messages received, by transport.
 pub const DNS_QUERIES: &str = "nolist_dns_queries_total";
+/// Counter, by `proto` and `rcode`.
+pub const DNS_RESPONSES: &str = "nolist_dns_responses_total";
+/// Counter, by `kind` (`full`, `followed`).
+pub const RECONCILES: &str = "nolist_enforcement_reconciles_total";
+/// Gauge, by `kind`: how long the last one took.
+pub const RECONCILE_SECONDS: &str = "nolist_enforcement_reconcile_seconds";
+/// Gauge, by `log`.
+pub const LOG_LAG: &str = "nolist_log_lag_seconds";
 /// Questions to the DNSBL zone, by how they were answered.
 pub const DNSBL_QUERIES: &str = "nolist_dnsbl_queries_total";
 /// Addresses and networks the DNSBL lists now.
@@ -100,7 +108,7 @@ pub fn install() -> Result<Registry, AlreadyInstalled> {
 /// The metrics `/metrics` shows from its first answer whatever the config
 /// (those of the fleet and the DNSBL, and per-log series, appear when
 /// configured).
-pub const ALWAYS: [&str; 15] = [
+pub const ALWAYS: [&str; 18] = [
     SESSIONS,
     SESSIONS_OPEN,
     EVENTS_DROPPED,
@@ -115,7 +123,16 @@ pub const ALWAYS: [&str; 15] = [
     PASS_CHANGES,
     ENFORCEMENT_ERRORS,
     DNS_QUERIES,
+    DNS_RESPONSES,
+    RECONCILES,
+    RECONCILE_SECONDS,
     RELOADS,
+];
+
+/// The `rcode` labels of [`DNS_RESPONSES`], by the header's RCODE (0–5);
+/// any other is `other`.
+pub const RCODES: [&str; 7] = [
+    "noerror", "formerr", "servfail", "nxdomain", "notimp", "refused", "other",
 ];
 
 /// Creates at 0 every series whose labels are known before anything
@@ -152,6 +169,13 @@ fn register() {
     }
     for proto in ["udp", "tcp"] {
         metrics::counter!(DNS_QUERIES, "proto" => proto).increment(0);
+        for rcode in RCODES {
+            metrics::counter!(DNS_RESPONSES, "proto" => proto, "rcode" => rcode).increment(0);
+        }
+    }
+    for kind in ["full", "followed"] {
+        metrics::counter!(RECONCILES, "kind" => kind).increment(0);
+        metrics::gauge!(RECONCILE_SECONDS, "kind" => kind).increment(0.0);
     }
     for result in ["ok", "failed"] {
         metrics::counter!(RELOADS, "result" => result).increment(0);
@@ -219,6 +243,14 @@ fn describe() {
             "DNS messages answered, by transport (udp, tcp).",
         ),
         (
+            DNS_RESPONSES,
+            "DNS responses sent, by transport (udp, tcp) and RCODE (noerror, formerr, servfail, nxdomain, notimp, refused, other).",
+        ),
+        (
+            RECONCILES,
+            "Enforcement reconciles, by kind (full: every ban read; followed: only the bans the history names).",
+        ),
+        (
             DNSBL_QUERIES,
             "Questions to the DNSBL zone, by answer (records: a listing, or the apex's SOA/NS; nodata; nxdomain: not listed; refused: a transfer).",
         ),
@@ -244,6 +276,14 @@ fn describe() {
         (
             FLEET_OUTBOX,
             "This node's fleet messages not yet published.",
+        ),
+        (
+            RECONCILE_SECONDS,
+            "Seconds the last enforcement reconcile of each kind took (reading the bans, computing and applying the change).",
+        ),
+        (
+            LOG_LAG,
+            "Seconds between the newest decoy hit or delivery read from an MTA log and the moment it was read, by log (as of the last read that found one).",
         ),
         (
             DNSBL_LISTED,

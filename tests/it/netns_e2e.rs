@@ -56,6 +56,7 @@ bans:
   bantime: 1h
   ignore: []
   enforce: {{ backend: nftables, ports: [25] }}
+metrics: {{ listen: \"127.0.0.1:0\" }}
 ",
             log.display()
         ),
@@ -154,6 +155,19 @@ fn bots_are_dropped_and_senders_delivering_through_a_real_postfix_never_are() {
         "{}",
         log()
     );
+    let body = metrics(server.addr("metrics", false));
+    let sample =
+        |name: &str| util::sample(&body, name).unwrap_or_else(|| panic!("{name}:\n{body}"));
+    assert!(sample("nolist_enforcement_reconciles_total{kind=\"followed\"}") >= 1.0);
+    assert!(sample("nolist_enforcement_reconciles_total{kind=\"full\"}") >= 1.0);
+    assert!(sample("nolist_enforcement_reconcile_seconds{kind=\"full\"}") > 0.0);
+    // The real sender's delivery line was read within seconds of Postfix
+    // writing it.
+    let lag = format!(
+        "nolist_log_lag_seconds{{log=\"{}\"}}",
+        mx.maillog().display()
+    );
+    assert!((0.0..60.0).contains(&sample(&lag)), "{body}");
 
     // The real MX's log is rotated while nolist runs: a delivery in the
     // new file still clears its sender, banned only if the rotation were missed.
@@ -582,8 +596,11 @@ fn a_retrying_mta_gets_a_reset_from_the_decoy_through_the_nftables_let_through()
     let log = dir.path().join("mail.log");
     std::fs::write(&log, "").unwrap();
     let cfg = config(dir.path(), "rcpt-450", &log, "30s");
-    let text = std::fs::read_to_string(&cfg).unwrap()
-        + "  retry: { min_delay: 1s, max_delay: 1h }\nmetrics: { listen: \"127.0.0.1:0\" }\n";
+    let enforce = "  enforce: { backend: nftables, ports: [25] }\n";
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        enforce,
+        &format!("{enforce}  retry: {{ min_delay: 1s, max_delay: 1h }}\n"),
+    );
     std::fs::write(&cfg, text).unwrap();
     let state = dir.path().join("state");
     let args = ["--state-dir", state.to_str().unwrap()];

@@ -224,6 +224,16 @@ fn sighup_reloads_what_it_can_and_keeps_the_old_config_when_the_new_one_is_bad()
         util::sample(&body, "nolist_dns_queries_total{proto=\"udp\"}").unwrap_or(0.0) >= 3.0,
         "{body}"
     );
+    // dig's SOA questions, answered.
+    assert!(
+        util::sample(
+            &body,
+            "nolist_dns_responses_total{proto=\"udp\",rcode=\"noerror\"}"
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{body}"
+    );
     assert!(body.contains("# HELP nolist_smtp_sessions_total"), "{body}");
     assert_eq!(util::http_get(metrics, "/").0, "HTTP/1.1 404 Not Found");
     // Junk and an oversized request get an answer or a close, never a hang.
