@@ -494,7 +494,7 @@ pub(crate) fn spawn_publisher(
     writer: Writer,
     epochs: watch::Sender<Option<String>>,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+    super::spawn("nolist-publish", move || {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -929,22 +929,19 @@ async fn bootstrap(
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel::<Vec<StateEntry>>(4);
     let forward = async {
-        let mut n = 0usize;
+        let mut state = Collected::default();
         while let Some(chunk) = rx.recv().await {
             let now = unix_now();
-            let mut items = chunk.into_iter().filter_map(|e| checker.state(e, now));
-            loop {
-                let part: Vec<Item> = items.by_ref().take(STATE_PART).collect();
-                if part.is_empty() {
-                    break;
-                }
-                n += part.len();
-                if inbound.send(Inbound::State(part)).await.is_err() {
-                    return n;
-                }
+            for item in chunk.into_iter().filter_map(|e| checker.state(e, now)) {
+                state.push(item);
             }
         }
-        n
+        tracing::info!(
+            entries = state.v4.len() + state.rest.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "fleet: read the compacted state; the engine takes it over"
+        );
+        state.hand_over(inbound).await
     };
     let (cursor, n) = tokio::join!(t.snapshot(tx), forward);
     let cursor = cursor?;
@@ -957,6 +954,74 @@ async fn bootstrap(
     };
     let _ = inbound.send(saved).await;
     Ok(cursor)
+}
+
+/// The compacted state as a bootstrap read it, handed to the engine task
+/// once it is all read: the engine bans of IPv4 addresses (nearly all of a
+/// large state) in address order, 16 bytes each meanwhile, then the rest
+/// in the order it came. In order, the writer inserts millions of bans
+/// along the store's B-tree, each page written once, where the engine's
+/// scan order would make every commit rewrite pages all over it (a fresh
+/// node's 2,000,000 bans stored in a fraction of the time).
+#[derive(Default)]
+struct Collected {
+    /// Address and end of each engine ban of one IPv4 address.
+    v4: Vec<(u32, i64)>,
+    /// Everything else, checked.
+    rest: Vec<Item>,
+}
+
+impl Collected {
+    fn push(&mut self, item: Item) {
+        if let Item::Message(Message {
+            body:
+                Body::Ban {
+                    target: IpNet::V4(net),
+                    until,
+                    hits: 0,
+                    offence: 1,
+                    source: BanSource::Engine,
+                },
+            ..
+        }) = &item
+            && net.prefix_len() == 32
+        {
+            self.v4.push((u32::from(net.addr()), *until));
+        } else {
+            self.rest.push(item);
+        }
+    }
+
+    /// Hands it all to the engine task, [`STATE_PART`] at a time; returns
+    /// how many entries that was.
+    async fn hand_over(mut self, inbound: &mpsc::Sender<Inbound>) -> usize {
+        self.v4.sort_unstable();
+        let n = self.v4.len() + self.rest.len();
+        let v4 = std::mem::take(&mut self.v4)
+            .into_iter()
+            .map(|(addr, until)| {
+                state_item(Body::Ban {
+                    target: IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(addr))),
+                    until,
+                    hits: 0,
+                    offence: 1,
+                    source: BanSource::Engine,
+                })
+            });
+        let mut items = v4.chain(self.rest);
+        loop {
+            let part: Vec<Item> = items.by_ref().take(STATE_PART).collect();
+            if part.is_empty() || inbound.send(Inbound::State(part)).await.is_err() {
+                return n;
+            }
+        }
+    }
+}
+
+/// An entry of the compacted state as a message of its own.
+fn state_item(body: Body) -> Item {
+    let node = NodeName::parse("compacted-state").expect("a valid name");
+    Item::Message(Message { node, seq: 1, body })
 }
 
 /// Checks what the engine hands over; counts and logs what it skips (the
@@ -1057,8 +1122,7 @@ impl Checker {
                 };
             }
         };
-        let node = NodeName::parse("compacted-state").expect("a valid name");
-        Some(Item::Message(Message { node, seq: 1, body }))
+        Some(state_item(body))
     }
 
     fn ban(&mut self, target: &str, until: i64, now: i64, source: BanSource) -> Option<Body> {

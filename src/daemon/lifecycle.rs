@@ -409,7 +409,7 @@ impl Daemon {
         }
         let dns = start_dns(&config, plan, &shutdown).await?;
         // Bound first, so a bad address fails before any state is touched.
-        let (store, engine) = writer::restore(&config)?;
+        let (mut store, engine) = writer::restore(&config)?;
         engine::refill(&passed, &engine);
         let (evidence, evidence_rx) = mpsc::channel(EVIDENCE_BACKLOG);
         let mut threads =
@@ -436,6 +436,11 @@ impl Daemon {
         // Without enforcement, the writer keeps nolist_bans_active.
         let counts = configured.is_none() && extra.is_empty();
         store.cache(writer::CACHE)?;
+        // The writer keeps the history enforcement has not read yet.
+        let followed = Arc::new(AtomicI64::new(i64::MAX));
+        if configured.is_some() {
+            store.keep_history_after(followed.clone());
+        }
         let (writer, writer_thread) = writer::spawn_writer(
             store,
             snapshots_tx,
@@ -480,7 +485,7 @@ impl Daemon {
                 writer.clone(),
                 passed.clone(),
                 timing.enforce,
-                nudge.clone(),
+                (nudge.clone(), is_config.then(|| followed.clone())),
                 shutdown.clone(),
             )?;
             threads.push(thread);

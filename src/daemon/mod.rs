@@ -95,5 +95,17 @@ pub enum DaemonError {
     Fleet(String),
 }
 
+/// Starts a thread of `run` under `name` (at most 15 bytes: what `top -H`
+/// and `/proc/PID/task/*/comm` show).
+pub(crate) fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("the system refused to start a thread")
+}
+
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -156,14 +156,16 @@ pub(crate) struct Swap {
 pub(crate) type BackendSwap = std::sync::mpsc::Sender<Swap>;
 
 /// Starts the enforcement thread of `backend` (already checked), which
-/// reconciles every `every` until `shutdown`.
+/// reconciles every `every` until `shutdown`. `nudge` wakes it; into
+/// `followed`, when given, it writes the last history entry it read (the
+/// writer keeps what it has not read: [`Store::keep_history_after`]).
 pub(crate) fn spawn_enforcer(
     mut backend: Box<dyn Enforcer>,
     store: Store,
     writer: Writer,
     passed: Passed,
     every: Duration,
-    nudge: Arc<AtomicU64>,
+    (nudge, followed): (Arc<AtomicU64>, Option<Arc<AtomicI64>>),
     shutdown: CancellationToken,
 ) -> Result<(BackendSwap, std::thread::JoinHandle<()>), StoreError> {
     let name = backend.name();
@@ -171,8 +173,9 @@ pub(crate) fn spawn_enforcer(
         w.restore_applied(store.enforced(name)?);
     }
     let (swap, swaps) = std::sync::mpsc::channel::<Swap>();
-    let thread = std::thread::spawn(move || {
+    let thread = super::spawn("nolist-enforce", move || {
         let mut enforcement = Enforcement::new(backend, store, writer, passed);
+        enforcement.followed = followed;
         let mut nudged = nudge.load(Ordering::Acquire);
         while !shutdown.is_cancelled() {
             // A panic (a bug) must not end enforcement silently.
@@ -245,6 +248,8 @@ struct Enforcement {
     /// The last history entry the firewall follows (`None`: no full
     /// reconcile yet), and the network bans it found.
     history: Option<i64>,
+    /// Where `history` is shared with the writer, if anywhere.
+    followed: Option<Arc<AtomicI64>>,
     networks: Networks,
     /// The retry-exempt networks, for the let-through.
     passed: Passed,
@@ -288,6 +293,7 @@ impl Enforcement {
             recheck_took: Duration::ZERO,
             held: 0,
             history: None,
+            followed: None,
             networks: Networks::default(),
             passed,
             passes_version: None,
@@ -409,7 +415,7 @@ impl Enforcement {
             Ok(r) => {
                 self.failing = false;
                 self.changes = changes;
-                self.history = history;
+                self.followed_to(history);
                 self.last = Some(Instant::now());
                 self.took = took;
                 if rechecking {
@@ -476,10 +482,8 @@ impl Enforcement {
                 Ok(Trail::Broken) => return false,
                 Err(e) => return self.unread(&e),
             };
-            let desired = match follow::desired(&self.store, &hosts, &self.networks, now) {
-                Ok(desired) => desired,
-                Err(e) => return self.unread(&e),
-            };
+            let desired = follow::desired(&hosts, &self.networks, now);
+            let hosts: Vec<IpNet> = hosts.into_iter().map(|h| h.0).collect();
             match crate::enforce::reconcile_some(self.backend.as_mut(), &hosts, &desired) {
                 Ok(Some(r)) => {
                     self.failing = false;
@@ -491,7 +495,7 @@ impl Enforcement {
                         self.recheck_at = Some(self.recheck_at.map_or(at, |t| t.min(at)));
                     }
                     hosts_read += hosts.len();
-                    self.history = Some(last);
+                    self.followed_to(Some(last));
                     after = last;
                 }
                 Ok(None) => return false,
@@ -524,6 +528,15 @@ impl Enforcement {
             );
         }
         true
+    }
+
+    /// Records the last history entry the firewall follows, for the writer
+    /// too.
+    fn followed_to(&mut self, history: Option<i64>) {
+        self.history = history;
+        if let (Some(shared), Some(h)) = (&self.followed, history) {
+            shared.store(h, Ordering::Release);
+        }
     }
 
     /// Counts a reconcile of kind `kind` ([`Enforcement::reconciles`]) that
@@ -803,7 +816,7 @@ mod tests {
             writer,
             Passed::default(),
             Duration::from_millis(100),
-            Arc::new(AtomicU64::new(0)),
+            (Arc::new(AtomicU64::new(0)), None),
             shutdown.clone(),
         )
         .unwrap();

@@ -135,7 +135,7 @@ pub(crate) fn spawn_tailers(
         let tailer = Tailer::resume(path.clone(), checkpoint);
         let (tx, shutdown) = (tx.clone(), shutdown.clone());
         let progress = config.fleet.as_ref().is_some_and(|f| f.is_mta_node());
-        handles.push(std::thread::spawn(move || {
+        handles.push(super::spawn("nolist-tail", move || {
             tail_loop(&key, tailer, parser, &tx, poll, progress, &shutdown);
         }));
     }
@@ -261,7 +261,7 @@ pub(crate) fn spawn_refused(
     every: Duration,
     shutdown: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+    super::spawn("nolist-syn", move || {
         let nft = crate::enforce::nft::Nft::new(Vec::new());
         let errors = metrics::counter!(crate::metrics::ENFORCEMENT_ERRORS);
         let mut counts = SynCounts::default();

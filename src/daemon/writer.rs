@@ -34,6 +34,11 @@ const PRUNE: Duration = Duration::from_secs(600);
 /// Engine batches merged into one transaction at most.
 const COALESCE: u64 = 512;
 
+/// Decisions and fleet bans in one transaction at most: half the budget
+/// in flight, so that while the writer commits one half the engine task
+/// fills the other (a bootstrap's pipeline never waits on both at once).
+const COMMIT_WEIGHT: usize = IN_FLIGHT / 2;
+
 /// Writes queued before a sender waits.
 const QUEUE: usize = 256;
 
@@ -41,10 +46,10 @@ const QUEUE: usize = 256;
 /// waits for the rest): a bootstrap adopts bans by the ten thousand, faster
 /// than SQLite stores them, and without a bound millions would wait in the
 /// queue at once (a few hundred bytes each), a peak the heap then keeps.
-pub(crate) const IN_FLIGHT: usize = 20_000;
+pub(crate) const IN_FLIGHT: usize = 40_000;
 
-/// A commit of at least this many decisions and bans gives the memory
-/// freed since back to the system.
+/// Once the queue is empty after commits of at least this many decisions
+/// and bans, the memory freed since goes back to the system.
 const RELEASE_AFTER: usize = 10_000;
 
 /// The writer's page cache ([`Store::cache`]): with millions of bans its
@@ -138,7 +143,7 @@ pub(crate) fn spawn_writer(
     count_bans: bool,
 ) -> (Writer, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Write>(QUEUE);
-    let handle = std::thread::spawn(move || {
+    let handle = super::spawn("nolist-writer", move || {
         let mut applied = 0u64;
         let mut last_sync = Instant::now();
         let mut last_prune: Option<Instant> = None;
@@ -146,6 +151,8 @@ pub(crate) fn spawn_writer(
         // another connection's commits, never with this thread's.
         let mut reported = store.data_version().ok();
         let mut gauge = count_bans.then(BansGauge::default);
+        // Decisions and fleet bans committed since memory was last given back.
+        let mut unreleased = 0usize;
         if let Some(g) = gauge.as_mut() {
             g.update(&store);
         }
@@ -157,19 +164,36 @@ pub(crate) fn spawn_writer(
                     // it can (a fleet node queues one batch per decoy hit).
                     let mut merged = Merged::default();
                     let mut next = Some(write);
+                    let mut drained = false;
                     while let Some(write) = next.take() {
                         match merged.absorb(write) {
                             Some(other) => {
-                                applied += merged.commit(&mut store, fleet.as_deref(), &nudge);
+                                applied += merged.commit(
+                                    &mut store,
+                                    fleet.as_deref(),
+                                    &nudge,
+                                    &mut unreleased,
+                                );
                                 commit(&mut store, other, remember, fleet.as_deref(), &nudge);
                             }
-                            None if merged.batches >= COALESCE => break,
+                            None if merged.batches >= COALESCE
+                                || merged.weight() >= COMMIT_WEIGHT =>
+                            {
+                                break;
+                            }
                             None => {}
                         }
                         next = rx.try_recv().ok();
+                        drained = next.is_none();
                     }
-                    applied += merged.commit(&mut store, fleet.as_deref(), &nudge);
+                    applied += merged.commit(&mut store, fleet.as_deref(), &nudge, &mut unreleased);
                     progress.store(applied, Ordering::Release);
+                    if drained && unreleased >= RELEASE_AFTER {
+                        // After a burst (a bootstrap's): the heap gives
+                        // back what it held for it.
+                        unreleased = 0;
+                        super::zones::release_freed_memory();
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -270,6 +294,11 @@ impl Merged {
         None
     }
 
+    /// The decisions and fleet bans it holds.
+    fn weight(&self) -> usize {
+        self.decisions.len() + self.fleet.bans.len()
+    }
+
     /// Whether committing it changes the bans.
     fn changes_bans(&self) -> bool {
         self.decisions
@@ -280,9 +309,16 @@ impl Merged {
     }
 
     /// Commits what it holds (nothing when empty) and empties; returns how
-    /// many batches that was. A change of the bans moves `nudge`, which
-    /// wakes enforcement at once rather than at its next tick.
-    fn commit(&mut self, store: &mut Store, fleet: Option<&Shared>, nudge: &AtomicU64) -> u64 {
+    /// many batches that was, and adds its weight to `weighed`. A change of
+    /// the bans moves `nudge`, which wakes enforcement at once rather than
+    /// at its next tick.
+    fn commit(
+        &mut self,
+        store: &mut Store,
+        fleet: Option<&Shared>,
+        nudge: &AtomicU64,
+        weighed: &mut usize,
+    ) -> u64 {
         let m = std::mem::take(self);
         if m.batches == 0 {
             return 0;
@@ -311,16 +347,8 @@ impl Merged {
                 }
             }
         }
-        let (batches, big) = (
-            m.batches,
-            m.decisions.len() + m.fleet.bans.len() >= RELEASE_AFTER,
-        );
-        drop(m);
-        if big {
-            // A bootstrap's: the heap gives back what it held for it.
-            super::zones::release_freed_memory();
-        }
-        batches
+        *weighed += m.weight();
+        m.batches
     }
 }
 
@@ -337,7 +365,7 @@ fn commit(
         Write::Batch { .. } => {
             let mut merged = Merged::default();
             merged.absorb(write);
-            merged.commit(store, fleet, nudge);
+            merged.commit(store, fleet, nudge, &mut 0);
         }
         Write::Enforced { backend, applied } => {
             if let Err(e) = store.set_enforced(backend, &applied) {
@@ -457,12 +485,17 @@ mod tests {
             "not a batch: given back"
         );
         let nudge = AtomicU64::new(0);
-        assert_eq!(merged.commit(&mut store, Some(&shared), &nudge), 2);
+        let mut weighed = 0;
         assert_eq!(
-            merged.commit(&mut store, Some(&shared), &nudge),
+            merged.commit(&mut store, Some(&shared), &nudge, &mut weighed),
+            2
+        );
+        assert_eq!(
+            merged.commit(&mut store, Some(&shared), &nudge, &mut weighed),
             0,
             "emptied"
         );
+        assert_eq!(weighed, 0, "two batches of no decision and no ban");
         assert_eq!(nudge.load(Ordering::Relaxed), 0, "no ban changed");
         assert_eq!(store.checkpoint("/log").unwrap().as_deref(), Some("b"));
         let bodies: Vec<String> = store
@@ -511,7 +544,7 @@ mod tests {
         };
         assert!(merged.absorb(write).is_none());
         assert_eq!(budget.available_permits(), 0, "queued: still held");
-        merged.commit(&mut store, None, &AtomicU64::new(0));
+        merged.commit(&mut store, None, &AtomicU64::new(0), &mut 0);
         assert_eq!(
             budget.available_permits(),
             IN_FLIGHT,

@@ -117,20 +117,17 @@ impl Follower {
         if first != self.history + 1 || rows.len() >= HISTORY_BATCH {
             return Ok(false);
         }
-        let mut targets: Vec<IpNet> = rows
+        // Each target once, with the ban it has now (read with the trail).
+        let mut updates: Vec<(IpNet, Option<Listing>)> = rows
             .iter()
-            .filter_map(|(_, t)| t.parse::<IpNet>().ok())
+            .filter_map(|(_, t)| *t)
+            .map(|(target, ban)| {
+                let ban = ban.filter(|b| b.until > now && List::publishes(self.publish, b.source));
+                (target, ban.map(listing))
+            })
             .collect();
-        targets.sort_unstable();
-        targets.dedup();
-        // Read before the set is locked: answering never waits on SQLite.
-        let mut updates = Vec::with_capacity(targets.len());
-        for target in targets {
-            let ban = store
-                .ban_summary(&target)?
-                .filter(|b| b.until > now && List::publishes(self.publish, b.source));
-            updates.push((target, ban.map(listing)));
-        }
+        updates.sort_unstable_by_key(|u| u.0);
+        updates.dedup_by_key(|u| u.0);
         let mut set = list.write();
         for (target, listing) in updates {
             match listing {
@@ -195,43 +192,51 @@ pub fn spawn(
     every: Duration,
     shutdown: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut follower = Follower::new();
-        let mut logged: Option<String> = None;
-        let mut nudged = nudge.as_ref().map(|n| n.load(Ordering::Acquire));
-        let listed = metrics::gauge!(crate::metrics::DNSBL_LISTED);
-        while !shutdown.is_cancelled() {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                poll(&mut follower, &access, &list)
-            }))
-            .unwrap_or_else(|_| Err("the DNSBL feed panicked; it goes on at the next poll".into()));
-            #[allow(clippy::cast_precision_loss)] // a count of listings
-            listed.set(list.read().len() as f64);
-            match outcome {
-                Ok(()) => {
-                    if logged.take().is_some() {
-                        tracing::info!(listed = list.read().len(), "dnsbl: reading the bans again");
+    let spawned = std::thread::Builder::new()
+        .name("nolist-dnsbl".into())
+        .spawn(move || {
+            let mut follower = Follower::new();
+            let mut logged: Option<String> = None;
+            let mut nudged = nudge.as_ref().map(|n| n.load(Ordering::Acquire));
+            let listed = metrics::gauge!(crate::metrics::DNSBL_LISTED);
+            while !shutdown.is_cancelled() {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    poll(&mut follower, &access, &list)
+                }))
+                .unwrap_or_else(|_| {
+                    Err("the DNSBL feed panicked; it goes on at the next poll".into())
+                });
+                #[allow(clippy::cast_precision_loss)] // a count of listings
+                listed.set(list.read().len() as f64);
+                match outcome {
+                    Ok(()) => {
+                        if logged.take().is_some() {
+                            tracing::info!(
+                                listed = list.read().len(),
+                                "dnsbl: reading the bans again"
+                            );
+                        }
                     }
+                    Err(message) if logged.as_ref() != Some(&message) => {
+                        tracing::warn!("dnsbl: {message}");
+                        logged = Some(message);
+                    }
+                    Err(_) => {}
                 }
-                Err(message) if logged.as_ref() != Some(&message) => {
-                    tracing::warn!("dnsbl: {message}");
-                    logged = Some(message);
+                let deadline = Instant::now() + every;
+                while Instant::now() < deadline && !shutdown.is_cancelled() {
+                    let now = nudge.as_ref().map(|n| n.load(Ordering::Acquire));
+                    if now != nudged {
+                        nudged = now;
+                        break;
+                    }
+                    std::thread::sleep(
+                        NUDGE_POLL.min(deadline.saturating_duration_since(Instant::now())),
+                    );
                 }
-                Err(_) => {}
             }
-            let deadline = Instant::now() + every;
-            while Instant::now() < deadline && !shutdown.is_cancelled() {
-                let now = nudge.as_ref().map(|n| n.load(Ordering::Acquire));
-                if now != nudged {
-                    nudged = now;
-                    break;
-                }
-                std::thread::sleep(
-                    NUDGE_POLL.min(deadline.saturating_duration_since(Instant::now())),
-                );
-            }
-        }
-    })
+        });
+    spawned.expect("the system refused to start a thread")
 }
 
 /// One sync through `access`; the error as the line to log.

@@ -12,7 +12,9 @@ use ipnet::IpNet;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{BanRecord, Store, StoreError, cached, commit_tx, history, in_tx, upsert_ban};
+use super::{
+    BanRecord, Store, StoreError, cached, commit_tx, history, in_tx, trim_history, upsert_ban,
+};
 use crate::bans::Decision;
 
 /// One unpublished message of this node.
@@ -111,6 +113,7 @@ impl Store {
         fleet: &FleetWrite,
         now: i64,
     ) -> Result<(), StoreError> {
+        let floor = self.history_floor();
         in_tx(&mut self.conn, |tx| {
             commit_tx(tx, decisions, deliveries, None, now)?;
             for (path, state) in checkpoints {
@@ -140,7 +143,7 @@ impl Store {
                     params![format!("applied:{node}"), seq.to_string()],
                 )?;
             }
-            Ok(())
+            trim_history(tx, floor)
         })
         .map_err(|e| self.err(e))
     }

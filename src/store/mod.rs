@@ -10,6 +10,8 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -27,6 +29,11 @@ pub use fleet::{FleetState, FleetWrite, OutboxRow};
 pub const DB_FILE: &str = "nolist.db";
 /// Decisions kept in the history table.
 pub const HISTORY_ROWS: i64 = 100_000;
+/// Decisions kept at most while enforcement has not read them
+/// ([`Store::keep_history_after`]): a fleet bootstrap writes millions in
+/// seconds, and a trail trimmed before enforcement followed it makes
+/// enforcement read every ban again, more than once.
+pub const HISTORY_MOST: i64 = 2_500_000;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +145,17 @@ pub struct BanSummary {
 /// A row of `target, until, hits, offence, source`; `None` when the target
 /// does not parse.
 fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(IpNet, BanSummary)>> {
-    let net = match row.get_ref(0)? {
+    Ok(ban_at(row, 0)?.and_then(|(net, ban)| Some((net, ban?))))
+}
+
+/// The columns `target, until, hits, offence, source` of `row` from
+/// column `first` on: the target (`None` when it does not parse) and its
+/// ban (`None` when `until` is NULL: an outer join found none).
+fn ban_at(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Option<(IpNet, Option<BanSummary>)>> {
+    let net = match row.get_ref(first)? {
         rusqlite::types::ValueRef::Text(text) => std::str::from_utf8(text)
             .ok()
             .and_then(|t| t.parse::<IpNet>().ok()),
@@ -147,19 +164,33 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(IpNet, BanSummar
     let Some(net) = net else {
         return Ok(None);
     };
-    let source = match row.get_ref(4)? {
+    let Some(until) = row.get(first + 1)? else {
+        return Ok(Some((net, None)));
+    };
+    let source = match row.get_ref(first + 4)? {
         rusqlite::types::ValueRef::Text(b"manual") => Source::Manual,
         _ => Source::Engine,
     };
-    Ok(Some((
-        net,
-        BanSummary {
-            until: row.get(1)?,
-            hits: row.get(2)?,
-            offence: row.get(3)?,
-            source,
-        },
-    )))
+    let ban = BanSummary {
+        until,
+        hits: row.get(first + 2)?,
+        offence: row.get(first + 3)?,
+        source,
+    };
+    Ok(Some((net, Some(ban))))
+}
+
+/// A history entry as [`Store::ban_history_after`] reads it: its number,
+/// and the target it names with the ban on it now.
+pub type Trailed = (i64, Option<(IpNet, Option<BanSummary>)>);
+
+/// A row of `id, names a ban, target, until, hits, offence, source`.
+fn trailed(row: &rusqlite::Row<'_>) -> rusqlite::Result<Trailed> {
+    let id = row.get(0)?;
+    if !row.get::<_, bool>(1)? {
+        return Ok((id, None));
+    }
+    Ok((id, ban_at(row, 2)?))
 }
 
 /// Counts for `nolist status`.
@@ -209,6 +240,9 @@ pub struct CheckpointRow {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The last history entry enforcement has read, when it follows the
+    /// history (see [`Store::keep_history_after`]).
+    followed: Option<Arc<AtomicI64>>,
 }
 
 /// Schema migrations; entry `i` takes version `i` to `i + 1`.
@@ -307,6 +341,30 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
 ",
+    "
+    -- A fleet node bootstraps millions of bans: each one inserted at a
+    -- random place of three large B-trees (bans, bans_until, offences) made
+    -- a commit rewrite most of their pages. An engine ban now keeps its
+    -- offence count in its own row while it is in force; the count goes to
+    -- offences when the row leaves or is replaced, by triggers, whoever
+    -- deletes it (expiry, an unban, `nolist bans remove`). Nothing needs
+    -- the bans ordered by end any more: the index goes.
+    DROP INDEX IF EXISTS bans_until;
+    CREATE TRIGGER IF NOT EXISTS bans_offence_deleted AFTER DELETE ON bans
+        WHEN OLD.source = 'engine'
+        BEGIN
+            INSERT INTO offences (target, offence, until) VALUES (OLD.target, OLD.offence, OLD.until)
+            ON CONFLICT(target) DO UPDATE SET offence = max(offence, excluded.offence),
+                until = max(until, excluded.until);
+        END;
+    CREATE TRIGGER IF NOT EXISTS bans_offence_replaced AFTER UPDATE ON bans
+        WHEN OLD.source = 'engine'
+        BEGIN
+            INSERT INTO offences (target, offence, until) VALUES (OLD.target, OLD.offence, OLD.until)
+            ON CONFLICT(target) DO UPDATE SET offence = max(offence, excluded.offence),
+                until = max(until, excluded.until);
+        END;
+",
 ];
 
 /// Puts the database in WAL mode. The switch of a new store takes an
@@ -385,7 +443,11 @@ impl Store {
             }
             tx.commit().map_err(sql)?;
         }
-        Ok(Store { conn, path })
+        Ok(Store {
+            conn,
+            path,
+            followed: None,
+        })
     }
 
     /// Opens the store in `state_dir` for reading only (`nolist bans list`,
@@ -433,7 +495,11 @@ impl Store {
         if version == 0 {
             return Err(StoreError::NotAStore { path });
         }
-        Ok(Store { conn, path })
+        Ok(Store {
+            conn,
+            path,
+            followed: None,
+        })
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -481,7 +547,27 @@ impl Store {
 
     /// Records the engine's decisions in one transaction.
     pub fn apply(&mut self, decisions: &[Decision]) -> Result<(), StoreError> {
-        in_tx(&mut self.conn, |tx| apply_decisions(tx, decisions)).map_err(|e| self.err(e))
+        let floor = self.history_floor();
+        in_tx(&mut self.conn, |tx| {
+            apply_decisions(tx, decisions)?;
+            trim_history(tx, floor)
+        })
+        .map_err(|e| self.err(e))
+    }
+
+    /// Trims the history this connection writes no further than entry
+    /// `followed` (the last one enforcement read, moved as it reads; at
+    /// most [`HISTORY_MOST`] entries kept): what enforcement has not read
+    /// yet stays, so it follows the bans rather than read them all.
+    pub fn keep_history_after(&mut self, followed: Arc<AtomicI64>) {
+        self.followed = Some(followed);
+    }
+
+    /// The last history entry that trimming may remove for enforcement.
+    fn history_floor(&self) -> i64 {
+        self.followed
+            .as_ref()
+            .map_or(i64::MAX, |f| f.load(Ordering::Acquire))
     }
 
     /// The daemon's write: decisions, remembered deliveries and a log
@@ -494,23 +580,30 @@ impl Store {
         checkpoint: Option<(&str, &str)>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let floor = self.history_floor();
         in_tx(&mut self.conn, |tx| {
-            commit_tx(tx, decisions, deliveries, checkpoint, now)
+            commit_tx(tx, decisions, deliveries, checkpoint, now)?;
+            trim_history(tx, floor)
         })
         .map_err(|e| self.err(e))
     }
 
     /// The bans in force at `now`, soonest to expire first.
     pub fn bans(&self, now: i64) -> Result<Vec<BanRecord>, StoreError> {
-        self.bans_where("until > ?1", now)
+        self.bans_where("until > ?1", now, "ORDER BY until, target")
     }
 
     /// The bans of the rows that `condition` (with `?1` = `param`) selects,
-    /// soonest to expire first.
-    fn bans_where(&self, condition: &str, param: i64) -> Result<Vec<BanRecord>, StoreError> {
+    /// in the order `order` names (SQL).
+    fn bans_where(
+        &self,
+        condition: &str,
+        param: i64,
+        order: &str,
+    ) -> Result<Vec<BanRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT target, since, until, reason, hits, offence, source FROM bans WHERE {condition} ORDER BY until, target"))
+            .prepare(&format!("SELECT target, since, until, reason, hits, offence, source FROM bans WHERE {condition} {order}"))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![param], |r| {
@@ -553,9 +646,9 @@ impl Store {
     }
 
     /// The engine's bans in force at `now` (what a restart gives back to
-    /// the engine), without reading the operators' bans.
+    /// the engine), without reading the operators' bans; in no order.
     pub fn engine_bans(&self, now: i64) -> Result<Vec<BanRecord>, StoreError> {
-        self.bans_where("until > ?1 AND source = 'engine'", now)
+        self.bans_where("until > ?1 AND source = 'engine'", now, "")
     }
 
     /// Forgets bans that ended before `now`.
@@ -565,8 +658,10 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Offence counts of clients whose latest engine ban ends at or after
-    /// `since`: target, count, end of that ban.
+    /// Offence counts of clients whose engine ban left the store (it
+    /// ended, was lifted, or an operator's replaced it) and ends at or
+    /// after `since`: target, count, end of that ban. A ban in force keeps
+    /// its count in its own row ([`Store::engine_bans`]).
     pub fn offences(&self, since: i64) -> Result<Vec<(IpNet, u32, i64)>, StoreError> {
         let rows = self.net_rows(
             "SELECT target, offence, until FROM offences WHERE until >= ?1 ORDER BY target",
@@ -736,42 +831,29 @@ impl Store {
     }
 
     /// The ban and unban decisions recorded after history entry `after`,
-    /// at most `limit`, oldest first: `(entry, target)`. The first entry
-    /// is not `after + 1` when the history was trimmed past it meanwhile.
-    pub fn ban_history_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    /// at most `limit`, oldest first: each entry's number and, for a ban or
+    /// an unban, its target and the ban on that target now, if any (read
+    /// in the same statement: one pass over the page, not a query per
+    /// target). The first entry is not `after + 1` when the history was
+    /// trimmed past it meanwhile; other entries (retry exemptions, and a
+    /// target this nolist cannot read) keep their place with no target.
+    pub fn ban_history_after(&self, after: i64, limit: usize) -> Result<Vec<Trailed>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, action, target FROM history WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT h.id, h.action IN ('ban', 'unban'), h.target, b.until, b.hits,
+                        b.offence, b.source
+                 FROM history h LEFT JOIN bans b ON b.target = h.target
+                 WHERE h.id > ?1 ORDER BY h.id LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                },
-            )
+        let mut rows = stmt
+            .query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)])
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, action, target) = row.map_err(|e| self.err(e))?;
-            // Other entries (retry exemptions) keep their place: the ids
-            // show whether the history was trimmed.
-            let target = if action == "ban" || action == "unban" {
-                target
-            } else {
-                String::new()
-            };
-            out.push((id, target));
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let entry = trailed(row).map_err(|e| self.err(e))?;
+            out.push(entry);
         }
         Ok(out)
     }
@@ -912,14 +994,12 @@ fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> ru
                     offence: d.offence,
                     source: Source::Engine,
                 };
-                upsert_ban(tx, &ban)?;
-                cached(
-                    tx,
-                    "INSERT INTO offences (target, offence, until) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(target) DO UPDATE SET offence = max(offence, excluded.offence),
-                         until = max(until, excluded.until)",
-                    params![text, ban.offence, ban.until],
-                )?;
+                // The count is in the ban's row while it is in force (see
+                // the last migration); an operator's ban of the target keeps
+                // its row, so the count goes straight to offences.
+                if upsert_ban(tx, &ban)? == 0 {
+                    record_offence(tx, &text, ban.offence, ban.until)?;
+                }
                 history(tx, d.at, "ban", &text, d.until, &d.reason)?;
             }
             Action::Unban => {
@@ -942,7 +1022,7 @@ fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> ru
             }
         }
     }
-    trim_history(tx)
+    Ok(())
 }
 
 /// Runs `f` in one transaction: all of it is committed, or none.
@@ -985,7 +1065,26 @@ fn in_tx<T>(
     Ok(value)
 }
 
-fn upsert_ban(tx: &rusqlite::Transaction<'_>, ban: &BanRecord) -> rusqlite::Result<()> {
+/// Raises the remembered offence count of `target` (never lowers it).
+fn record_offence(
+    tx: &rusqlite::Transaction<'_>,
+    target: &str,
+    offence: u32,
+    until: i64,
+) -> rusqlite::Result<()> {
+    cached(
+        tx,
+        "INSERT INTO offences (target, offence, until) VALUES (?1, ?2, ?3)
+         ON CONFLICT(target) DO UPDATE SET offence = max(offence, excluded.offence),
+             until = max(until, excluded.until)",
+        params![target, offence, until],
+    )
+    .map(drop)
+}
+
+/// Inserts or replaces the ban on its target, unless that would replace
+/// an operator's ban with the engine's; returns the rows written (0 or 1).
+fn upsert_ban(tx: &rusqlite::Transaction<'_>, ban: &BanRecord) -> rusqlite::Result<usize> {
     cached(tx,
 
         "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -1002,7 +1101,6 @@ fn upsert_ban(tx: &rusqlite::Transaction<'_>, ban: &BanRecord) -> rusqlite::Resu
             ban.source.as_str()
         ],
     )
-    .map(drop)
 }
 
 fn history(
@@ -1032,11 +1130,13 @@ fn cached(
     tx.prepare_cached(sql)?.execute(params)
 }
 
-/// Keeps the history bounded.
-fn trim_history(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+/// Keeps the history bounded: the last [`HISTORY_ROWS`] entries, and
+/// those after entry `floor` up to [`HISTORY_MOST`].
+fn trim_history(tx: &rusqlite::Transaction<'_>, floor: i64) -> rusqlite::Result<()> {
     tx.execute(
-        "DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?1",
-        params![HISTORY_ROWS],
+        "DELETE FROM history WHERE id <= (SELECT max(min(last - ?1, ?2), last - ?3)
+             FROM (SELECT max(id) AS last FROM history))",
+        params![HISTORY_ROWS, floor, HISTORY_MOST],
     )
     .map(drop)
 }

@@ -187,6 +187,47 @@ fn history_stays_bounded() {
     assert!(store.status(T0, 1).unwrap().decisions <= HISTORY_ROWS + 1);
 }
 
+/// What enforcement has not read yet is kept beyond the usual bound (up
+/// to `HISTORY_MOST`), and trimmed once it has read it.
+#[test]
+fn history_enforcement_has_not_read_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let followed = Arc::new(AtomicI64::new(i64::MAX));
+    store.keep_history_after(followed.clone());
+    let fill = |store: &Store, rows: i64| {
+        store
+            .conn
+            .execute_batch(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+                 INSERT INTO history (at, action, target, reason) SELECT i, 'ban', 'x', 'y' FROM n;"
+            ))
+            .unwrap();
+    };
+    let decisions = |store: &Store| store.status(T0, 1).unwrap().decisions;
+    fill(&store, HISTORY_ROWS + 500);
+    // Enforcement has read the first 100 entries.
+    followed.store(100, Ordering::Release);
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    assert_eq!(decisions(&store), HISTORY_ROWS + 401, "entries 101 on kept");
+    assert_eq!(store.ban_history_after(100, 1).unwrap()[0].0, 101);
+    // Read up to the end: the usual bound.
+    followed.store(store.history_last().unwrap(), Ordering::Release);
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.10", T0)])
+        .unwrap();
+    assert_eq!(decisions(&store), HISTORY_ROWS);
+    // Never read again: kept up to the most, not beyond.
+    followed.store(0, Ordering::Release);
+    fill(&store, HISTORY_MOST);
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.11", T0)])
+        .unwrap();
+    assert_eq!(decisions(&store), HISTORY_MOST);
+}
+
 /// A failure in the middle of a batch (here: a trigger that aborts the
 /// second ban) leaves nothing of the batch behind.
 #[test]
@@ -268,8 +309,13 @@ fn offence_counts_outlive_the_ban_until_pruned() {
     store
         .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
         .unwrap();
+    // While the ban is in force, its row has the count.
+    assert!(store.offences(T0).unwrap().is_empty());
     store.apply(&[second]).unwrap();
-    // A replayed older decision never lowers the count.
+    let bans = store.engine_bans(T0).unwrap();
+    assert_eq!((bans.len(), bans[0].offence), (1, 2));
+    // A replayed older decision never lowers the count: the row it
+    // replaces leaves it in offences.
     store
         .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
         .unwrap();
@@ -283,6 +329,87 @@ fn offence_counts_outlive_the_ban_until_pruned() {
     assert_eq!(store.prune_offences(until).unwrap(), 0);
     assert_eq!(store.prune_offences(until + 1).unwrap(), 1);
     assert!(store.offences(0).unwrap().is_empty());
+}
+
+/// However an engine ban leaves the `bans` table, its count stays in
+/// `offences`: an unban, `nolist bans remove`, an operator's ban of the
+/// same target; and an engine ban the operator's ban keeps out is counted.
+#[test]
+fn every_way_out_of_bans_keeps_the_offence_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let third = |ip: &str| {
+        let mut d = decision(Action::Ban, ip, T0);
+        d.offence = 3;
+        d
+    };
+    store
+        .apply(&[third("192.0.2.1"), third("192.0.2.2"), third("192.0.2.3")])
+        .unwrap();
+    store.add_ban(&manual("192.0.2.4")).unwrap();
+    assert!(store.offences(0).unwrap().is_empty());
+    store
+        .apply(&[
+            decision(Action::Unban, "192.0.2.1", T0 + 1),
+            third("192.0.2.4"),
+        ])
+        .unwrap();
+    let host = |ip: &str| parse_target(ip).unwrap();
+    assert!(
+        store
+            .remove_ban(&host("192.0.2.2"), T0 + 1, "by hand")
+            .unwrap()
+    );
+    store.add_ban(&manual("192.0.2.3")).unwrap();
+    let counted: Vec<(IpNet, u32)> = store
+        .offences(0)
+        .unwrap()
+        .into_iter()
+        .map(|(t, n, _)| (t, n))
+        .collect();
+    let expect: Vec<(IpNet, u32)> = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]
+        .into_iter()
+        .map(|ip| (host(ip), 3))
+        .collect();
+    assert_eq!(counted, expect);
+    // The operator's bans stay theirs.
+    let bans = store.bans(T0 + 2).unwrap();
+    assert!(bans.iter().all(|b| b.source == Source::Manual), "{bans:?}");
+}
+
+/// The store before the offence counts moved into the ban rows: its index
+/// on `until` goes, and the counts of the bans it holds stay readable.
+#[test]
+fn the_offence_rows_migration_drops_the_end_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let index = |store: &Store| -> i64 {
+        store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'bans_until'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(index(&store), 0);
+    store
+        .conn
+        .execute_batch(
+            "DROP TRIGGER bans_offence_deleted; DROP TRIGGER bans_offence_replaced;
+             CREATE INDEX bans_until ON bans(until);
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+    store
+        .apply(&[decision(Action::Ban, "203.0.113.9", T0)])
+        .unwrap();
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(index(&store), 0);
+    assert_eq!(store.expire(T0 + 2 * 86_400).unwrap(), 1);
+    assert_eq!(store.offences(0).unwrap().len(), 1);
 }
 
 #[test]

@@ -314,3 +314,57 @@ fn cursors_belong_to_their_epoch_and_outbox_rows_carry_their_compaction() {
     );
     assert!(outgoing(&me, 13, "{\"kind\":\"launch\"}", NOW, 24, 64).is_none());
 }
+
+/// A bootstrap hands the engine the IPv4 engine bans in address order
+/// (the store then writes along its B-tree), then everything else as it
+/// came; nothing is lost or changed on the way.
+#[tokio::test]
+async fn a_bootstrap_hands_over_the_addresses_in_order_and_the_rest_after() {
+    let mut checker = Checker::default();
+    let mut state = Collected::default();
+    let entries = [
+        StateEntry::Ban("198.51.100.9/32".into(), NOW + 60),
+        StateEntry::Ban("2001:db8::1/128".into(), NOW + 60),
+        StateEntry::Delivery("203.0.113.0/24".into(), NOW - 5),
+        StateEntry::Ban("10.0.0.1/32".into(), NOW + 70),
+        StateEntry::Ban("192.0.2.0/24".into(), NOW + 60),
+        StateEntry::ManualBan("192.0.2.200/32".into(), NOW + 60),
+        StateEntry::Ban("9.255.255.255/32".into(), NOW + 80),
+    ];
+    for e in entries {
+        state.push(checker.state(e, NOW).unwrap());
+    }
+    let (tx, mut rx) = mpsc::channel(64);
+    assert_eq!(state.hand_over(&tx).await, 7);
+    drop(tx);
+    let mut got = Vec::new();
+    while let Some(Inbound::State(items)) = rx.recv().await {
+        for item in items {
+            let Item::Message(m) = item else {
+                panic!("{item:?}")
+            };
+            got.push(match m.body {
+                Body::Ban {
+                    target,
+                    until,
+                    source,
+                    ..
+                } => format!("{source:?} {target} {}", until - NOW),
+                Body::Delivery { ip, .. } => format!("delivery {ip}"),
+                other => panic!("{other:?}"),
+            });
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            "Engine 9.255.255.255/32 80",
+            "Engine 10.0.0.1/32 70",
+            "Engine 198.51.100.9/32 60",
+            "Engine 2001:db8::1/128 60",
+            "delivery 203.0.113.0",
+            "Engine 192.0.2.0/24 60",
+            "Manual 192.0.2.200/32 60",
+        ]
+    );
+}

@@ -67,8 +67,12 @@ fn is_host(net: &IpNet) -> bool {
 pub(super) enum Trail {
     /// Nothing was recorded since.
     Unchanged,
-    /// The hosts whose bans changed (sorted, once each), up to entry `last`.
-    Hosts { hosts: Vec<IpNet>, last: i64 },
+    /// The hosts whose bans changed (sorted, once each), with the end of
+    /// the ban each has now (if any), up to entry `last`.
+    Hosts {
+        hosts: Vec<(IpNet, Option<i64>)>,
+        last: i64,
+    },
     /// Follow no further: read every ban (see the module comment).
     Broken,
 }
@@ -89,38 +93,36 @@ pub(super) fn trail(store: &Store, after: i64) -> Result<Trail, StoreError> {
     let last = rows.last().map_or(after, |r| r.0);
     let mut hosts = Vec::with_capacity(rows.len());
     // Entries of no ban (retry exemptions) name no target here.
-    for target in rows.iter().map(|r| &r.1).filter(|t| !t.is_empty()) {
-        let Ok(net) = target.parse::<IpNet>() else {
-            continue;
-        };
+    for (net, ban) in rows.into_iter().filter_map(|r| r.1) {
         if !is_host(&net) {
             return Ok(Trail::Broken);
         }
-        hosts.push(net);
+        hosts.push((net, ban.map(|b| b.until)));
     }
-    hosts.sort_unstable();
-    hosts.dedup();
+    // Entries of one host read its one ban: any of them will do.
+    hosts.sort_unstable_by_key(|h| h.0);
+    hosts.dedup_by_key(|h| h.0);
     Ok(Trail::Hosts { hosts, last })
 }
 
-/// What to enforce of `hosts` at `now`: each one's ban in force, unless a
-/// network ban covers it.
+/// What to enforce of the `hosts` a trail names at `now` (pure): each
+/// one's ban in force, unless a network ban covers it.
 pub(super) fn desired(
-    store: &Store,
-    hosts: &[IpNet],
+    hosts: &[(IpNet, Option<i64>)],
     networks: &Networks,
     now: i64,
-) -> Result<Vec<Target>, StoreError> {
-    let mut out = Vec::new();
-    for host in hosts.iter().filter(|h| !networks.cover(h, now)) {
-        if let Some(ban) = store.ban_summary(host)?.filter(|b| b.until > now) {
-            out.push(Target {
-                net: *host,
-                remaining: u64::try_from(ban.until - now).unwrap_or(1).max(1),
-            });
-        }
-    }
-    Ok(out)
+) -> Vec<Target> {
+    hosts
+        .iter()
+        .filter(|(host, _)| !networks.cover(host, now))
+        .filter_map(|&(net, until)| {
+            let until = until.filter(|u| *u > now)?;
+            Some(Target {
+                net,
+                remaining: u64::try_from(until - now).unwrap_or(1).max(1),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -178,14 +180,17 @@ mod tests {
         assert_eq!(
             trail(&store, 0).unwrap(),
             Trail::Hosts {
-                hosts: vec![net("192.0.2.7/32"), net("192.0.2.8/32")],
+                hosts: vec![
+                    (net("192.0.2.7/32"), None),
+                    (net("192.0.2.8/32"), Some(NOW + 60))
+                ],
                 last: 3
             }
         );
         assert_eq!(
             trail(&store, 2).unwrap(),
             Trail::Hosts {
-                hosts: vec![net("192.0.2.7/32")],
+                hosts: vec![(net("192.0.2.7/32"), None)],
                 last: 3
             }
         );
@@ -205,19 +210,29 @@ mod tests {
         ban(&mut store, "192.0.2.7/32", NOW + 60);
         ban(&mut store, "192.0.2.8/32", NOW - 1);
         ban(&mut store, "198.51.100.9/32", NOW + 600);
-        let nets = Networks::of(&[(net("198.51.100.0/24"), NOW + 60)]);
-        let hosts = [
-            net("192.0.2.7/32"),
-            net("192.0.2.8/32"),
-            net("192.0.2.9/32"),
-            net("198.51.100.9/32"),
-        ];
+        ban(&mut store, "192.0.2.9/32", NOW + 60);
+        store.remove_ban(&net("192.0.2.9/32"), NOW, "test").unwrap();
+        let Trail::Hosts { hosts, last: 5 } = trail(&store, 0).unwrap() else {
+            panic!("a trail of five entries");
+        };
         assert_eq!(
-            desired(&store, &hosts, &nets, NOW).unwrap(),
+            hosts,
+            [
+                (net("192.0.2.7/32"), Some(NOW + 60)),
+                (net("192.0.2.8/32"), Some(NOW - 1)),
+                (net("192.0.2.9/32"), None),
+                (net("198.51.100.9/32"), Some(NOW + 600)),
+            ],
+            "each host once, with the ban it has now"
+        );
+        let nets = Networks::of(&[(net("198.51.100.0/24"), NOW + 60)]);
+        assert_eq!(
+            desired(&hosts, &nets, NOW),
             [Target {
                 net: net("192.0.2.7/32"),
                 remaining: 60
-            }]
+            }],
+            "ended, lifted and covered by a network: nothing of those"
         );
     }
 }

@@ -3,8 +3,15 @@
 //! those take 8 bytes (the address, and the expiry in tenths of a second
 //! since the map was made) instead of an `IpNet` and an `Instant` (40 with
 //! padding); anything else is kept as it is.
+//!
+//! The addresses are kept in order: every caller asks for them in address
+//! order (the folded bans of a reconcile, the sorted hosts a followed
+//! change names), so consecutive lookups land in the same few tree nodes,
+//! already in the CPU's cache, where a hash map of millions makes each one
+//! a cache miss (a quarter of the enforcement thread's time in a fleet
+//! bootstrap of 2,000,000 bans); and the elements come out sorted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -20,7 +27,7 @@ const TICK: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 pub(super) struct Expiries {
     base: Instant,
-    hosts4: HashMap<u32, u32>,
+    hosts4: BTreeMap<u32, u32>,
     other: HashMap<IpNet, u32>,
 }
 
@@ -37,7 +44,7 @@ impl Expiries {
     pub(super) fn new(base: Instant) -> Expiries {
         Expiries {
             base,
-            hosts4: HashMap::new(),
+            hosts4: BTreeMap::new(),
             other: HashMap::new(),
         }
     }
@@ -85,7 +92,7 @@ impl Expiries {
         self.other.retain(|_, t| *t > gone);
     }
 
-    /// Every element.
+    /// Every element: the IPv4 addresses in order, then the rest.
     pub(super) fn nets(&self) -> Vec<IpNet> {
         let hosts = self
             .hosts4
