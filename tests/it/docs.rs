@@ -107,6 +107,7 @@ fn the_path_check_reads_paths_not_look_alikes() {
         ("examples/*.yaml;", Some("examples/")),
         ("(src/store/serials.rs),", Some("src/store/serials.rs")),
         ("examples/classic.yaml:3:5:", Some("examples/classic.yaml")),
+        (".cargo/config.toml.", Some(".cargo/config.toml")),
         ("A/AAAA", None),
         ("nolist.plan/1", None),
         ("192.0.2.0/24", None),
@@ -198,7 +199,10 @@ fn link_targets(line: &str) -> Vec<String> {
 /// checked by its directory, a `file:line:col` by its file.
 fn doc_path(word: &str, root: &std::path::Path) -> Option<String> {
     const TRIM: &[char] = &['"', '\'', '.', ',', ';', ':', '!', '?', '(', ')', '[', ']'];
-    let mut word = word.trim_matches(TRIM);
+    // A leading dot is part of a name (`.cargo/config.toml`), a trailing
+    // one ends a sentence.
+    const LEAD: &[char] = &['"', '\'', ',', ';', ':', '!', '?', '(', ')', '[', ']'];
+    let mut word = word.trim_start_matches(LEAD).trim_end_matches(TRIM);
     // A position suffix: `:12` or `:12:5`.
     while let Some((head, tail)) = word.rsplit_once(':') {
         if tail.is_empty() || !tail.bytes().all(|c| c.is_ascii_digit()) {
@@ -206,7 +210,7 @@ fn doc_path(word: &str, root: &std::path::Path) -> Option<String> {
         }
         word = head;
     }
-    let word = word.trim_matches(TRIM);
+    let word = word.trim_start_matches(LEAD).trim_end_matches(TRIM);
     let scheme = word.split_once(':').is_some_and(|(s, _)| {
         s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"+.-".contains(&c))
