@@ -980,46 +980,131 @@ impl Store {
 }
 
 fn apply_decisions(tx: &rusqlite::Transaction<'_>, decisions: &[Decision]) -> rusqlite::Result<()> {
-    for d in decisions {
-        let target = IpNet::from(d.ip);
-        match d.action {
-            Action::Ban => {
-                let text = target.to_string();
-                let ban = BanRecord {
-                    target,
-                    since: d.at,
-                    until: d.until.unwrap_or(d.at),
-                    reason: d.reason.clone(),
-                    hits: d.hits,
-                    offence: d.offence,
-                    source: Source::Engine,
-                };
-                // The count is in the ban's row while it is in force (see
-                // the last migration); an operator's ban of the target keeps
-                // its row, so the count goes straight to offences.
-                if upsert_ban(tx, &ban)? == 0 {
-                    record_offence(tx, &text, ban.offence, ban.until)?;
-                }
-                history(tx, d.at, "ban", &text, d.until, &d.reason)?;
+    let mut rest = decisions;
+    while let Some(d) = rest.first() {
+        // Bans in runs of BAN_ROWS, one statement each; anything else, and
+        // what is left of a run, one at a time.
+        let run = rest.iter().take_while(|d| d.action == Action::Ban).count();
+        let whole = run - run % BAN_ROWS;
+        if whole > 0 {
+            for chunk in rest[..whole].chunks_exact(BAN_ROWS) {
+                insert_bans(tx, chunk)?;
             }
-            Action::Unban => {
-                cached(
-                    tx,
-                    "DELETE FROM bans WHERE target = ?1 AND source = 'engine'",
-                    params![target.to_string()],
-                )?;
-                history(tx, d.at, "unban", &target.to_string(), None, &d.reason)?;
-            }
-            Action::RetryExempt => {
-                let network = d.network.unwrap_or(target).to_string();
-                cached(tx,
+            rest = &rest[whole..];
+        } else {
+            apply_decision(tx, d)?;
+            rest = &rest[1..];
+        }
+    }
+    Ok(())
+}
 
-                    "INSERT INTO retries (network, at, client) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(network) DO UPDATE SET at = max(at, excluded.at), client = excluded.client",
-                    params![network, d.at, d.ip.to_string()],
-                )?;
-                history(tx, d.at, "retry", &network, d.until, &d.reason)?;
+/// Engine bans stored by one statement, and their history by another: a
+/// statement on `bans` (which has triggers) journals each page it changes
+/// once, so one row per statement copied a page for every ban (a fleet
+/// bootstrap stores millions).
+const BAN_ROWS: usize = 64;
+
+/// The upsert of a ban: an operator's ban of the target is kept (an
+/// engine ban never replaces it).
+const BAN_UPSERT: &str = "ON CONFLICT(target) DO UPDATE SET since = excluded.since, until = excluded.until,
+    reason = excluded.reason, hits = excluded.hits, offence = excluded.offence, source = excluded.source
+    WHERE bans.source <> 'manual' OR excluded.source = 'manual'";
+
+/// [`BAN_ROWS`] engine bans (`chunk`, every one a ban) as [`apply_decision`]
+/// stores them one by one.
+fn insert_bans(tx: &rusqlite::Transaction<'_>, chunk: &[Decision]) -> rusqlite::Result<()> {
+    static SQL: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+        let rows = |row: &str| vec![row; BAN_ROWS].join(", ");
+        (
+            format!(
+                "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES {} {BAN_UPSERT} RETURNING target",
+                rows("(?, ?, ?, ?, ?, ?, 'engine')")
+            ),
+            format!(
+                "INSERT INTO history (at, action, target, until, reason) VALUES {}",
+                rows("(?, 'ban', ?, ?, ?)")
+            ),
+        )
+    });
+    let texts: Vec<String> = chunk
+        .iter()
+        .map(|d| IpNet::from(d.ip).to_string())
+        .collect();
+    let mut bans = tx.prepare_cached(&SQL.0)?;
+    for (i, (d, text)) in chunk.iter().zip(&texts).enumerate() {
+        let at = i * 6;
+        bans.raw_bind_parameter(at + 1, text)?;
+        bans.raw_bind_parameter(at + 2, d.at)?;
+        bans.raw_bind_parameter(at + 3, d.until.unwrap_or(d.at))?;
+        bans.raw_bind_parameter(at + 4, &d.reason)?;
+        bans.raw_bind_parameter(at + 5, d.hits)?;
+        bans.raw_bind_parameter(at + 6, d.offence)?;
+    }
+    // The rows written; a target missing here kept its operator's ban.
+    let mut written = std::collections::HashSet::with_capacity(chunk.len());
+    let mut rows = bans.raw_query();
+    while let Some(row) = rows.next()? {
+        written.insert(row.get::<_, String>(0)?);
+    }
+    drop(rows);
+    drop(bans);
+    for (d, text) in chunk.iter().zip(&texts) {
+        if !written.contains(text) {
+            record_offence(tx, text, d.offence, d.until.unwrap_or(d.at))?;
+        }
+    }
+    let mut history = tx.prepare_cached(&SQL.1)?;
+    for (i, (d, text)) in chunk.iter().zip(&texts).enumerate() {
+        let at = i * 4;
+        history.raw_bind_parameter(at + 1, d.at)?;
+        history.raw_bind_parameter(at + 2, text)?;
+        history.raw_bind_parameter(at + 3, d.until)?;
+        history.raw_bind_parameter(at + 4, &d.reason)?;
+    }
+    history.raw_execute().map(drop)
+}
+
+/// One decision.
+fn apply_decision(tx: &rusqlite::Transaction<'_>, d: &Decision) -> rusqlite::Result<()> {
+    let target = IpNet::from(d.ip);
+    match d.action {
+        Action::Ban => {
+            let text = target.to_string();
+            let ban = BanRecord {
+                target,
+                since: d.at,
+                until: d.until.unwrap_or(d.at),
+                reason: d.reason.clone(),
+                hits: d.hits,
+                offence: d.offence,
+                source: Source::Engine,
+            };
+            // The count is in the ban's row while it is in force (see
+            // the last migration); an operator's ban of the target keeps
+            // its row, so the count goes straight to offences.
+            if upsert_ban(tx, &ban)? == 0 {
+                record_offence(tx, &text, ban.offence, ban.until)?;
             }
+            history(tx, d.at, "ban", &text, d.until, &d.reason)?;
+        }
+        Action::Unban => {
+            cached(
+                tx,
+                "DELETE FROM bans WHERE target = ?1 AND source = 'engine'",
+                params![target.to_string()],
+            )?;
+            history(tx, d.at, "unban", &target.to_string(), None, &d.reason)?;
+        }
+        Action::RetryExempt => {
+            let network = d.network.unwrap_or(target).to_string();
+            cached(tx,
+
+                "INSERT INTO retries (network, at, client) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(network) DO UPDATE SET at = max(at, excluded.at), client = excluded.client",
+                params![network, d.at, d.ip.to_string()],
+            )?;
+            history(tx, d.at, "retry", &network, d.until, &d.reason)?;
         }
     }
     Ok(())
@@ -1085,12 +1170,11 @@ fn record_offence(
 /// Inserts or replaces the ban on its target, unless that would replace
 /// an operator's ban with the engine's; returns the rows written (0 or 1).
 fn upsert_ban(tx: &rusqlite::Transaction<'_>, ban: &BanRecord) -> rusqlite::Result<usize> {
-    cached(tx,
-
-        "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT(target) DO UPDATE SET since = excluded.since, until = excluded.until, reason = excluded.reason,
-             hits = excluded.hits, offence = excluded.offence, source = excluded.source
-         WHERE bans.source <> 'manual' OR excluded.source = 'manual'",
+    cached(
+        tx,
+        &format!(
+            "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) {BAN_UPSERT}"
+        ),
         params![
             ban.target.to_string(),
             ban.since,

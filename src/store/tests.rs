@@ -738,3 +738,75 @@ fn a_connection_keeps_as_much_of_the_store_in_memory_as_it_is_allowed() {
     store.cache(64 << 20).unwrap();
     assert_eq!(size(&store), -65_536, "64 MiB, in KiB");
 }
+
+/// Runs of bans are stored many rows to a statement: the store ends up
+/// exactly as when every decision is applied on its own, an operator's
+/// ban kept (its engine ban counted in offences), a target banned twice
+/// in one run, runs broken by other decisions.
+#[test]
+fn bans_stored_in_runs_are_stored_as_one_at_a_time() {
+    let mut decisions = Vec::new();
+    for i in 0..150u32 {
+        let ip = format!("198.51.{}.{}", i / 100, i % 100);
+        let mut d = decision(Action::Ban, &ip, T0 + i64::from(i));
+        d.offence = 1 + i % 3;
+        d.reason = format!("test {i}");
+        decisions.push(d);
+        if i == 70 {
+            decisions.push(decision(Action::Unban, "198.51.0.5", T0 + 100));
+        }
+    }
+    // Banned twice in the first run, the second time for longer.
+    let mut again = decision(Action::Ban, "198.51.0.3", T0 + 50);
+    again.until = Some(T0 + 10 * 86_400);
+    again.offence = 2;
+    decisions.insert(40, again);
+    let stores: Vec<(tempfile::TempDir, Store)> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(dir.path()).unwrap();
+            store.add_ban(&manual("198.51.0.7")).unwrap();
+            (dir, store)
+        })
+        .collect();
+    let [(_a, mut runs), (_b, mut single)] = <[_; 2]>::try_from(stores).ok().unwrap();
+    runs.apply(&decisions).unwrap();
+    for d in &decisions {
+        single.apply(std::slice::from_ref(d)).unwrap();
+    }
+    let history = |s: &Store| s.ban_history_after(0, 1_000).unwrap();
+    assert_eq!(history(&runs).len(), decisions.len() + 1);
+    assert_eq!(history(&runs), history(&single));
+    assert_eq!(runs.bans(T0).unwrap(), single.bans(T0).unwrap());
+    assert_eq!(runs.bans(T0).unwrap().len(), 149, "150, one lifted");
+    assert_eq!(runs.offences(0).unwrap(), single.offences(0).unwrap());
+    assert_eq!(
+        runs.offences(0).unwrap(),
+        [
+            (parse_target("198.51.0.3").unwrap(), 1, T0 + 3 + 86_400),
+            (parse_target("198.51.0.5").unwrap(), 3, T0 + 5 + 86_400),
+            (parse_target("198.51.0.7").unwrap(), 2, T0 + 7 + 86_400),
+        ],
+        "replaced, lifted, kept out by the operator's ban"
+    );
+    let rows = |s: &Store| -> Vec<(i64, i64, String, String, Option<i64>, String)> {
+        let mut stmt = s
+            .conn
+            .prepare("SELECT id, at, action, target, until, reason FROM history ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    assert_eq!(rows(&runs), rows(&single), "the history, row by row");
+}
