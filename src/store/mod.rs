@@ -813,23 +813,6 @@ impl Store {
         Ok(())
     }
 
-    /// The ban on exactly `target`, if there is one (in force or not).
-    pub fn ban_summary(&self, target: &IpNet) -> Result<Option<BanSummary>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT target, until, hits, offence, source FROM bans WHERE target = ?1",
-            )
-            .map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query(params![target.to_string()])
-            .map_err(|e| self.err(e))?;
-        match rows.next().map_err(|e| self.err(e))? {
-            Some(row) => Ok(summary(row).map_err(|e| self.err(e))?.map(|(_, s)| s)),
-            None => Ok(None),
-        }
-    }
-
     /// The ban and unban decisions recorded after history entry `after`,
     /// at most `limit`, oldest first: each entry's number and, for a ban or
     /// an unban, its target and the ban on that target now, if any (read
