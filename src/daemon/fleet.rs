@@ -994,21 +994,20 @@ impl Collected {
 
     /// Hands it all to the engine task, [`STATE_PART`] at a time; returns
     /// how many entries that was.
-    async fn hand_over(mut self, inbound: &mpsc::Sender<Inbound>) -> usize {
-        self.v4.sort_unstable();
-        let n = self.v4.len() + self.rest.len();
-        let v4 = std::mem::take(&mut self.v4)
-            .into_iter()
-            .map(|(addr, until)| {
-                state_item(Body::Ban {
-                    target: IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(addr))),
-                    until,
-                    hits: 0,
-                    offence: 1,
-                    source: BanSource::Engine,
-                })
-            });
-        let mut items = v4.chain(self.rest);
+    async fn hand_over(self, inbound: &mpsc::Sender<Inbound>) -> usize {
+        let Collected { mut v4, rest } = self;
+        v4.sort_unstable();
+        let n = v4.len() + rest.len();
+        let v4 = v4.into_iter().map(|(addr, until)| {
+            state_item(Body::Ban {
+                target: IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(addr))),
+                until,
+                hits: 0,
+                offence: 1,
+                source: BanSource::Engine,
+            })
+        });
+        let mut items = v4.chain(rest);
         loop {
             let part: Vec<Item> = items.by_ref().take(STATE_PART).collect();
             if part.is_empty() || inbound.send(Inbound::State(part)).await.is_err() {

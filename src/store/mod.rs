@@ -1153,11 +1153,14 @@ fn record_offence(
 /// Inserts or replaces the ban on its target, unless that would replace
 /// an operator's ban with the engine's; returns the rows written (0 or 1).
 fn upsert_ban(tx: &rusqlite::Transaction<'_>, ban: &BanRecord) -> rusqlite::Result<usize> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) {BAN_UPSERT}"
+        )
+    });
     cached(
         tx,
-        &format!(
-            "INSERT INTO bans (target, since, until, reason, hits, offence, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) {BAN_UPSERT}"
-        ),
+        &SQL,
         params![
             ban.target.to_string(),
             ban.since,

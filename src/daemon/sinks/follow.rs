@@ -1,10 +1,14 @@
 //! Incremental enforcement: after a full reconcile, the decisions the
-//! store's history records name the targets whose bans changed, and only
-//! those are read again and put into the firewall (or taken out). A fleet
-//! bootstrap of millions of bans, or a burst of decisions, then costs what
-//! it changes, not a read of every ban per change.
+//! store's history records name the targets whose bans changed, each read
+//! with the ban it has now in the same statement, and only those are put
+//! into the firewall (or taken out). A fleet bootstrap of millions of
+//! bans, or a burst of decisions, then costs what it changes, not a read
+//! of every ban per change.
 //!
-//! The history is trimmed ([`crate::store::HISTORY_ROWS`]): when it was
+//! The history is trimmed ([`crate::store::HISTORY_ROWS`]), but not past
+//! what the configured backend's enforcement has read
+//! ([`crate::store::Store::keep_history_after`], up to
+//! [`crate::store::HISTORY_MOST`]). When it was
 //! trimmed past the last entry read (a broken trail), when the store went
 //! back in time, when a network's ban changed (hosts inside it are covered
 //! or uncovered: what [`crate::enforce::fold`] decides for the whole set),
