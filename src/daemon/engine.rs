@@ -15,8 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::fleet::{FleetStep, Inbound, Node};
+use super::sinks::Ahead;
 use super::sources::{Evidence, Origin};
-use super::writer::{self, BanSnapshot, Budget, Write, Writer};
+use super::writer::{self, AdoptedBans, BanSnapshot, Budget, Write, Writer};
 use crate::bans::{Action, Decision, Engine, Passed, Policy};
 use crate::clock::unix_now;
 use crate::smtp::responder::SessionEvent;
@@ -54,11 +55,14 @@ pub(crate) struct Inputs {
 /// The engine's bans whose batch the writer has not committed yet: a
 /// store snapshot cannot show them, and their absence there is no lift by
 /// hand. Only the unapplied tail is kept (a ban per entry while the writer
-/// is behind, nothing once it caught up), not one entry per ban in force.
+/// is behind, nothing once it caught up), not one entry per ban in force;
+/// a bootstrap's bans are shared with the write that carries them.
 #[derive(Debug, Default)]
 struct Unapplied {
     /// (batch number, banned address), in batch order.
     bans: VecDeque<(u64, IpAddr)>,
+    /// (batch number, IPv4 bans sorted by address) of bootstraps.
+    adopted: VecDeque<(u64, AdoptedBans)>,
 }
 
 impl Unapplied {
@@ -67,15 +71,36 @@ impl Unapplied {
         self.bans.extend(bans.map(|d| (batch, d.ip)));
     }
 
+    fn sent_adopted(&mut self, batch: u64, bans: AdoptedBans) {
+        self.adopted.push_back((batch, bans));
+    }
+
     /// Forgets what batches up to `applied` carried.
     fn applied(&mut self, applied: u64) {
         while self.bans.front().is_some_and(|(b, _)| *b <= applied) {
             self.bans.pop_front();
         }
+        while self.adopted.front().is_some_and(|(b, _)| *b <= applied) {
+            self.adopted.pop_front();
+        }
     }
 
-    fn addresses(&self) -> HashSet<IpAddr> {
-        self.bans.iter().map(|(_, ip)| *ip).collect()
+    /// Whether a batch not committed yet bans `ip`, or `open` (a bootstrap
+    /// being read, sorted) holds it.
+    fn holds<'a>(&'a self, open: &'a [(u32, i64)]) -> impl Fn(IpAddr) -> bool + 'a {
+        let hosts: HashSet<IpAddr> = self.bans.iter().map(|(_, ip)| *ip).collect();
+        move |ip| {
+            hosts.contains(&ip)
+                || match ip {
+                    IpAddr::V4(a) => {
+                        let a = u32::from(a);
+                        let has =
+                            |bans: &[(u32, i64)]| bans.binary_search_by_key(&a, |b| b.0).is_ok();
+                        has(open) || self.adopted.iter().any(|(_, bans)| has(bans))
+                    }
+                    IpAddr::V6(_) => false,
+                }
+        }
     }
 }
 
@@ -255,10 +280,11 @@ pub(crate) async fn run(
                 // A ban missing from the store although its write was applied
                 // was lifted by hand: forget it, so the client is judged afresh.
                 unapplied.applied(snapshot.applied);
-                let pending = unapplied.addresses();
+                let open = node.as_mut().map_or(&[][..], Node::adopting);
+                let pending = unapplied.holds(open);
                 let lifted: Vec<IpAddr> = engine
                     .banned()
-                    .filter(|ip| !snapshot.banned.contains(ip) && !pending.contains(ip))
+                    .filter(|ip| !snapshot.banned.contains(ip) && !pending(*ip))
                     .collect();
                 for ip in lifted {
                     engine.forget_ban(ip);
@@ -301,6 +327,27 @@ pub(crate) async fn run(
         if passed_expired.elapsed() >= PASSED_EXPIRY {
             passed_expired = Instant::now();
             passed.expire(unix_now());
+        }
+        if let Some(adopt) = step.fleet.adopt.take() {
+            // A bootstrap's bans: not budgeted (they are all in memory
+            // already, compactly), so the engine goes on while the writer
+            // stores them; enforcement took them ahead of the store.
+            sent += 1;
+            unapplied.sent_adopted(sent, adopt.bans.clone());
+            let write = Write::Adopted {
+                bootstrap: adopt.bootstrap,
+                bans: adopt.bans,
+            };
+            let ahead = node.as_ref().and_then(Node::ahead);
+            let recheck = adopt.recheck;
+            let writer = writer.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = writer.send(write);
+                if let Some(ahead) = ahead.filter(|_| !recheck.is_empty()) {
+                    let _ = ahead.send(Ahead::Recheck(recheck));
+                }
+            })
+            .await;
         }
         if !step.decisions.is_empty()
             || !step.deliveries.is_empty()
@@ -372,14 +419,44 @@ mod tests {
         let mut unban = ban("192.0.2.4");
         unban.action = Action::Unban;
         u.sent(4, &[unban]);
-        assert_eq!(u.addresses().len(), 3);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let held = |u: &Unapplied, open: &[(u32, i64)]| {
+            let holds = u.holds(open);
+            [
+                "192.0.2.1",
+                "192.0.2.2",
+                "192.0.2.3",
+                "192.0.2.4",
+                "10.0.0.5",
+                "10.0.0.6",
+            ]
+            .into_iter()
+            .filter(|s| holds(ip(s)))
+            .collect::<Vec<_>>()
+        };
+        let v4 = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        u.sent_adopted(5, Arc::new(vec![(v4("10.0.0.5"), 60)]));
+        let open = [(v4("10.0.0.6"), 60)];
+        assert_eq!(
+            held(&u, &open),
+            [
+                "192.0.2.1",
+                "192.0.2.2",
+                "192.0.2.3",
+                "10.0.0.5",
+                "10.0.0.6"
+            ]
+        );
         u.applied(2);
         assert_eq!(
-            u.addresses(),
-            HashSet::from(["192.0.2.3".parse().unwrap()]),
+            held(&u, &[]),
+            ["192.0.2.3", "10.0.0.5"],
             "batches 1 and 2 are in the store: a snapshot shows them"
         );
-        u.applied(4);
-        assert!(u.bans.is_empty(), "caught up: nothing is held per ban");
+        u.applied(5);
+        assert!(
+            u.bans.is_empty() && u.adopted.is_empty(),
+            "caught up: nothing is held per ban"
+        );
     }
 }

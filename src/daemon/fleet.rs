@@ -20,15 +20,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::sinks::Ahead;
 use super::sources::{Evidence, Origin};
-use super::writer::{Write, Writer};
+use super::writer::{AdoptedBans, Write, Writer};
 use crate::bans::policy::network_of;
 use crate::bans::{Action, Decision, Engine};
 use crate::clock::unix_now;
@@ -78,6 +79,9 @@ pub(crate) struct Shared {
     pub held_back: AtomicUsize,
     /// How far the consumer is behind the shared log, in seconds.
     pub lag: AtomicI64,
+    /// The last bootstrap whose bans the writer has stored (see
+    /// [`super::sinks::Ahead`]).
+    pub bootstrapped: Arc<AtomicU64>,
 }
 
 /// One thing another node said, in log order.
@@ -99,8 +103,10 @@ pub(crate) enum Inbound {
         cursor: String,
         applied: Vec<(String, u64)>,
     },
-    /// Part of the compacted state (bootstrap), checked.
+    /// Part of the compacted state (bootstrap), checked, as it is read.
     State(Vec<Item>),
+    /// The end of the compacted state (read whole or not).
+    StateEnd,
 }
 
 /// The engine task's part of a step for the fleet.
@@ -112,6 +118,31 @@ pub(crate) struct FleetStep {
     pub adopted: Vec<Decision>,
     /// This node's watermark after the batch, when it moved.
     pub watermark: Option<i64>,
+    /// A bootstrap's IPv4 engine bans, once it is read: for the writer as
+    /// one [`Write::Adopted`].
+    pub adopt: Option<Adopt>,
+}
+
+/// What a bootstrap took over of the compacted state's IPv4 engine bans.
+#[derive(Debug)]
+pub(crate) struct Adopt {
+    pub bootstrap: u64,
+    /// Address and end, sorted by address.
+    pub bans: AdoptedBans,
+    /// Those the engine lifted (or banned anew) while the state was read,
+    /// which enforcement had ahead of the store: for it to enforce as the
+    /// store has them.
+    pub recheck: Vec<IpAddr>,
+}
+
+/// A bootstrap the engine task is taking over.
+#[derive(Debug)]
+struct Adopting {
+    bootstrap: u64,
+    /// The IPv4 engine bans taken over: address and end, as read.
+    bans: Vec<(u32, i64)>,
+    /// Whether `bans` is sorted.
+    sorted: bool,
 }
 
 impl FleetStep {
@@ -134,6 +165,11 @@ pub(crate) struct Node {
     shared: Arc<Shared>,
     received: metrics::Counter,
     refused: metrics::Counter,
+    /// Where a bootstrap's bans go ahead of the store (the configured
+    /// backend's enforcement), bootstraps so far, and the one being read.
+    ahead: Option<std::sync::mpsc::SyncSender<Ahead>>,
+    bootstraps: u64,
+    adopting: Option<Adopting>,
 }
 
 impl Node {
@@ -150,6 +186,36 @@ impl Node {
             shared,
             received: metrics::counter!(crate::metrics::FLEET_MESSAGES, "direction" => "received"),
             refused: metrics::counter!(crate::metrics::FLEET_REFUSED),
+            ahead: None,
+            bootstraps: 0,
+            adopting: None,
+        }
+    }
+
+    /// Hands a bootstrap's bans to enforcement through `ahead` as they are
+    /// taken over, before the writer stores them.
+    pub fn with_ahead(mut self, ahead: std::sync::mpsc::SyncSender<Ahead>) -> Node {
+        self.ahead = Some(ahead);
+        self
+    }
+
+    /// Where bans go ahead of the store, if anywhere.
+    pub fn ahead(&self) -> Option<std::sync::mpsc::SyncSender<Ahead>> {
+        self.ahead.clone()
+    }
+
+    /// The IPv4 engine bans of the bootstrap being read (sorted), which
+    /// the store does not hold yet.
+    pub fn adopting(&mut self) -> &[(u32, i64)] {
+        match self.adopting.as_mut() {
+            Some(a) => {
+                if !a.sorted {
+                    a.bans.sort_unstable();
+                    a.sorted = true;
+                }
+                &a.bans
+            }
+            None => &[],
         }
     }
 
@@ -220,19 +286,141 @@ impl Node {
                 step.write.applied.extend(applied);
                 items
             }
-            Inbound::State(items) => items,
+            Inbound::State(items) => {
+                return self.take_state(engine, items, now, decisions, deliveries, step);
+            }
+            Inbound::StateEnd => return self.state_read(engine, step),
         };
         for item in items {
-            match item {
-                Item::Watermark(node, at) => {
-                    if self.gate.mark(&node, at, now) {
-                        tracing::info!(%node, "fleet: MTA node's watermark moves again");
-                    }
+            self.item(engine, item, now, decisions, deliveries, step);
+        }
+    }
+
+    /// Takes over a part of the compacted state: the IPv4 engine bans (all
+    /// but a few of a large state) are the engine's at once, go to
+    /// enforcement ahead of the store and wait for the end of the state to
+    /// be stored in address order (see [`state_read`](Node::state_read));
+    /// the rest is applied as messages are.
+    fn take_state(
+        &mut self,
+        engine: &mut Engine,
+        items: Vec<Item>,
+        now: i64,
+        decisions: &mut Vec<Decision>,
+        deliveries: &mut Vec<(IpNet, i64)>,
+        step: &mut FleetStep,
+    ) {
+        if self.adopting.is_none() {
+            self.bootstraps += 1;
+        }
+        let bootstrap = self.bootstraps;
+        let mut ahead = Vec::new();
+        for item in items {
+            let Some((addr, until)) = compact_ban(&item) else {
+                self.item(engine, item, now, decisions, deliveries, step);
+                continue;
+            };
+            self.received.increment(1);
+            let ip = IpAddr::V4(addr);
+            if until <= now {
+                continue;
+            }
+            if engine.protects(&IpNet::from(ip)) {
+                self.refuse(&state_node(), &IpNet::from(ip));
+                continue;
+            }
+            if engine.is_banned(ip) {
+                continue;
+            }
+            engine.restore_ban(ip, until, 0, 1);
+            let adopting = self.adopting.get_or_insert_with(|| Adopting {
+                bootstrap,
+                bans: Vec::new(),
+                sorted: true,
+            });
+            adopting.bans.push((u32::from(addr), until));
+            adopting.sorted = false;
+            ahead.push((ip, until));
+        }
+        if ahead.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.ahead {
+            match tx.try_send(Ahead::Bans {
+                bootstrap,
+                hosts: ahead,
+            }) {
+                Ok(()) => {}
+                // Enforcement is behind: these come through the store.
+                Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    tracing::debug!(
+                        "fleet: enforcement is behind the bootstrap; a part waits for the store"
+                    );
                 }
-                Item::Message(m) => {
-                    self.received.increment(1);
-                    self.message(engine, m, now, decisions, deliveries, step);
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => self.ahead = None,
+            }
+        }
+    }
+
+    /// The compacted state is read: what was taken over goes to the writer,
+    /// sorted by address; what the engine changed meanwhile is left out and
+    /// rechecked by enforcement.
+    fn state_read(&mut self, engine: &Engine, step: &mut FleetStep) {
+        let Some(Adopting {
+            bootstrap,
+            mut bans,
+            ..
+        }) = self.adopting.take()
+        else {
+            return;
+        };
+        let mut recheck = Vec::new();
+        bans.retain(|&(addr, until)| {
+            let ip = IpAddr::V4(addr.into());
+            let same = engine.ban_until(ip) == Some(until);
+            if !same {
+                recheck.push(ip);
+            }
+            same
+        });
+        bans.sort_unstable();
+        tracing::info!(
+            bans = bans.len(),
+            changed = recheck.len(),
+            "fleet: the compacted state's bans are taken over; the store records them"
+        );
+        step.adopt = Some(Adopt {
+            bootstrap,
+            bans: Arc::new(bans),
+            recheck,
+        });
+    }
+
+    /// Counts and logs a ban from `node` that a local list refuses.
+    fn refuse(&self, node: &NodeName, target: &IpNet) {
+        self.refused.increment(1);
+        tracing::warn!(%node, %target, "fleet: refused a ban of a network bans.ignore, bans.allow or a planned MX covers here");
+    }
+
+    /// Applies one item of the shared log or the compacted state.
+    fn item(
+        &mut self,
+        engine: &mut Engine,
+        item: Item,
+        now: i64,
+        decisions: &mut Vec<Decision>,
+        deliveries: &mut Vec<(IpNet, i64)>,
+        step: &mut FleetStep,
+    ) {
+        match item {
+            Item::Watermark(node, at) => {
+                if self.gate.mark(&node, at, now) {
+                    tracing::info!(%node, "fleet: MTA node's watermark moves again");
                 }
+            }
+            Item::Message(m) => {
+                self.received.increment(1);
+                self.message(engine, m, now, decisions, deliveries, step);
             }
         }
     }
@@ -264,8 +452,7 @@ impl Node {
                     return;
                 }
                 if engine.protects(&target) {
-                    self.refused.increment(1);
-                    tracing::warn!(%node, %target, "fleet: refused a ban of a network bans.ignore, bans.allow or a planned MX covers here");
+                    self.refuse(&node, &target);
                     return;
                 }
                 let host = crate::store::host_of(&target);
@@ -337,8 +524,34 @@ impl Node {
     }
 }
 
+/// The address and end of an item that is an engine ban of one IPv4
+/// address as the compacted state has them (no hits, first offence).
+fn compact_ban(item: &Item) -> Option<(std::net::Ipv4Addr, i64)> {
+    match item {
+        Item::Message(Message {
+            body:
+                Body::Ban {
+                    target: IpNet::V4(net),
+                    until,
+                    hits: 0,
+                    offence: 1,
+                    source: BanSource::Engine,
+                },
+            ..
+        }) if net.prefix_len() == 32 => Some((net.addr(), *until)),
+        _ => None,
+    }
+}
+
 /// An engine ban of another node, as this engine's decision.
-fn adopted(ip: IpAddr, now: i64, until: i64, hits: u32, offence: u32, node: &NodeName) -> Decision {
+pub(crate) fn adopted(
+    ip: IpAddr,
+    now: i64,
+    until: i64,
+    hits: u32,
+    offence: u32,
+    node: &NodeName,
+) -> Decision {
     Decision {
         action: Action::Ban,
         ip,
@@ -918,8 +1131,9 @@ async fn consumer(
     }
 }
 
-/// Reads the compacted state into the engine task; returns the cursor to
-/// follow the log from.
+/// Reads the compacted state into the engine task, part by part as it
+/// comes, then says it ended (whole or not); returns the cursor to follow
+/// the log from.
 async fn bootstrap(
     t: &dyn Transport,
     epoch: &str,
@@ -929,21 +1143,26 @@ async fn bootstrap(
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel::<Vec<StateEntry>>(4);
     let forward = async {
-        let mut state = Collected::default();
+        let mut n = 0;
         while let Some(chunk) = rx.recv().await {
             let now = unix_now();
-            for item in chunk.into_iter().filter_map(|e| checker.state(e, now)) {
-                state.push(item);
+            let mut items = chunk.into_iter().filter_map(|e| checker.state(e, now));
+            loop {
+                let part: Vec<Item> = items.by_ref().take(STATE_PART).collect();
+                if part.is_empty() {
+                    break;
+                }
+                n += part.len();
+                if inbound.send(Inbound::State(part)).await.is_err() {
+                    return n;
+                }
             }
         }
-        tracing::info!(
-            entries = state.v4.len() + state.rest.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "fleet: read the compacted state; the engine takes it over"
-        );
-        state.hand_over(inbound).await
+        n
     };
     let (cursor, n) = tokio::join!(t.snapshot(tx), forward);
+    // What the engine took over is stored, whether the read ended or broke.
+    let _ = inbound.send(Inbound::StateEnd).await;
     let cursor = cursor?;
     tracing::info!(entries = n, took_ms = started.elapsed().as_millis() as u64, %epoch, "fleet: bootstrapped from the compacted state");
     // The cursor is saved at once: a restart follows on from here.
@@ -956,71 +1175,9 @@ async fn bootstrap(
     Ok(cursor)
 }
 
-/// The compacted state as a bootstrap read it, handed to the engine task
-/// once it is all read: the engine bans of IPv4 addresses (nearly all of a
-/// large state) in address order, 16 bytes each meanwhile, then the rest
-/// in the order it came. In order, the writer inserts millions of bans
-/// along the store's B-tree, each page written once, where the engine's
-/// scan order would make every commit rewrite pages all over it (a fresh
-/// node's 2,000,000 bans stored in a fraction of the time).
-#[derive(Default)]
-struct Collected {
-    /// Address and end of each engine ban of one IPv4 address.
-    v4: Vec<(u32, i64)>,
-    /// Everything else, checked.
-    rest: Vec<Item>,
-}
-
-impl Collected {
-    fn push(&mut self, item: Item) {
-        if let Item::Message(Message {
-            body:
-                Body::Ban {
-                    target: IpNet::V4(net),
-                    until,
-                    hits: 0,
-                    offence: 1,
-                    source: BanSource::Engine,
-                },
-            ..
-        }) = &item
-            && net.prefix_len() == 32
-        {
-            self.v4.push((u32::from(net.addr()), *until));
-        } else {
-            self.rest.push(item);
-        }
-    }
-
-    /// Hands it all to the engine task, [`STATE_PART`] at a time; returns
-    /// how many entries that was.
-    async fn hand_over(self, inbound: &mpsc::Sender<Inbound>) -> usize {
-        let Collected { mut v4, rest } = self;
-        v4.sort_unstable();
-        let n = v4.len() + rest.len();
-        let v4 = v4.into_iter().map(|(addr, until)| {
-            state_item(Body::Ban {
-                target: IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(addr))),
-                until,
-                hits: 0,
-                offence: 1,
-                source: BanSource::Engine,
-            })
-        });
-        let mut items = v4.chain(rest);
-        loop {
-            let part: Vec<Item> = items.by_ref().take(STATE_PART).collect();
-            if part.is_empty() || inbound.send(Inbound::State(part)).await.is_err() {
-                return n;
-            }
-        }
-    }
-}
-
-/// An entry of the compacted state as a message of its own.
-fn state_item(body: Body) -> Item {
-    let node = NodeName::parse("compacted-state").expect("a valid name");
-    Item::Message(Message { node, seq: 1, body })
+/// The node the compacted state's entries come from.
+pub(crate) fn state_node() -> NodeName {
+    NodeName::parse("compacted-state").expect("a valid name")
 }
 
 /// Checks what the engine hands over; counts and logs what it skips (the
@@ -1121,7 +1278,11 @@ impl Checker {
                 };
             }
         };
-        Some(state_item(body))
+        Some(Item::Message(Message {
+            node: state_node(),
+            seq: 1,
+            body,
+        }))
     }
 
     fn ban(&mut self, target: &str, until: i64, now: i64, source: BanSource) -> Option<Body> {

@@ -458,6 +458,16 @@ impl Daemon {
                 shutdown.clone(),
             ));
         }
+        // A fleet bootstrap's bans reach the configured backend's
+        // enforcement ahead of the store.
+        let (ahead, mut ahead_of_store) = match &shared {
+            Some(shared) => {
+                let (tx, orders) = std::sync::mpsc::sync_channel(sinks::AHEAD_QUEUE);
+                let stored = shared.bootstrapped.clone();
+                (Some(tx), Some(sinks::AheadOfStore { orders, stored }))
+            }
+            None => (None, None),
+        };
         let mut swap = None;
         let mut refused = None;
         if configured.is_none() {
@@ -485,7 +495,11 @@ impl Daemon {
                 writer.clone(),
                 passed.clone(),
                 timing.enforce,
-                (nudge.clone(), is_config.then(|| followed.clone())),
+                sinks::Links {
+                    nudge: nudge.clone(),
+                    followed: is_config.then(|| followed.clone()),
+                    ahead: ahead_of_store.take().filter(|_| is_config),
+                },
                 shutdown.clone(),
             )?;
             threads.push(thread);
@@ -529,7 +543,11 @@ impl Daemon {
                 let (inbound, inbound_rx) = mpsc::channel(FLEET_BACKLOG);
                 fleet::spawn_consumer(tasks, inbound, epoch_rx);
                 tracing::info!(node = %f.node, url = %f.url, mta_nodes = ?f.mta_nodes.iter().map(ToString::to_string).collect::<Vec<_>>(), "fleet: sharing evidence and bans");
-                (Some(inbound_rx), Some(fleet::Node::new(&config, f, shared)))
+                let mut node = fleet::Node::new(&config, f, shared);
+                if let Some(tx) = ahead {
+                    node = node.with_ahead(tx);
+                }
+                (Some(inbound_rx), Some(node))
             }
             _ => (None, None),
         };

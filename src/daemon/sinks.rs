@@ -8,7 +8,7 @@
 //! (SIGHUP with other ports or decoys), so nothing else changes the
 //! firewall meanwhile.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -155,17 +155,59 @@ pub(crate) struct Swap {
 /// Where [`Swap`]s go.
 pub(crate) type BackendSwap = std::sync::mpsc::Sender<Swap>;
 
+/// Bans the engine task hands the configured backend's enforcement ahead
+/// of the store: a fleet bootstrap's, millions at a time, which the writer
+/// stores for seconds after the engine took them over. Enforcement holds
+/// off its full reconciles (which would take out what the store does not
+/// hold yet) until the writer has stored the bootstrap.
+#[derive(Debug)]
+pub(crate) enum Ahead {
+    /// Hosts and when each one's ban ends, taken over by bootstrap number
+    /// `bootstrap` (each checked by the engine, `bans.allow` and `ignore`
+    /// included, as any ban from the fleet).
+    Bans {
+        bootstrap: u64,
+        hosts: Vec<(IpAddr, i64)>,
+    },
+    /// Hosts of such bans that the engine lifted (or banned anew) before
+    /// the writer stored them: enforced as the store has them.
+    Recheck(Vec<IpAddr>),
+}
+
+/// Parts of a bootstrap (each up to a few thousand hosts) waiting for
+/// enforcement at most; the engine task leaves further parts to the store
+/// rather than wait.
+pub(crate) const AHEAD_QUEUE: usize = 128;
+
+/// The enforcement end of [`Ahead`]: the orders, and the last bootstrap
+/// the writer has stored.
+pub(crate) struct AheadOfStore {
+    pub orders: std::sync::mpsc::Receiver<Ahead>,
+    pub stored: Arc<AtomicU64>,
+}
+
+/// What ties an enforcement thread to the rest of `run`.
+pub(crate) struct Links {
+    /// Moved by the writer when a commit changed the bans.
+    pub nudge: Arc<AtomicU64>,
+    /// Where it writes the last history entry it read (the writer keeps
+    /// what it has not read: [`Store::keep_history_after`]); the
+    /// configured backend's only.
+    pub followed: Option<Arc<AtomicI64>>,
+    /// Bans ahead of the store; the configured backend's only, in a fleet.
+    pub ahead: Option<AheadOfStore>,
+}
+
 /// Starts the enforcement thread of `backend` (already checked), which
-/// reconciles every `every` until `shutdown`. `nudge` wakes it; into
-/// `followed`, when given, it writes the last history entry it read (the
-/// writer keeps what it has not read: [`Store::keep_history_after`]).
+/// reconciles every `every` until `shutdown`; `links` wake it and carry
+/// what it shares.
 pub(crate) fn spawn_enforcer(
     mut backend: Box<dyn Enforcer>,
     store: Store,
     writer: Writer,
     passed: Passed,
     every: Duration,
-    (nudge, followed): (Arc<AtomicU64>, Option<Arc<AtomicI64>>),
+    links: Links,
     shutdown: CancellationToken,
 ) -> Result<(BackendSwap, std::thread::JoinHandle<()>), StoreError> {
     let name = backend.name();
@@ -173,29 +215,30 @@ pub(crate) fn spawn_enforcer(
         w.restore_applied(store.enforced(name)?);
     }
     let (swap, swaps) = std::sync::mpsc::channel::<Swap>();
+    let Links {
+        nudge,
+        followed,
+        ahead,
+    } = links;
     let thread = super::spawn("nolist-enforce", move || {
         let mut enforcement = Enforcement::new(backend, store, writer, passed);
         enforcement.followed = followed;
+        enforcement.ahead = ahead;
         let mut nudged = nudge.load(Ordering::Acquire);
         while !shutdown.is_cancelled() {
-            // A panic (a bug) must not end enforcement silently.
-            let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let reconciled = enforcement.reconcile_if_needed();
-                enforcement.reconcile_passes(reconciled);
-            }));
-            if tick.is_err() {
-                tracing::error!("enforcement panicked; it goes on at the next tick");
-                if let Some(cache) = enforcement.backend.cache() {
-                    cache.forget();
-                }
-            }
-            // Wait for the next tick, taking swaps as they come; the writer
-            // committing a change of the bans ends the wait early.
-            // A change waiting for the last reconcile's rest is taken when
-            // that ends.
+            enforcement.guarded(|e| {
+                e.take_ahead();
+                let reconciled = e.reconcile_if_needed();
+                e.reconcile_passes(reconciled);
+            });
+            // Wait for the next tick, taking swaps and bans ahead of the
+            // store as they come; the writer committing a change of the
+            // bans ends the wait early. A change waiting for the last
+            // reconcile's rest is taken when that ends.
             let next = Instant::now() + every;
             let deadline = enforcement.rested_at().map_or(next, |t| t.min(next));
             while Instant::now() < deadline && !shutdown.is_cancelled() {
+                enforcement.guarded(Enforcement::take_ahead);
                 let now = nudge.load(Ordering::Acquire);
                 if now != nudged {
                     nudged = now;
@@ -250,6 +293,10 @@ struct Enforcement {
     history: Option<i64>,
     /// Where `history` is shared with the writer, if anywhere.
     followed: Option<Arc<AtomicI64>>,
+    /// Bans handed over ahead of the store, and the last bootstrap whose
+    /// bans it applied so (full reconciles wait until that is stored).
+    ahead: Option<AheadOfStore>,
+    applied_ahead: u64,
     networks: Networks,
     /// The retry-exempt networks, for the let-through.
     passed: Passed,
@@ -294,6 +341,8 @@ impl Enforcement {
             held: 0,
             history: None,
             followed: None,
+            ahead: None,
+            applied_ahead: 0,
             networks: Networks::default(),
             passed,
             passes_version: None,
@@ -363,7 +412,10 @@ impl Enforcement {
             || self.last.is_none_or(|t| t.elapsed() >= every)
             || self.recheck_at.is_some_and(|t| Instant::now() >= t)
             || self.backend.cache().is_none_or(|c| c.changed_outside());
-        if !full {
+        // The firewall holds bans the store does not yet: a full reconcile
+        // would take them out. Changes are followed meanwhile.
+        let ahead = self.ahead_of_store();
+        if !full || ahead {
             if changes == self.changes || self.follow(changes) {
                 return false;
             }
@@ -372,7 +424,7 @@ impl Enforcement {
             // millions of bans one reads them all for seconds, and a stream
             // of such changes must not keep enforcement reading back to
             // back. Milliseconds otherwise.
-            if self.last.is_some_and(|t| t.elapsed() < self.took) {
+            if ahead || self.last.is_some_and(|t| t.elapsed() < self.took) {
                 return false;
             }
         }
@@ -490,10 +542,7 @@ impl Enforcement {
                     total.added += r.added;
                     total.removed += r.removed;
                     total.renewed += r.renewed;
-                    if let Some(secs) = r.recheck_in {
-                        let at = Instant::now() + Duration::from_secs(secs);
-                        self.recheck_at = Some(self.recheck_at.map_or(at, |t| t.min(at)));
-                    }
+                    self.recheck_at_most(r.recheck_in);
                     hosts_read += hosts.len();
                     self.followed_to(Some(last));
                     after = last;
@@ -509,25 +558,139 @@ impl Enforcement {
             self.timed(1, began.elapsed());
         }
         self.changes = changes;
-        self.added.increment(total.added as u64);
-        self.removed.increment(total.removed as u64);
+        self.counted(&total, ("", hosts_read), began);
+        true
+    }
+
+    /// Counts a change of some hosts' elements, `hosts` read, and logs it
+    /// (as `firewall reconciled`, then `how`).
+    fn counted(&mut self, r: &Report, (how, hosts): (&str, usize), began: Instant) {
+        self.added.increment(r.added as u64);
+        self.removed.increment(r.removed as u64);
         // Elements stand for bans here; the next full reconcile counts the
         // bans themselves again (hosts inside a network ban among them).
-        self.held = (self.held + total.added).saturating_sub(total.removed);
+        self.held = (self.held + r.added).saturating_sub(r.removed);
         #[allow(clippy::cast_precision_loss)] // a count of bans
         self.active.set(self.held as f64);
-        if total.added + total.removed + total.renewed > 0 {
+        if r.added + r.removed + r.renewed > 0 {
             tracing::info!(
                 backend = self.backend.name(),
-                added = total.added,
-                removed = total.removed,
-                renewed = total.renewed,
-                followed = hosts_read,
+                added = r.added,
+                removed = r.removed,
+                renewed = r.renewed,
+                followed = hosts,
                 took_ms = began.elapsed().as_millis(),
-                "firewall reconciled"
+                "firewall reconciled{how}"
             );
         }
-        true
+    }
+
+    /// Whether the firewall holds bans handed over ahead of the store that
+    /// the writer has not stored yet.
+    fn ahead_of_store(&self) -> bool {
+        self.ahead
+            .as_ref()
+            .is_some_and(|a| a.stored.load(Ordering::Acquire) < self.applied_ahead)
+    }
+
+    /// Applies the bans handed over ahead of the store ([`Ahead`]) that
+    /// wait, [`follow::PAGE`] hosts at a time. Bans of a bootstrap the
+    /// writer has stored meanwhile are left to the trail, which has them
+    /// and whatever changed them since: checked before they are applied,
+    /// and the trail is followed after, on this thread.
+    fn take_ahead(&mut self) {
+        let Some(ahead) = &self.ahead else {
+            return;
+        };
+        let mut hosts = Vec::new();
+        let mut bootstrap = 0;
+        let mut recheck = None;
+        while hosts.len() < follow::PAGE {
+            match ahead.orders.try_recv() {
+                Ok(Ahead::Bans {
+                    bootstrap: b,
+                    hosts: h,
+                }) => {
+                    if b > ahead.stored.load(Ordering::Acquire) {
+                        bootstrap = bootstrap.max(b);
+                        hosts.extend(
+                            h.into_iter()
+                                .map(|(ip, until)| (IpNet::from(ip), Some(until))),
+                        );
+                    }
+                }
+                // After the bans before it, which it may change.
+                Ok(Ahead::Recheck(h)) => {
+                    recheck = Some(h);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !hosts.is_empty() && self.apply_ahead(hosts, " ahead of the store") {
+            self.applied_ahead = self.applied_ahead.max(bootstrap);
+        }
+        if let Some(h) = recheck {
+            let mut hosts = Vec::with_capacity(h.len());
+            for ip in h {
+                let net = IpNet::from(ip);
+                match self.store.ban_until(&net) {
+                    Ok(until) => hosts.push((net, until)),
+                    Err(e) => {
+                        // Left as it is: a full reconcile, once the
+                        // bootstrap is stored, puts it right.
+                        self.unread(&e);
+                    }
+                }
+            }
+            self.apply_ahead(hosts, " against the store (rechecked)");
+        }
+    }
+
+    /// Makes the firewall hold the bans `hosts` name, if they are in force
+    /// and no network ban covers them, as [`follow`](Enforcement::follow)
+    /// does; says whether it did.
+    fn apply_ahead(&mut self, mut hosts: Vec<(IpNet, Option<i64>)>, how: &'static str) -> bool {
+        hosts.sort_unstable_by_key(|h| h.0);
+        hosts.dedup_by_key(|h| h.0);
+        let began = Instant::now();
+        let desired = follow::desired(&hosts, &self.networks, unix_now());
+        let nets: Vec<IpNet> = hosts.into_iter().map(|h| h.0).collect();
+        match crate::enforce::reconcile_some(self.backend.as_mut(), &nets, &desired) {
+            Ok(Some(r)) => {
+                self.failing = false;
+                self.recheck_at_most(r.recheck_in);
+                self.counted(&r, (how, nets.len()), began);
+                true
+            }
+            // The backend cannot tell what it holds: the store's trail
+            // brings them once the writer has stored them.
+            Ok(None) => false,
+            Err(e) => {
+                self.failed(&e);
+                false
+            }
+        }
+    }
+
+    /// Makes the next full reconcile due in `secs` at the latest.
+    fn recheck_at_most(&mut self, secs: Option<u64>) {
+        if let Some(secs) = secs {
+            let at = Instant::now() + Duration::from_secs(secs);
+            self.recheck_at = Some(self.recheck_at.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    /// Runs `f`; a panic in it (a bug) is logged and the backend made to
+    /// read the firewall again, rather than ending enforcement silently.
+    fn guarded(&mut self, f: impl FnOnce(&mut Enforcement)) {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if run.is_err() {
+            tracing::error!("enforcement panicked; it goes on at the next tick");
+            if let Some(cache) = self.backend.cache() {
+                cache.forget();
+            }
+        }
     }
 
     /// Records the last history entry the firewall follows, for the writer
@@ -804,6 +967,85 @@ mod tests {
         );
     }
 
+    /// Bans handed over ahead of the store are enforced at once; full
+    /// reconciles wait until the writer has stored their bootstrap (changes
+    /// are followed meanwhile); a part of a stored bootstrap is left to the
+    /// trail; a recheck enforces what the store has.
+    #[test]
+    fn bans_ahead_of_the_store_are_enforced_and_kept_until_it_has_them() {
+        let (_dir, mut other, backend, mut enforcement) = enforcing();
+        let (orders, rx) = std::sync::mpsc::sync_channel(8);
+        let stored = Arc::new(AtomicU64::new(0));
+        enforcement.ahead = Some(AheadOfStore {
+            orders: rx,
+            stored: stored.clone(),
+        });
+        assert!(enforcement.reconcile_if_needed(), "the first tick");
+        let now = unix_now();
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let held = |b: &Counting| {
+            b.held
+                .lock()
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        let bans = |bootstrap, hosts: &[&str]| Ahead::Bans {
+            bootstrap,
+            hosts: hosts.iter().map(|h| (ip(h), now + 600)).collect(),
+        };
+        orders.send(bans(1, &["192.0.2.1", "192.0.2.2"])).unwrap();
+        orders.send(bans(1, &["192.0.2.3"])).unwrap();
+        enforcement.take_ahead();
+        assert_eq!(
+            held(&backend),
+            ["192.0.2.1/32", "192.0.2.2/32", "192.0.2.3/32"]
+        );
+
+        // A safety net is due: held off, the store does not have them yet.
+        enforcement.last = None;
+        assert!(!enforcement.reconcile_if_needed());
+        assert_eq!(held(&backend).len(), 3, "nothing taken out");
+        // Meanwhile a change is followed; the writer stores two of three.
+        other.add_ban(&manual(net("198.51.100.5/32"), now)).unwrap();
+        assert!(!enforcement.reconcile_if_needed());
+        assert_eq!(held(&backend).len(), 4, "followed");
+        for h in ["192.0.2.1/32", "192.0.2.2/32"] {
+            other.add_ban(&manual(net(h), now)).unwrap();
+        }
+        stored.store(1, Ordering::Release);
+        assert!(enforcement.reconcile_if_needed(), "stored: in full again");
+        assert_eq!(
+            held(&backend),
+            ["192.0.2.1/32", "192.0.2.2/32", "198.51.100.5/32"],
+            "the firewall holds what the store does"
+        );
+
+        // A part of a bootstrap stored meanwhile: the trail has it.
+        orders.send(bans(1, &["192.0.2.9"])).unwrap();
+        // A new bootstrap's ban, then a recheck of it (lifted before it
+        // was stored) and of a ban the store holds.
+        orders.send(bans(2, &["203.0.113.7"])).unwrap();
+        orders
+            .send(Ahead::Recheck(vec![
+                ip("203.0.113.7"),
+                ip("198.51.100.5"),
+                ip("203.0.113.8"),
+            ]))
+            .unwrap();
+        enforcement.take_ahead();
+        assert_eq!(
+            held(&backend),
+            ["192.0.2.1/32", "192.0.2.2/32", "198.51.100.5/32"]
+        );
+        assert!(enforcement.ahead_of_store(), "bootstrap 2 is not stored");
+        orders.send(bans(2, &["203.0.113.9"])).unwrap();
+        enforcement.take_ahead();
+        assert!(held(&backend).contains(&"203.0.113.9/32".to_string()));
+    }
+
     #[test]
     fn an_idle_enforcement_thread_waits_for_its_tick() {
         let dir = tempfile::tempdir().unwrap();
@@ -816,7 +1058,11 @@ mod tests {
             writer,
             Passed::default(),
             Duration::from_millis(100),
-            (Arc::new(AtomicU64::new(0)), None),
+            Links {
+                nudge: Arc::new(AtomicU64::new(0)),
+                followed: None,
+                ahead: None,
+            },
             shutdown.clone(),
         )
         .unwrap();

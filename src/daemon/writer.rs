@@ -98,6 +98,12 @@ pub(crate) enum Write {
         /// Its share of the [`Budget`], given back once it is committed.
         held: Option<tokio::sync::OwnedSemaphorePermit>,
     },
+    /// The engine bans of IPv4 addresses a fleet bootstrap took over
+    /// (address, end; sorted by address, so the store's B-tree fills in
+    /// order), all at once: the engine task does not wait for the writer
+    /// to take them, and enforcement has them already (see
+    /// [`super::sinks::Ahead`]). Counts as one batch.
+    Adopted { bootstrap: u64, bans: AdoptedBans },
     /// The engine acknowledged this node's messages up to this one.
     Published(u64),
     /// Fleet state values (the epoch, other nodes' reports).
@@ -115,6 +121,11 @@ pub(crate) enum Write {
 
 /// Where writes go.
 pub(crate) type Writer = SyncSender<Write>;
+
+/// A bootstrap's IPv4 engine bans: address and end, sorted by address;
+/// shared by the write that stores them and the engine task, which counts
+/// them as not stored until then.
+pub(crate) type AdoptedBans = Arc<Vec<(u32, i64)>>;
 
 /// The bans in the store after `applied` batches.
 #[derive(Debug)]
@@ -174,7 +185,13 @@ pub(crate) fn spawn_writer(
                                     &nudge,
                                     &mut unreleased,
                                 );
-                                commit(&mut store, other, remember, fleet.as_deref(), &nudge);
+                                applied += commit(
+                                    &mut store,
+                                    other,
+                                    remember,
+                                    (fleet.as_deref(), &nudge),
+                                    &mut unreleased,
+                                );
                             }
                             None if merged.batches >= COALESCE
                                 || merged.weight() >= COMMIT_WEIGHT =>
@@ -352,20 +369,47 @@ impl Merged {
     }
 }
 
-/// Commits one write other than a batch.
+/// Commits one write other than a batch; returns how many batches it
+/// counts as, and adds the bans it stored to `weighed`.
 fn commit(
     store: &mut Store,
     write: Write,
     remember: i64,
-    fleet: Option<&Shared>,
-    nudge: &AtomicU64,
-) {
+    (fleet, nudge): (Option<&Shared>, &AtomicU64),
+    weighed: &mut usize,
+) -> u64 {
     let failed = |what: &str, e: StoreError| tracing::error!(error = %e, "{what} failed");
     match write {
         Write::Batch { .. } => {
             let mut merged = Merged::default();
             merged.absorb(write);
-            merged.commit(store, fleet, nudge, &mut 0);
+            return merged.commit(store, fleet, nudge, weighed);
+        }
+        Write::Adopted { bootstrap, bans } => {
+            let node = super::fleet::state_node();
+            for part in bans.chunks(COMMIT_WEIGHT) {
+                let now = unix_now();
+                let decisions: Vec<Decision> = part
+                    .iter()
+                    .map(|&(addr, until)| {
+                        let ip = IpAddr::from(std::net::Ipv4Addr::from(addr));
+                        super::fleet::adopted(ip, now, until, 0, 1, &node)
+                    })
+                    .collect();
+                match store.commit(&decisions, &[], None, now) {
+                    Ok(()) => {
+                        nudge.fetch_add(1, Ordering::Release);
+                    }
+                    Err(e) => failed("recording the bans of a fleet bootstrap", e),
+                }
+            }
+            *weighed += bans.len();
+            // Stored, or given up on: either way enforcement may reconcile
+            // in full again, and the firewall holds what the store does.
+            if let Some(shared) = fleet {
+                shared.bootstrapped.fetch_max(bootstrap, Ordering::Release);
+            }
+            return 1;
         }
         Write::Enforced { backend, applied } => {
             if let Err(e) = store.set_enforced(backend, &applied) {
@@ -408,6 +452,7 @@ fn commit(
             Err(e) => failed("trimming the outbox", e),
         },
     }
+    0
 }
 
 /// Retention: expired bans, and deliveries, retry exemptions and offence
@@ -512,6 +557,58 @@ mod tests {
             ]
         );
         assert_eq!(shared.watermark.load(Ordering::Relaxed), 50);
+    }
+
+    /// A bootstrap's bans are stored as the engine's adopted decisions
+    /// would be, count as one batch, and say the bootstrap is stored.
+    #[test]
+    fn a_bootstrap_is_stored_as_its_decisions_would_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let shared = Shared::default();
+        let nudge = AtomicU64::new(0);
+        let until = unix_now() + 3600;
+        // More than one transaction's worth.
+        let bans: Vec<(u32, i64)> = (0..COMMIT_WEIGHT as u32 + 5)
+            .map(|i| (0x0a00_0000 + i, until + i64::from(i % 7)))
+            .collect();
+        let write = Write::Adopted {
+            bootstrap: 3,
+            bans: Arc::new(bans.clone()),
+        };
+        let mut weighed = 0;
+        assert_eq!(
+            commit(&mut store, write, 0, (Some(&shared), &nudge), &mut weighed),
+            1
+        );
+        assert_eq!(weighed, bans.len());
+        assert_eq!(shared.bootstrapped.load(Ordering::Relaxed), 3);
+        assert_eq!(nudge.load(Ordering::Relaxed), 2, "a nudge per transaction");
+        let mut stored = store.engine_bans(unix_now()).unwrap();
+        stored.sort_by_key(|b| b.target);
+        assert_eq!(stored.len(), bans.len());
+        let node = crate::config::NodeName::parse("compacted-state").unwrap();
+        let first = super::super::fleet::adopted(
+            "10.0.0.0".parse().unwrap(),
+            stored[0].since,
+            until,
+            0,
+            1,
+            &node,
+        );
+        assert_eq!(
+            (stored[0].reason.as_str(), stored[0].hits, stored[0].offence),
+            (first.reason.as_str(), 0, 1)
+        );
+        for (b, (addr, end)) in stored.iter().zip(&bans) {
+            assert_eq!(
+                (b.target, b.until),
+                (
+                    IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(*addr))),
+                    *end
+                )
+            );
+        }
     }
 
     #[tokio::test]

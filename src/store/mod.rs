@@ -841,6 +841,18 @@ impl Store {
         Ok(out)
     }
 
+    /// When the ban of `target` ends, if the store holds one (ended or
+    /// not).
+    pub fn ban_until(&self, target: &IpNet) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT until FROM bans WHERE target = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![target.to_string()], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
     /// The last history entry (0 when there is none).
     pub fn history_last(&self) -> Result<i64, StoreError> {
         self.conn

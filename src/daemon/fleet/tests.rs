@@ -315,56 +315,138 @@ fn cursors_belong_to_their_epoch_and_outbox_rows_carry_their_compaction() {
     assert!(outgoing(&me, 13, "{\"kind\":\"launch\"}", NOW, 24, 64).is_none());
 }
 
-/// A bootstrap hands the engine the IPv4 engine bans in address order
-/// (the store then writes along its B-tree), then everything else as it
-/// came; nothing is lost or changed on the way.
-#[tokio::test]
-async fn a_bootstrap_hands_over_the_addresses_in_order_and_the_rest_after() {
-    let mut checker = Checker::default();
-    let mut state = Collected::default();
-    let entries = [
-        StateEntry::Ban("198.51.100.9/32".into(), NOW + 60),
-        StateEntry::Ban("2001:db8::1/128".into(), NOW + 60),
-        StateEntry::Delivery("203.0.113.0/24".into(), NOW - 5),
-        StateEntry::Ban("10.0.0.1/32".into(), NOW + 70),
-        StateEntry::Ban("192.0.2.0/24".into(), NOW + 60),
-        StateEntry::ManualBan("192.0.2.200/32".into(), NOW + 60),
-        StateEntry::Ban("9.255.255.255/32".into(), NOW + 80),
-    ];
-    for e in entries {
-        state.push(checker.state(e, NOW).unwrap());
-    }
-    let (tx, mut rx) = mpsc::channel(64);
-    assert_eq!(state.hand_over(&tx).await, 7);
-    drop(tx);
-    let mut got = Vec::new();
-    while let Some(Inbound::State(items)) = rx.recv().await {
-        for item in items {
-            let Item::Message(m) = item else {
-                panic!("{item:?}")
-            };
-            got.push(match m.body {
-                Body::Ban {
-                    target,
-                    until,
-                    source,
-                    ..
-                } => format!("{source:?} {target} {}", until - NOW),
-                Body::Delivery { ip, .. } => format!("delivery {ip}"),
-                other => panic!("{other:?}"),
-            });
-        }
-    }
-    assert_eq!(
-        got,
-        [
-            "Engine 9.255.255.255/32 80",
-            "Engine 10.0.0.1/32 70",
-            "Engine 198.51.100.9/32 60",
-            "Engine 2001:db8::1/128 60",
-            "delivery 203.0.113.0",
-            "Engine 192.0.2.0/24 60",
-            "Manual 192.0.2.200/32 60",
-        ]
+/// What a step of the engine task does with `inbound`: its decisions and
+/// its fleet part.
+fn take(node: &mut Node, engine: &mut Engine, inbound: Inbound) -> (Vec<Decision>, FleetStep) {
+    let mut decisions = Vec::new();
+    let mut step = FleetStep::default();
+    node.apply(
+        engine,
+        inbound,
+        NOW,
+        &mut decisions,
+        &mut Vec::new(),
+        &mut step,
     );
+    (decisions, step)
+}
+
+/// A bootstrap's IPv4 engine bans are the engine's as each part is read,
+/// go to enforcement ahead of the store (never one a local list refuses),
+/// and to the writer in address order once the state is read, without
+/// those the engine changed meanwhile, which enforcement rechecks; the
+/// rest is applied as messages are.
+#[test]
+fn a_bootstrap_hands_its_bans_to_enforcement_as_read_and_to_the_store_in_order() {
+    let (c, node) = decoy_node();
+    let (tx, ahead) = std::sync::mpsc::sync_channel(8);
+    let mut node = node.with_ahead(tx);
+    let mut engine = Engine::new(Policy::from_config(&c));
+    let mut checker = Checker::default();
+    let mut part = |entries: Vec<StateEntry>| {
+        let items = entries
+            .into_iter()
+            .filter_map(|e| checker.state(e, NOW))
+            .collect();
+        Inbound::State(items)
+    };
+    let ban = |t: &str, secs| StateEntry::Ban(t.into(), NOW + secs);
+    let (decisions, step) = take(
+        &mut node,
+        &mut engine,
+        part(vec![
+            ban("203.0.113.9/32", 60),
+            ban("198.51.100.7/32", 60),
+            ban("2001:db8::1/128", 60),
+            ban("10.0.0.1/32", 70),
+            ban("9.255.255.255/32", 80),
+            ban("100.64.0.0/24", 60),
+            StateEntry::ManualBan("192.0.2.200/32".into(), NOW + 60),
+        ]),
+    );
+    assert!(decisions.is_empty());
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let v4 = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    let Ok(Ahead::Bans {
+        bootstrap: 1,
+        hosts,
+    }) = ahead.try_recv()
+    else {
+        panic!("the part's bans ahead of the store")
+    };
+    assert_eq!(
+        hosts,
+        [
+            (ip("203.0.113.9"), NOW + 60),
+            (ip("10.0.0.1"), NOW + 70),
+            (ip("9.255.255.255"), NOW + 80)
+        ],
+        "not the allowed network's, nor what is not an IPv4 engine ban"
+    );
+    assert!(engine.is_banned(ip("203.0.113.9")));
+    assert!(!engine.is_banned(ip("198.51.100.7")));
+    // The rest, as messages: an IPv6 host's engine ban adopted, the
+    // network and the manual ban stored.
+    let adopted: Vec<IpAddr> = step.adopted.iter().map(|d| d.ip).collect();
+    assert_eq!(adopted, [ip("2001:db8::1")]);
+    let stored: Vec<String> = step
+        .write
+        .bans
+        .iter()
+        .map(|b| b.target.to_string())
+        .collect();
+    assert_eq!(stored, ["100.64.0.0/24", "192.0.2.200/32"]);
+    assert!(step.adopt.is_none(), "nothing for the writer until the end");
+    assert_eq!(
+        node.adopting(),
+        [
+            (v4("9.255.255.255"), NOW + 80),
+            (v4("10.0.0.1"), NOW + 70),
+            (v4("203.0.113.9"), NOW + 60)
+        ],
+        "not stored yet, in address order"
+    );
+
+    // A delivery from 203.0.113.0/24 later in the state lifts its ban.
+    let (decisions, _) = take(
+        &mut node,
+        &mut engine,
+        part(vec![
+            ban("203.0.113.77/32", 90),
+            ban("10.0.0.1/32", 70),
+            StateEntry::Delivery("203.0.113.0/24".into(), NOW - 5),
+        ]),
+    );
+    let Ok(Ahead::Bans {
+        bootstrap: 1,
+        hosts,
+    }) = ahead.try_recv()
+    else {
+        panic!("the second part's bans")
+    };
+    assert_eq!(
+        hosts,
+        [(ip("203.0.113.77"), NOW + 90)],
+        "10.0.0.1 is banned already"
+    );
+    let lifted: Vec<IpAddr> = decisions.iter().map(|d| d.ip).collect();
+    assert_eq!(lifted, [ip("203.0.113.9"), ip("203.0.113.77")]);
+
+    let (_, step) = take(&mut node, &mut engine, Inbound::StateEnd);
+    let adopt = step.adopt.expect("the bans for the writer");
+    assert_eq!(adopt.bootstrap, 1);
+    assert_eq!(
+        *adopt.bans,
+        [(v4("9.255.255.255"), NOW + 80), (v4("10.0.0.1"), NOW + 70)]
+    );
+    assert_eq!(adopt.recheck, [ip("203.0.113.9"), ip("203.0.113.77")]);
+    assert!(node.adopting().is_empty());
+    assert!(ahead.try_recv().is_err());
+
+    // The next bootstrap has a number of its own.
+    take(&mut node, &mut engine, part(vec![ban("10.9.9.9/32", 60)]));
+    assert!(matches!(
+        ahead.try_recv(),
+        Ok(Ahead::Bans { bootstrap: 2, .. })
+    ));
 }
