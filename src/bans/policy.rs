@@ -323,6 +323,20 @@ impl Engine {
         );
     }
 
+    /// Takes over another node's ban of `ip` unless this engine holds one
+    /// already (then its own stays); says whether it did. As
+    /// [`restore_ban`](Engine::restore_ban) otherwise, in one lookup of the
+    /// bans (a bootstrap takes millions over).
+    pub fn adopt_ban(&mut self, ip: IpAddr, until: i64, hits: u32, offence: u32) -> bool {
+        let ip = canonical(ip);
+        let offences = &mut self.offences;
+        self.bans.insert_new(ip, || Ban {
+            until,
+            hits,
+            offence: offence.max(offences.remove(&ip).map_or(0, |o| o.0)),
+        })
+    }
+
     /// Restores an offence count from the store (at start-up) for a client
     /// whose latest ban ends or ended at `until`; a larger count already
     /// known wins.
@@ -431,11 +445,6 @@ impl Engine {
     /// client is judged afresh from its next hits. Returns whether it was banned.
     pub fn forget_ban(&mut self, ip: IpAddr) -> bool {
         self.lift(canonical(ip)).is_some()
-    }
-
-    /// When the engine's ban of `ip` ends, if it holds one.
-    pub fn ban_until(&self, ip: IpAddr) -> Option<i64> {
-        self.bans.get(canonical(ip)).map(|b| b.until)
     }
 
     /// Whether the engine holds `ip` banned.

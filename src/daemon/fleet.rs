@@ -16,7 +16,7 @@
 //!   the rest to the engine task; it bootstraps from the compacted state
 //!   when it has no cursor, fell behind the trim, or the epoch changed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -143,6 +143,8 @@ struct Adopting {
     bans: Vec<(u32, i64)>,
     /// Whether `bans` is sorted.
     sorted: bool,
+    /// IPv4 addresses the engine decided on meanwhile (few).
+    touched: HashSet<u32>,
 }
 
 impl FleetStep {
@@ -251,8 +253,21 @@ impl Node {
         }
     }
 
+    /// Notes the IPv4 addresses of `decisions` while a bootstrap is read:
+    /// what it took over of them is not stored as read.
+    fn decided_on(&mut self, decisions: &[Decision]) {
+        if let Some(a) = self.adopting.as_mut() {
+            for d in decisions {
+                if let IpAddr::V4(v4) = d.ip {
+                    a.touched.insert(u32::from(v4));
+                }
+            }
+        }
+    }
+
     /// This engine's bans, as messages for the outbox.
-    pub fn decided(&self, decisions: &[Decision], step: &mut FleetStep) {
+    pub fn decided(&mut self, decisions: &[Decision], step: &mut FleetStep) {
+        self.decided_on(decisions);
         for d in decisions.iter().filter(|d| d.action == Action::Ban) {
             let body = Body::Ban {
                 target: IpNet::from(d.ip),
@@ -289,7 +304,7 @@ impl Node {
             Inbound::State(items) => {
                 return self.take_state(engine, items, now, decisions, deliveries, step);
             }
-            Inbound::StateEnd => return self.state_read(engine, step),
+            Inbound::StateEnd => return self.state_read(decisions, step),
         };
         for item in items {
             self.item(engine, item, now, decisions, deliveries, step);
@@ -329,14 +344,14 @@ impl Node {
                 self.refuse(&state_node(), &IpNet::from(ip));
                 continue;
             }
-            if engine.is_banned(ip) {
+            if !engine.adopt_ban(ip, until, 0, 1) {
                 continue;
             }
-            engine.restore_ban(ip, until, 0, 1);
             let adopting = self.adopting.get_or_insert_with(|| Adopting {
                 bootstrap,
                 bans: Vec::new(),
                 sorted: true,
+                touched: HashSet::new(),
             });
             adopting.bans.push((u32::from(addr), until));
             adopting.sorted = false;
@@ -363,25 +378,26 @@ impl Node {
     }
 
     /// The compacted state is read: what was taken over goes to the writer,
-    /// sorted by address; what the engine changed meanwhile is left out and
-    /// rechecked by enforcement.
-    fn state_read(&mut self, engine: &Engine, step: &mut FleetStep) {
+    /// sorted by address; what the engine decided on meanwhile (this step's
+    /// `decisions` included) is left out and rechecked by enforcement.
+    fn state_read(&mut self, decisions: &[Decision], step: &mut FleetStep) {
+        self.decided_on(decisions);
         let Some(Adopting {
             bootstrap,
             mut bans,
+            touched,
             ..
         }) = self.adopting.take()
         else {
             return;
         };
         let mut recheck = Vec::new();
-        bans.retain(|&(addr, until)| {
-            let ip = IpAddr::V4(addr.into());
-            let same = engine.ban_until(ip) == Some(until);
-            if !same {
-                recheck.push(ip);
+        bans.retain(|&(addr, _)| {
+            let changed = touched.contains(&addr);
+            if changed {
+                recheck.push(IpAddr::V4(addr.into()));
             }
-            same
+            !changed
         });
         bans.sort_unstable();
         tracing::info!(
@@ -458,8 +474,7 @@ impl Node {
                 let host = crate::store::host_of(&target);
                 match (source, host) {
                     (BanSource::Engine, Some(ip)) => {
-                        if !engine.is_banned(ip) {
-                            engine.restore_ban(ip, until, hits, offence);
+                        if engine.adopt_ban(ip, until, hits, offence) {
                             step.adopted
                                 .push(adopted(ip, now, until, hits, offence, &node));
                         }

@@ -454,9 +454,24 @@ fn converge(
     } else {
         backend.apply(&change)?
     };
+    // An element just added (not renewed) ends with its ban: only the
+    // others can disagree, and a bootstrap's millions are not looked up
+    // again.
+    let others: Vec<(IpNet, u64)>;
+    let held = if change.remove.is_empty() && !change.add.is_empty() {
+        let mut added = change.add.iter().map(|a| a.0).peekable();
+        others = want
+            .iter()
+            .filter(|(net, _)| added.next_if_eq(net).is_none())
+            .copied()
+            .collect();
+        &others
+    } else {
+        want
+    };
     report.recheck_in = backend
         .timeouts()
-        .and_then(|t| next_disagreement(want, &|net| t.remaining(net), t.max_timeout()));
+        .and_then(|t| next_disagreement(held, &|net| t.remaining(net), t.max_timeout()));
     Ok(report)
 }
 

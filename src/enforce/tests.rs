@@ -238,3 +238,104 @@ fn elements_print_and_parse_like_the_tools() {
     );
     assert!(parse_element("192.0.2.1; rm -rf /").is_err());
 }
+
+/// A backend that holds elements with timeouts it reports, and counts how
+/// often it is asked for one.
+#[derive(Default)]
+struct Timed {
+    held: std::collections::BTreeMap<IpNet, u64>,
+    asked: std::cell::Cell<usize>,
+}
+
+impl Enforcer for Timed {
+    fn name(&self) -> &'static str {
+        "timed"
+    }
+
+    fn check(&mut self) -> Result<(), EnforceError> {
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Option<Vec<IpNet>>, EnforceError> {
+        Ok(Some(self.held.keys().copied().collect()))
+    }
+
+    fn apply(&mut self, change: &Change) -> Result<Report, EnforceError> {
+        for net in &change.remove {
+            self.held.remove(net);
+        }
+        self.held.extend(change.add.iter().copied());
+        Ok(Report::of(change))
+    }
+
+    fn timeouts(&self) -> Option<&dyn Timeouts> {
+        Some(self)
+    }
+
+    fn cache(&mut self) -> Option<&mut dyn Cache> {
+        Some(self)
+    }
+}
+
+impl Timeouts for Timed {
+    fn remaining(&self, net: &IpNet) -> Option<u64> {
+        self.asked.set(self.asked.get() + 1);
+        self.held.get(net).copied()
+    }
+}
+
+impl Cache for Timed {
+    fn forget(&mut self) {}
+
+    fn changed_outside(&mut self) -> bool {
+        false
+    }
+
+    fn holds(&self, nets: &[IpNet]) -> Option<Vec<IpNet>> {
+        Some(
+            nets.iter()
+                .filter(|n| self.held.contains_key(n))
+                .copied()
+                .collect(),
+        )
+    }
+}
+
+/// Elements just added end with their bans: only those held before are
+/// asked for their timeouts, and one of them ending apart from its ban
+/// still makes a reconcile due.
+#[test]
+fn only_elements_held_before_a_change_are_checked_for_their_timeouts() {
+    let mut backend = Timed::default();
+    backend.held.insert("192.0.2.1/32".parse().unwrap(), 100);
+    let desired = [
+        t("192.0.2.1/32", 100),
+        t("192.0.2.2/32", 500),
+        t("192.0.2.3/32", 2 * MAX_TIMEOUT),
+    ];
+    let changed = nets(&["192.0.2.1/32", "192.0.2.2/32", "192.0.2.3/32"]);
+    let r = reconcile_some(&mut backend, &changed, &desired)
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.added, r.recheck_in), (2, None));
+    assert_eq!(
+        backend.asked.get(),
+        2,
+        "only 192.0.2.1, held before: for the change and after it"
+    );
+
+    // A held element that ends before its (extended) ban is renewed; one
+    // that ends after its ban makes a reconcile due when the ban ends.
+    backend.asked.set(0);
+    let desired = [t("192.0.2.1/32", 40), t("192.0.2.4/32", 60)];
+    let changed = nets(&["192.0.2.1/32", "192.0.2.4/32"]);
+    let r = reconcile_some(&mut backend, &changed, &desired)
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.added, r.recheck_in), (1, Some(42)));
+    assert_eq!(
+        backend.asked.get(),
+        2,
+        "the held one, for the change and after it"
+    );
+}

@@ -294,7 +294,7 @@ pub fn decode(payload: &[u8], now: i64) -> Result<Message, Skip> {
 /// a node does not publish hits from loopback (a health check) that every
 /// other node would have to skip.
 pub fn is_client(ip: IpAddr) -> bool {
-    client(&ip.to_string()).is_ok()
+    client_addr(ip).is_ok()
 }
 
 /// A client address: unicast, not loopback or unspecified (nolist never
@@ -303,6 +303,11 @@ fn client(text: &str) -> Result<IpAddr, Skip> {
     let ip: IpAddr = text
         .parse()
         .map_err(|_| Skip::Invalid(format!("{text:?} is not an IP address")))?;
+    client_addr(ip)
+}
+
+/// `ip` as [`client`] takes it.
+fn client_addr(ip: IpAddr) -> Result<IpAddr, Skip> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -328,7 +333,7 @@ pub fn target(text: &str) -> Result<IpNet, Skip> {
             "ban target {net} is wider than /{widest}"
         )));
     }
-    client(&net.addr().to_string())?;
+    client_addr(net.addr())?;
     Ok(net.trunc())
 }
 

@@ -49,6 +49,18 @@ impl<A: Ord + Copy> Family<A> {
         old
     }
 
+    fn insert_new(&mut self, a: A, make: impl FnOnce() -> Ban) -> bool {
+        match self.by_addr.entry(a) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let ban = make();
+                e.insert(ban);
+                self.by_end.insert((ban.until, a));
+                true
+            }
+        }
+    }
+
     fn remove(&mut self, a: A) -> Option<Ban> {
         let ban = self.by_addr.remove(&a)?;
         self.by_end.remove(&(ban.until, a));
@@ -74,6 +86,15 @@ impl Table {
         match ip {
             IpAddr::V4(a) => self.v4.insert(a.to_bits(), ban),
             IpAddr::V6(a) => self.v6.insert(a.to_bits(), ban),
+        }
+    }
+
+    /// Bans `ip` with the ban `make` gives, unless it is banned already;
+    /// says whether it was not (one lookup either way).
+    pub fn insert_new(&mut self, ip: IpAddr, make: impl FnOnce() -> Ban) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.v4.insert_new(a.to_bits(), make),
+            IpAddr::V6(a) => self.v6.insert_new(a.to_bits(), make),
         }
     }
 

@@ -328,6 +328,8 @@ fn take(node: &mut Node, engine: &mut Engine, inbound: Inbound) -> (Vec<Decision
         &mut Vec::new(),
         &mut step,
     );
+    // As the engine task does after every step.
+    node.decided(&decisions, &mut step);
     (decisions, step)
 }
 
