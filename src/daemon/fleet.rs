@@ -14,7 +14,11 @@
 //! - The consumer task reads the shared log from the cursor kept in the
 //!   store, checks every entry, drops its own and repeated ones, and hands
 //!   the rest to the engine task; it bootstraps from the compacted state
-//!   when it has no cursor, fell behind the trim, or the epoch changed.
+//!   when it has no cursor, fell behind the trim, or the epoch changed,
+//!   handing the state over part by part as it is read. The engine task
+//!   takes a part's IPv4 engine bans over at once and passes them to
+//!   enforcement ahead of the store, and, once the state is read, to the
+//!   writer sorted by address (`Node::take_state`, `Node::state_read`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -327,6 +331,12 @@ impl Node {
     ) {
         if self.adopting.is_none() {
             self.bootstraps += 1;
+            self.adopting = Some(Adopting {
+                bootstrap: self.bootstraps,
+                bans: Vec::new(),
+                sorted: true,
+                touched: HashSet::new(),
+            });
         }
         let bootstrap = self.bootstraps;
         let mut ahead = Vec::new();
@@ -347,14 +357,10 @@ impl Node {
             if !engine.adopt_ban(ip, until, 0, 1) {
                 continue;
             }
-            let adopting = self.adopting.get_or_insert_with(|| Adopting {
-                bootstrap,
-                bans: Vec::new(),
-                sorted: true,
-                touched: HashSet::new(),
-            });
-            adopting.bans.push((u32::from(addr), until));
-            adopting.sorted = false;
+            if let Some(adopting) = self.adopting.as_mut() {
+                adopting.bans.push((u32::from(addr), until));
+                adopting.sorted = false;
+            }
             ahead.push((ip, until));
         }
         if ahead.is_empty() {
@@ -387,7 +393,7 @@ impl Node {
             mut bans,
             touched,
             ..
-        }) = self.adopting.take()
+        }) = self.adopting.take().filter(|a| !a.bans.is_empty())
         else {
             return;
         };

@@ -6,7 +6,8 @@
 //! that cannot read back reports what it applied to the store writer. The
 //! backend of the config can be replaced on its thread by a `Swap`
 //! (SIGHUP with other ports or decoys), so nothing else changes the
-//! firewall meanwhile.
+//! firewall meanwhile. In a fleet, the configured backend's thread also
+//! takes a bootstrap's bans ahead of the store (`Ahead`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -386,6 +386,7 @@ fn commit(
             return merged.commit(store, fleet, nudge, weighed);
         }
         Write::Adopted { bootstrap, bans } => {
+            let began = Instant::now();
             let node = super::fleet::state_node();
             for part in bans.chunks(COMMIT_WEIGHT) {
                 let now = unix_now();
@@ -404,6 +405,11 @@ fn commit(
                 }
             }
             *weighed += bans.len();
+            tracing::info!(
+                bans = bans.len(),
+                took_ms = began.elapsed().as_millis() as u64,
+                "fleet: the bootstrap's bans are stored"
+            );
             // Stored, or given up on: either way enforcement may reconcile
             // in full again, and the firewall holds what the store does.
             if let Some(shared) = fleet {
