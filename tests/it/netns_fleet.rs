@@ -89,9 +89,10 @@ impl Node {
         let mta = maillog
             .map(|l| format!("mta: {{ logs: [\"{}\"], format: postfix }}\n", l.display()))
             .unwrap_or_default();
-        // Only the decoy node allows 198.18.3.0/24.
+        // Only the decoy node and a host that joins later allow
+        // 198.18.3.0/24.
         let allow = match self.role {
-            Role::Decoy => "  allow: { networks: [198.18.3.0/24] }\n",
+            Role::Decoy | Role::Plain => "  allow: { networks: [198.18.3.0/24] }\n",
             _ => "",
         };
         format!(
@@ -632,10 +633,25 @@ fn an_mta_host_cut_off_crashed_or_lagging_holds_bans_back_and_a_new_host_gets_th
         f.logs()
     );
 
-    // A new host with an empty store.
+    // A new host with an empty store. The compacted state also holds an
+    // engine ban of an address the new host allows (as if a node that does
+    // not allow it had banned it): refused there, never enforced, not even
+    // ahead of its store.
+    let until = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    f.redis
+        .command(&["ZADD", "{nolist}:bans", &until, "198.18.3.7/32"]);
     f.add("mxd", "d", "198.18.5.40", Role::Plain).unwrap();
     f.wait_enforced("198.18.1.4", &["mxd"], Instant::now());
     f.wait_enforced("203.0.113.0/24", &["mxd"], Instant::now());
+    assert!(
+        f.nodes[3].logged(&["refused a ban", "198.18.3.7"]) > 0,
+        "{}",
+        f.logs()
+    );
     f.assert_firewalls(|_| vec!["198.18.1.4", "203.0.113.0/24"]);
 
     // mxb's node lags behind its Postfix's log: a delivery waits unread.
