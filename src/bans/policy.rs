@@ -447,6 +447,11 @@ impl Engine {
         self.lift(canonical(ip)).is_some()
     }
 
+    /// When the engine's ban of `ip` ends, if it holds one.
+    pub fn ban_until(&self, ip: IpAddr) -> Option<i64> {
+        self.bans.get(canonical(ip)).map(|b| b.until)
+    }
+
     /// Whether the engine holds `ip` banned.
     pub fn is_banned(&self, ip: IpAddr) -> bool {
         self.bans.contains(canonical(ip))

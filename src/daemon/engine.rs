@@ -293,7 +293,7 @@ pub(crate) async fn run(
             }
             () = shutdown.cancelled() => break,
         }
-        if let Some(node) = node.as_mut() {
+        if let Some(node) = node.as_ref() {
             node.decided(&step.decisions, &mut step.fleet);
         }
         // Other nodes' bans taken over: recorded and enforced, not counted

@@ -20,7 +20,7 @@
 //!   enforcement ahead of the store, and, once the state is read, to the
 //!   writer sorted by address (`Node::take_state`, `Node::state_read`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,8 +147,6 @@ struct Adopting {
     bans: Vec<(u32, i64)>,
     /// Whether `bans` is sorted.
     sorted: bool,
-    /// IPv4 addresses the engine decided on meanwhile (few).
-    touched: HashSet<u32>,
 }
 
 impl FleetStep {
@@ -257,21 +255,8 @@ impl Node {
         }
     }
 
-    /// Notes the IPv4 addresses of `decisions` while a bootstrap is read:
-    /// what it took over of them is not stored as read.
-    fn decided_on(&mut self, decisions: &[Decision]) {
-        if let Some(a) = self.adopting.as_mut() {
-            for d in decisions {
-                if let IpAddr::V4(v4) = d.ip {
-                    a.touched.insert(u32::from(v4));
-                }
-            }
-        }
-    }
-
     /// This engine's bans, as messages for the outbox.
-    pub fn decided(&mut self, decisions: &[Decision], step: &mut FleetStep) {
-        self.decided_on(decisions);
+    pub fn decided(&self, decisions: &[Decision], step: &mut FleetStep) {
         for d in decisions.iter().filter(|d| d.action == Action::Ban) {
             let body = Body::Ban {
                 target: IpNet::from(d.ip),
@@ -308,7 +293,7 @@ impl Node {
             Inbound::State(items) => {
                 return self.take_state(engine, items, now, decisions, deliveries, step);
             }
-            Inbound::StateEnd => return self.state_read(decisions, step),
+            Inbound::StateEnd => return self.state_read(engine, step),
         };
         for item in items {
             self.item(engine, item, now, decisions, deliveries, step);
@@ -335,7 +320,6 @@ impl Node {
                 bootstrap: self.bootstraps,
                 bans: Vec::new(),
                 sorted: true,
-                touched: HashSet::new(),
             });
         }
         let bootstrap = self.bootstraps;
@@ -384,28 +368,29 @@ impl Node {
     }
 
     /// The compacted state is read: what was taken over goes to the writer,
-    /// sorted by address; what the engine decided on meanwhile (this step's
-    /// `decisions` included) is left out and rechecked by enforcement.
-    fn state_read(&mut self, decisions: &[Decision], step: &mut FleetStep) {
-        self.decided_on(decisions);
+    /// sorted by address; a ban the engine no longer holds as it took it
+    /// over (lifted, expired or banned anew meanwhile) is left out and
+    /// rechecked by enforcement. Sorted first, so the engine's table is
+    /// looked up in address order (millions, each near the last).
+    fn state_read(&mut self, engine: &Engine, step: &mut FleetStep) {
         let Some(Adopting {
             bootstrap,
             mut bans,
-            touched,
             ..
         }) = self.adopting.take().filter(|a| !a.bans.is_empty())
         else {
             return;
         };
-        let mut recheck = Vec::new();
-        bans.retain(|&(addr, _)| {
-            let changed = touched.contains(&addr);
-            if changed {
-                recheck.push(IpAddr::V4(addr.into()));
-            }
-            !changed
-        });
         bans.sort_unstable();
+        let mut recheck = Vec::new();
+        bans.retain(|&(addr, until)| {
+            let ip = IpAddr::V4(addr.into());
+            let held = engine.ban_until(ip) == Some(until);
+            if !held {
+                recheck.push(ip);
+            }
+            held
+        });
         tracing::info!(
             bans = bans.len(),
             changed = recheck.len(),
