@@ -32,6 +32,58 @@ fn json_examples_are_real_output(doc: &str) {
     }
 }
 
+/// docs/probe-json.md's examples are real output: a decoy served by
+/// `nolist run` in rcpt-450 mode on a free loopback port (swapped for the
+/// docs' 45767, and back in the output), then nothing listening on port 1.
+/// `elapsed_ms` varies: it is checked to be a number, not compared.
+#[test]
+fn probe_json_doc_examples_are_real_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("nolist.yaml");
+    std::fs::write(
+        &cfg,
+        "\
+domains:
+  - name: example.org
+    decoy: { host: mx01.example.org, preference: 10, ipv4: [192.0.2.10] }
+    real:
+      - { host: mx02.example.org, preference: 20, ipv4: [192.0.2.20] }
+responder: { mode: rcpt-450, listen: [\"127.0.0.1:0\"] }
+bans: { enforce: { backend: none } }
+",
+    )
+    .unwrap();
+    let server = crate::util::serve::Server::start_with("run", &cfg, &[], 1)
+        .unwrap_or_else(|log| panic!("nolist run did not start:\n{log}"));
+    let real = server.addr("smtp", false).to_string();
+    let runs = util::documented_runs(&root().join("docs/probe-json.md"));
+    assert_eq!(runs.len(), 2, "docs/probe-json.md shows two probes");
+    let elapsed_checked = |text: &str| {
+        let mut doc: serde_json::Value = serde_json::from_str(text).unwrap();
+        for probe in doc["probes"].as_array_mut().expect("probes") {
+            assert!(probe["elapsed_ms"].is_u64(), "{probe}");
+            probe["elapsed_ms"] = 0.into();
+        }
+        doc
+    };
+    for (cmd, shown) in runs {
+        let args: Vec<String> = cmd
+            .split_whitespace()
+            .skip(1)
+            .map(|a| a.replace("127.0.0.1:45767", &real))
+            .collect();
+        let out = nolist().args(&args).output().unwrap();
+        let got = String::from_utf8(out.stdout)
+            .unwrap()
+            .replace(&real, "127.0.0.1:45767");
+        assert_eq!(
+            elapsed_checked(&got),
+            elapsed_checked(&shown),
+            "`{cmd}` output differs from the docs"
+        );
+    }
+}
+
 #[test]
 fn readme_quick_start_runs() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
