@@ -244,7 +244,7 @@ mod tests {
     use std::path::Path;
 
     use hickory_net::xfer::Protocol;
-    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::op::{Edns, Message, ResponseCode};
     use hickory_proto::rr::Record;
     use ipnet::IpNet;
     use proptest::prelude::*;
@@ -558,6 +558,27 @@ dns:
         for (what, packet) in declined {
             assert_eq!(fast(&s, &packet), None, "{what}");
         }
+    }
+
+    /// An EDNS version other than 0, declined by the fast path, gets
+    /// BADVERS from the hickory path (RFC 6891 §6.1.3), with an OPT record
+    /// of version 0 and the question echoed, as the planned zones' answers.
+    #[test]
+    fn another_edns_version_gets_badvers() {
+        const Z: &str = "bl.example.org";
+        let s = served(Z, TEMPLATE);
+        let name = addr("192.0.2.99", Z);
+        let packet = query([1, 0], &name, 1, 1, Some((1232, false, 1, &[])));
+        let answers = slow(&s, &packet);
+        let [answer] = answers.as_slice() else {
+            panic!("one answer: {answers:?}")
+        };
+        let m = Message::from_vec(answer).expect("a well-formed answer");
+        // 16: BADVERS (hickory reads the code back as BADSIG, its TSIG twin).
+        assert_eq!(u16::from(m.metadata.response_code), 16);
+        assert_eq!(m.edns.as_ref().map(Edns::version), Some(0));
+        assert_eq!(m.queries.len(), 1);
+        assert!(m.answers.is_empty() && m.authorities.is_empty());
     }
 
     /// A valid query, then any byte changed and any length cut: the fast

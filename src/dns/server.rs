@@ -189,6 +189,11 @@ async fn from_request(
         _ => u16::MAX,
     };
     if let (Some(bl), true) = (&snapshot.dnsbl, snapshot.owns(request)) {
+        // RFC 6891 §6.1.3: an EDNS version we do not speak gets BADVERS,
+        // as the catalog answers for the planned zones.
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return error_response(request, ResponseCode::BADVERS, edns);
+        }
         return dnsbl_response(bl, request, edns, usize::from(limit));
     }
     let transfer = request
