@@ -111,17 +111,33 @@ pub(crate) fn manpages(args: &ManpagesArgs) -> Result<ExitCode, Failure> {
 
 /// Every page as `(file name, roff text)`: `nolist.1`, the subcommands'
 /// pages, `nolist.yaml.5`. Hidden subcommands (this generator) get none.
+/// Dated by `SOURCE_DATE_EPOCH` when set (reproducible builds; `scripts/deb`
+/// sets it to the last commit's time), undated otherwise.
 fn pages() -> Vec<(String, String)> {
     let mut cmd = Cli::command().disable_help_subcommand(true);
     cmd.build();
+    let date = page_date(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref());
     let mut pages = Vec::new();
-    command_pages(&cmd, &mut pages);
-    pages.push(("nolist.yaml.5".to_owned(), config_page(CONFIG_REFERENCE)));
+    command_pages(&cmd, &date, &mut pages);
+    pages.push((
+        "nolist.yaml.5".to_owned(),
+        config_page(CONFIG_REFERENCE, &date),
+    ));
     pages
 }
 
+/// The date of the pages' footer for `SOURCE_DATE_EPOCH` (Unix seconds):
+/// `YYYY-MM-DD` in UTC, or empty without a valid one.
+fn page_date(epoch: Option<&str>) -> String {
+    epoch
+        .and_then(|e| e.trim().parse::<i64>().ok())
+        .and_then(|secs| jiff::Timestamp::from_second(secs).ok())
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
 /// The page of `cmd` and of each of its visible subcommands, depth first.
-fn command_pages(cmd: &clap::Command, pages: &mut Vec<(String, String)>) {
+fn command_pages(cmd: &clap::Command, date: &str, pages: &mut Vec<(String, String)>) {
     let man = clap_mangen::Man::new(cmd.clone());
     let mut out = Vec::new();
     // Rendering into a Vec cannot fail.
@@ -133,7 +149,10 @@ fn command_pages(cmd: &clap::Command, pages: &mut Vec<(String, String)>) {
         // clap_mangen leaves the date out instead of writing `""`, which
         // shifts the source and manual into the wrong fields of the footer.
         if line.starts_with(".TH ") {
-            let _ = writeln!(page, ".TH {name} 1 \"\" \"{SOURCE}\" \"nolist manual\"");
+            let _ = writeln!(
+                page,
+                ".TH {name} 1 \"{date}\" \"{SOURCE}\" \"nolist manual\""
+            );
         } else {
             page.push_str(line);
             page.push('\n');
@@ -142,7 +161,7 @@ fn command_pages(cmd: &clap::Command, pages: &mut Vec<(String, String)>) {
     page.push_str(&see_also(name));
     pages.push((man.get_filename(), ascii_roff(&page)));
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        command_pages(sub, pages);
+        command_pages(sub, date, pages);
     }
 }
 
@@ -177,13 +196,13 @@ fn ascii_roff(text: &str) -> String {
 }
 
 /// `nolist.yaml(5)`: the Configuration section of `markdown` as a page.
-fn config_page(markdown: &str) -> String {
+fn config_page(markdown: &str, date: &str) -> String {
     let body = config_section(markdown).map_or_else(
         || "The configuration reference is missing from this build.\n".to_owned(),
         markdown_to_roff,
     );
     let text = format!(
-        ".TH nolist.yaml 5 \"\" \"{SOURCE}\" \"nolist manual\"\n\
+        ".TH nolist.yaml 5 \"{date}\" \"{SOURCE}\" \"nolist manual\"\n\
          .SH NAME\n\
          nolist.yaml \\- the nolist configuration file\n\
          .SH SYNOPSIS\n\
@@ -452,6 +471,20 @@ mod tests {
     }
 
     #[test]
+    fn pages_are_dated_by_source_date_epoch_or_not_at_all() {
+        assert_eq!(page_date(Some("1764806400")), "2025-12-04");
+        assert_eq!(page_date(Some(" 0\n")), "1970-01-01");
+        for bad in [None, Some(""), Some("soon"), Some("99999999999999999")] {
+            assert_eq!(page_date(bad), "", "{bad:?}");
+        }
+        let page = config_page("# Configuration\nkeys\n", "2025-12-04");
+        assert!(
+            page.starts_with(".TH nolist.yaml 5 \"2025-12-04\" "),
+            "{page}"
+        );
+    }
+
+    #[test]
     fn inline_markdown_becomes_bold_code_and_link_text() {
         assert_eq!(inline("see [State](#state)"), "see State");
         assert_eq!(
@@ -508,7 +541,7 @@ mod tests {
             .collect();
         assert!(keys.len() > 50, "only {} keys found", keys.len());
         assert!(keys.contains(&"bans.enforce.backend"));
-        let page = config_page(CONFIG_REFERENCE);
+        let page = config_page(CONFIG_REFERENCE, "");
         let tags: Vec<&str> = page
             .lines()
             .zip(page.lines().skip(1))
