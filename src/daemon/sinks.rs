@@ -393,7 +393,14 @@ impl Enforcement {
     /// Says whether it reconciled in full (or tried to).
     fn reconcile_if_needed(&mut self) -> bool {
         let mut rechecking = false;
-        if self.rechecked.elapsed() >= RECHECK_FIREWALL.max(self.recheck_took * SAFETY_NET_SHARE) {
+        // The firewall holds bans the store does not yet: a full reconcile
+        // would take them out, and a backend made to forget what it holds
+        // could take no more of them. Changes are followed meanwhile.
+        let ahead = self.ahead_of_store();
+        if !ahead
+            && self.rechecked.elapsed()
+                >= RECHECK_FIREWALL.max(self.recheck_took * SAFETY_NET_SHARE)
+        {
             self.rechecked = Instant::now();
             // Beyond RECHECK_MOST bans the kernel's generation number alone
             // says whether anyone else touched the firewall: `nft` reads a
@@ -413,9 +420,6 @@ impl Enforcement {
             || self.last.is_none_or(|t| t.elapsed() >= every)
             || self.recheck_at.is_some_and(|t| Instant::now() >= t)
             || self.backend.cache().is_none_or(|c| c.changed_outside());
-        // The firewall holds bans the store does not yet: a full reconcile
-        // would take them out. Changes are followed meanwhile.
-        let ahead = self.ahead_of_store();
         if !full || ahead {
             if changes == self.changes || self.follow(changes) {
                 return false;
@@ -1005,10 +1009,15 @@ mod tests {
             ["192.0.2.1/32", "192.0.2.2/32", "192.0.2.3/32"]
         );
 
-        // A safety net is due: held off, the store does not have them yet.
+        // A safety net is due, and the firewall's recheck: held off, the
+        // store does not have them yet.
         enforcement.last = None;
+        enforcement.rechecked = Instant::now()
+            .checked_sub(RECHECK_FIREWALL + Duration::from_secs(1))
+            .expect("a clock past the recheck interval");
         assert!(!enforcement.reconcile_if_needed());
         assert_eq!(held(&backend).len(), 3, "nothing taken out");
+        assert_eq!(*backend.forgets.lock().unwrap(), 0, "nothing forgotten");
         // Meanwhile a change is followed; the writer stores two of three.
         other.add_ban(&manual(net("198.51.100.5/32"), now)).unwrap();
         assert!(!enforcement.reconcile_if_needed());
