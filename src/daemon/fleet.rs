@@ -152,7 +152,10 @@ struct Adopting {
 impl FleetStep {
     /// Whether there is nothing for the writer.
     pub fn is_empty(&self) -> bool {
-        self.write.is_empty() && self.adopted.is_empty() && self.watermark.is_none()
+        self.write.is_empty()
+            && self.adopted.is_empty()
+            && self.watermark.is_none()
+            && self.adopt.is_none()
     }
 }
 

@@ -369,13 +369,8 @@ fn a_bootstrap_hands_its_bans_to_enforcement_as_read_and_to_the_store_in_order()
     assert!(decisions.is_empty());
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let v4 = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
-    let Ok(Ahead::Bans {
-        bootstrap: 1,
-        hosts,
-    }) = ahead.try_recv()
-    else {
-        panic!("the part's bans ahead of the store")
-    };
+    let (bootstrap, hosts) = ahead_bans(&ahead);
+    assert_eq!(bootstrap, 1);
     assert_eq!(
         hosts,
         [
@@ -419,16 +414,9 @@ fn a_bootstrap_hands_its_bans_to_enforcement_as_read_and_to_the_store_in_order()
             StateEntry::Delivery("203.0.113.0/24".into(), NOW - 5),
         ]),
     );
-    let Ok(Ahead::Bans {
-        bootstrap: 1,
-        hosts,
-    }) = ahead.try_recv()
-    else {
-        panic!("the second part's bans")
-    };
     assert_eq!(
-        hosts,
-        [(ip("203.0.113.77"), NOW + 90)],
+        ahead_bans(&ahead),
+        (1, vec![(ip("203.0.113.77"), NOW + 90)]),
         "10.0.0.1 is banned already"
     );
     let lifted: Vec<IpAddr> = decisions.iter().map(|d| d.ip).collect();
@@ -447,8 +435,13 @@ fn a_bootstrap_hands_its_bans_to_enforcement_as_read_and_to_the_store_in_order()
 
     // The next bootstrap has a number of its own.
     take(&mut node, &mut engine, part(vec![ban("10.9.9.9/32", 60)]));
-    assert!(matches!(
-        ahead.try_recv(),
-        Ok(Ahead::Bans { bootstrap: 2, .. })
-    ));
+    assert_eq!(ahead_bans(&ahead).0, 2);
+}
+
+/// The next bans ahead of the store: the bootstrap's number and the hosts.
+fn ahead_bans(ahead: &std::sync::mpsc::Receiver<Ahead>) -> (u64, Vec<(IpAddr, i64)>) {
+    match ahead.try_recv() {
+        Ok(Ahead::Bans { bootstrap, hosts }) => (bootstrap, hosts),
+        other => panic!("bans ahead of the store, not {other:?}"),
+    }
 }
