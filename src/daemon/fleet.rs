@@ -139,10 +139,10 @@ pub(crate) struct Adopt {
     pub recheck: Vec<IpAddr>,
 }
 
-/// A bootstrap the engine task is taking over.
+/// The bootstrap the engine task is taking over (its number is
+/// `Node::bootstraps`).
 #[derive(Debug)]
 struct Adopting {
-    bootstrap: u64,
     /// The IPv4 engine bans taken over: address and end, as read.
     bans: Vec<(u32, i64)>,
     /// Whether `bans` is sorted.
@@ -320,12 +320,12 @@ impl Node {
         if self.adopting.is_none() {
             self.bootstraps += 1;
             self.adopting = Some(Adopting {
-                bootstrap: self.bootstraps,
                 bans: Vec::new(),
                 sorted: true,
             });
         }
         let bootstrap = self.bootstraps;
+        let from = state_node();
         let mut ahead = Vec::new();
         for item in items {
             let Some((addr, until)) = compact_ban(&item) else {
@@ -334,14 +334,9 @@ impl Node {
             };
             self.received.increment(1);
             let ip = IpAddr::V4(addr);
-            if until <= now {
-                continue;
-            }
-            if engine.protects(&IpNet::from(ip)) {
-                self.refuse(&state_node(), &IpNet::from(ip));
-                continue;
-            }
-            if !engine.adopt_ban(ip, until, 0, 1) {
+            if !self.admits(engine, &from, &IpNet::from(ip), until, now)
+                || !engine.adopt_ban(ip, until, 0, 1)
+            {
                 continue;
             }
             if let Some(adopting) = self.adopting.as_mut() {
@@ -376,11 +371,7 @@ impl Node {
     /// rechecked by enforcement. Sorted first, so the engine's table is
     /// looked up in address order (millions, each near the last).
     fn state_read(&mut self, engine: &Engine, step: &mut FleetStep) {
-        let Some(Adopting {
-            bootstrap,
-            mut bans,
-            ..
-        }) = self.adopting.take().filter(|a| !a.bans.is_empty())
+        let Some(Adopting { mut bans, .. }) = self.adopting.take().filter(|a| !a.bans.is_empty())
         else {
             return;
         };
@@ -400,16 +391,32 @@ impl Node {
             "fleet: the compacted state's bans are taken over; the store records them"
         );
         step.adopt = Some(Adopt {
-            bootstrap,
+            bootstrap: self.bootstraps,
             bans: Arc::new(bans),
             recheck,
         });
     }
 
-    /// Counts and logs a ban from `node` that a local list refuses.
-    fn refuse(&self, node: &NodeName, target: &IpNet) {
-        self.refused.increment(1);
-        tracing::warn!(%node, %target, "fleet: refused a ban of a network bans.ignore, bans.allow or a planned MX covers here");
+    /// Whether a ban of `target` from `node` until `until` may be taken
+    /// over here: still in force, and not of a network a local list
+    /// covers (refused, counted and logged).
+    fn admits(
+        &self,
+        engine: &Engine,
+        node: &NodeName,
+        target: &IpNet,
+        until: i64,
+        now: i64,
+    ) -> bool {
+        if until <= now {
+            return false;
+        }
+        if engine.protects(target) {
+            self.refused.increment(1);
+            tracing::warn!(%node, %target, "fleet: refused a ban of a network bans.ignore, bans.allow or a planned MX covers here");
+            return false;
+        }
+        true
     }
 
     /// Applies one item of the shared log or the compacted state.
@@ -458,11 +465,7 @@ impl Node {
                 offence,
                 source,
             } => {
-                if until <= now {
-                    return;
-                }
-                if engine.protects(&target) {
-                    self.refuse(&node, &target);
+                if !self.admits(engine, &node, &target, until, now) {
                     return;
                 }
                 let host = crate::store::host_of(&target);
@@ -1184,9 +1187,12 @@ async fn bootstrap(
     Ok(cursor)
 }
 
-/// The node the compacted state's entries come from.
+/// The node the compacted state's entries come from (checked once: each
+/// of millions of entries carries a copy).
 pub(crate) fn state_node() -> NodeName {
-    NodeName::parse("compacted-state").expect("a valid name")
+    static NAME: std::sync::LazyLock<NodeName> =
+        std::sync::LazyLock::new(|| NodeName::parse("compacted-state").expect("a valid name"));
+    NAME.clone()
 }
 
 /// Checks what the engine hands over; counts and logs what it skips (the

@@ -498,7 +498,11 @@ impl Daemon {
                 sinks::Links {
                     nudge: nudge.clone(),
                     followed: is_config.then(|| followed.clone()),
-                    ahead: ahead_of_store.take().filter(|_| is_config),
+                    ahead: if is_config {
+                        ahead_of_store.take()
+                    } else {
+                        None
+                    },
                 },
                 shutdown.clone(),
             )?;

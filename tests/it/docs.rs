@@ -17,19 +17,52 @@ fn diff_json_doc_example_is_real_output() {
 
 /// Runs every documented command of `doc` and compares its JSON output.
 fn json_examples_are_real_output(doc: &str) {
+    json_examples_match(doc, None, |_| {});
+}
+
+/// Runs every documented command of `doc` and compares its JSON output
+/// with the doc's, both passed through `normalise` first; `swap` is the
+/// address the doc shows and the real one, put in for the run and taken
+/// out of the output. Returns how many examples it compared.
+fn json_examples_match(
+    doc: &str,
+    swap: Option<(&str, &str)>,
+    normalise: impl Fn(&mut serde_json::Value),
+) -> usize {
     let runs = util::documented_runs(&root().join(doc));
     assert!(!runs.is_empty(), "{doc} shows no command + JSON example");
-    for (cmd, shown) in runs {
-        let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+    let (shown_addr, real_addr) = swap.unwrap_or(("", ""));
+    let swapped = |text: &str, from: &str, to: &str| {
+        if from.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(from, to)
+        }
+    };
+    let parse = |text: &str| {
+        let mut doc: serde_json::Value = serde_json::from_str(text).unwrap();
+        normalise(&mut doc);
+        doc
+    };
+    for (cmd, shown) in &runs {
+        let args: Vec<String> = cmd
+            .split_whitespace()
+            .skip(1)
+            .map(|a| swapped(a, shown_addr, real_addr))
+            .collect();
         let out = nolist().args(&args).output().unwrap();
-        let got = String::from_utf8(out.stdout).unwrap();
-        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s);
+        let got = swapped(
+            &String::from_utf8(out.stdout).unwrap(),
+            real_addr,
+            shown_addr,
+        );
         assert_eq!(
-            parse(&got).unwrap(),
-            parse(&shown).unwrap(),
+            parse(&got),
+            parse(shown),
             "`{cmd}` output differs from the docs"
         );
     }
+    runs.len()
 }
 
 /// docs/probe-json.md's examples are real output: a decoy served by
@@ -56,32 +89,17 @@ bans: { enforce: { backend: none } }
     let server = crate::util::serve::Server::start_with("run", &cfg, &[], 1)
         .unwrap_or_else(|log| panic!("nolist run did not start:\n{log}"));
     let real = server.addr("smtp", false).to_string();
-    let runs = util::documented_runs(&root().join("docs/probe-json.md"));
-    assert_eq!(runs.len(), 2, "docs/probe-json.md shows two probes");
-    let elapsed_checked = |text: &str| {
-        let mut doc: serde_json::Value = serde_json::from_str(text).unwrap();
-        for probe in doc["probes"].as_array_mut().expect("probes") {
-            assert!(probe["elapsed_ms"].is_u64(), "{probe}");
-            probe["elapsed_ms"] = 0.into();
-        }
-        doc
-    };
-    for (cmd, shown) in runs {
-        let args: Vec<String> = cmd
-            .split_whitespace()
-            .skip(1)
-            .map(|a| a.replace("127.0.0.1:45767", &real))
-            .collect();
-        let out = nolist().args(&args).output().unwrap();
-        let got = String::from_utf8(out.stdout)
-            .unwrap()
-            .replace(&real, "127.0.0.1:45767");
-        assert_eq!(
-            elapsed_checked(&got),
-            elapsed_checked(&shown),
-            "`{cmd}` output differs from the docs"
-        );
-    }
+    let compared = json_examples_match(
+        "docs/probe-json.md",
+        Some(("127.0.0.1:45767", &real)),
+        |doc| {
+            for probe in doc["probes"].as_array_mut().expect("probes") {
+                assert!(probe["elapsed_ms"].is_u64(), "{probe}");
+                probe["elapsed_ms"] = 0.into();
+            }
+        },
+    );
+    assert_eq!(compared, 2, "docs/probe-json.md shows two probes");
 }
 
 #[test]

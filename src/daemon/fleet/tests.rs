@@ -164,13 +164,7 @@ fn other_nodes_bans_are_taken_over_unless_a_local_list_covers_them() {
     );
     assert!(engine.is_banned("203.0.113.9".parse().unwrap()));
     assert!(!engine.is_banned("198.51.100.7".parse().unwrap()));
-    let stored: Vec<String> = step
-        .write
-        .bans
-        .iter()
-        .map(|b| b.target.to_string())
-        .collect();
-    assert_eq!(stored, ["203.0.113.0/24"]);
+    assert_eq!(stored(&step), ["203.0.113.0/24"]);
     assert_eq!(step.write.bans[0].source, Source::Manual);
     // An operator's unban on another node lifts it here too.
     let (_, step) = apply(
@@ -386,13 +380,7 @@ fn a_bootstrap_hands_its_bans_to_enforcement_as_read_and_to_the_store_in_order()
     // network and the manual ban stored.
     let adopted: Vec<IpAddr> = step.adopted.iter().map(|d| d.ip).collect();
     assert_eq!(adopted, [ip("2001:db8::1")]);
-    let stored: Vec<String> = step
-        .write
-        .bans
-        .iter()
-        .map(|b| b.target.to_string())
-        .collect();
-    assert_eq!(stored, ["100.64.0.0/24", "192.0.2.200/32"]);
+    assert_eq!(stored(&step), ["100.64.0.0/24", "192.0.2.200/32"]);
     assert!(step.adopt.is_none(), "nothing for the writer until the end");
     assert_eq!(
         node.adopting(),
@@ -436,6 +424,15 @@ fn a_bootstrap_hands_its_bans_to_enforcement_as_read_and_to_the_store_in_order()
     // The next bootstrap has a number of its own.
     take(&mut node, &mut engine, part(vec![ban("10.9.9.9/32", 60)]));
     assert_eq!(ahead_bans(&ahead).0, 2);
+}
+
+/// The targets of the bans a step has for the writer to store as they are.
+fn stored(step: &FleetStep) -> Vec<String> {
+    step.write
+        .bans
+        .iter()
+        .map(|b| b.target.to_string())
+        .collect()
 }
 
 /// The next bans ahead of the store: the bootstrap's number and the hosts.
